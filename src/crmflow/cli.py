@@ -1,0 +1,299 @@
+"""``crmflow``: serve | demo | db | users | keys | config.
+
+Every command reads the same settings (``CRMFLOW_*`` and ``.env``). Problems a
+user can fix (missing or malformed settings, wrong keys, duplicate users) end the
+command with a message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from crmflow.config import Settings, load_settings
+from crmflow.domain.tenancy import Role
+from crmflow.errors import CrmflowError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+# ------------------------------------------------------------------- commands
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    table = Table("variable", "effective value", box=None)
+    for key, value in settings.masked().items():
+        table.add_row(key, value)
+    out.print(table)
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from crmflow.store.crypto import generate_key_entry
+
+    entry = generate_key_entry(args.id)
+    out.print(entry, soft_wrap=True)
+    err.print(
+        "Append this entry (comma-separated) to CRMFLOW_ENCRYPTION_KEYS; the last key "
+        "encrypts new secrets. Then run `crmflow keys rotate` to re-encrypt old ones."
+    )
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from crmflow.store.crypto import Vault
+    from crmflow.store.db import Database
+    from crmflow.store.keys import count_secrets, rotate, verify_keys
+
+    settings = load_settings()
+    vault = Vault.from_setting(settings.encryption_keys)
+
+    async def run() -> None:
+        admin = Database(settings.effective_admin_database_url)
+        try:
+            await verify_keys(admin, vault)
+            total = await count_secrets(admin)
+            with Progress(
+                TextColumn("re-encrypting secrets"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err,
+                transient=False,
+            ) as progress:
+                task = progress.add_task("rotate", total=total)
+                report = await rotate(admin, vault, lambda n: progress.advance(task, n))
+                progress.update(task, completed=total)
+            out.print(
+                f"Rotated {report.rotated} of {report.total} secrets to key "
+                f"{vault.current_key_id!r} ({report.already_current} were already current)."
+            )
+        finally:
+            await admin.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from crmflow.store.migrate import current_revision, upgrade
+
+    settings = load_settings()
+    upgrade(settings.effective_admin_database_url, settings.effective_database_url)
+    out.print(
+        f"Database at revision {current_revision(settings.effective_admin_database_url)}."
+    )
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise CrmflowError("No terminal to ask for a password; use --password-stdin.")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise CrmflowError("The passwords do not match.")
+    return first
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    from crmflow.store.db import Database
+    from crmflow.store.identity import (
+        find_organization,
+        provision_organization,
+        provision_user,
+    )
+
+    settings = load_settings()
+    password = _read_password(args)
+
+    async def run() -> None:
+        admin = Database(settings.effective_admin_database_url)
+        try:
+            org_id = await find_organization(admin, args.org)
+            if org_id is None:
+                if not args.create_org:
+                    raise CrmflowError(
+                        f"No organization with slug {args.org!r}; add --create-org to create it."
+                    )
+                org_id = await provision_organization(
+                    admin, args.org_name or args.org, args.org
+                )
+            user_id = await provision_user(
+                admin,
+                args.email,
+                password,
+                display_name=args.name,
+                organization_id=org_id,
+                role=Role(args.role),
+            )
+            out.print(
+                f"Created user {args.email} ({user_id}) as {args.role} of {args.org}."
+            )
+        finally:
+            await admin.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _serve(
+    settings: Settings, host: str, port: int, banner: Callable[[], None] | None
+) -> int:
+    import uvicorn
+
+    from crmflow.bootstrap import start_services
+    from crmflow.web.app import create_app
+
+    async def run() -> None:
+        services = await start_services(settings)
+        try:
+            app = create_app(settings, services)
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level="warning", lifespan="on"
+            )
+            server = uvicorn.Server(config)
+            if banner is not None:
+                banner()
+            await server.serve()
+        finally:
+            await services.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    return _serve(
+        settings,
+        host,
+        port,
+        lambda: out.print(f"crmflow serving on http://{host}:{port}/"),
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from crmflow.demo import DEMO_LOGINS, demo_settings, seed
+    from crmflow.store.db import Database
+    from crmflow.store.migrate import upgrade
+
+    data_dir = Path(args.data_dir) if args.data_dir else Path(".data")
+    settings = demo_settings(data_dir)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    upgrade(settings.effective_admin_database_url, settings.effective_database_url)
+
+    async def run_seed() -> bool:
+        admin = Database(settings.effective_admin_database_url)
+        try:
+            return await seed(admin)
+        finally:
+            await admin.dispose()
+
+    seeded = asyncio.run(run_seed())
+
+    def banner() -> None:
+        out.print(
+            f"[bold]crmflow demo[/] ({'seeded new' if seeded else 'existing'} data in {data_dir}/)"
+        )
+        out.print(f"  URL:    http://{host}:{port}/")
+        for login in DEMO_LOGINS:
+            out.print(
+                f"  login:  {login.email}  password: {login.password}  ({login.role})"
+            )
+        out.print(f"  API:    http://{host}:{port}/docs")
+        out.print("Press Ctrl+C to stop.")
+
+    return _serve(settings, host, port, banner)
+
+
+# --------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crmflow", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the web app and API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="run on the embedded default with demo data")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", help="where the demo keeps its data (default .data)")
+    p.set_defaults(func=cmd_demo)
+
+    db = sub.add_parser("db", help="database administration").add_subparsers(
+        dest="db_command", required=True
+    )
+    p = db.add_parser(
+        "upgrade", help="apply migrations (and grant the app role on PostgreSQL)"
+    )
+    p.set_defaults(func=cmd_db_upgrade)
+
+    users = sub.add_parser("users", help="user administration").add_subparsers(
+        dest="users_command", required=True
+    )
+    p = users.add_parser("create", help="create a user in an organization")
+    p.add_argument("--email", required=True)
+    p.add_argument("--name", help="display name")
+    p.add_argument("--org", required=True, help="organization slug")
+    p.add_argument("--org-name", help="display name when --create-org creates it")
+    p.add_argument(
+        "--create-org", action="store_true", help="create the organization if missing"
+    )
+    p.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    p.set_defaults(func=cmd_users_create)
+
+    keys = sub.add_parser("keys", help="encryption keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    p = keys.add_parser("generate", help="print a new key ring entry")
+    p.add_argument("--id", help="key id (default: random)")
+    p.set_defaults(func=cmd_keys_generate)
+    p = keys.add_parser(
+        "rotate", help="re-encrypt every stored secret with the newest key"
+    )
+    p.set_defaults(func=cmd_keys_rotate)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="config_command", required=True
+    )
+    p = config.add_parser(
+        "show", help="print the effective configuration, secrets masked"
+    )
+    p.set_defaults(func=cmd_config_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CrmflowError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130

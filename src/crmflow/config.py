@@ -1,0 +1,202 @@
+"""Settings from ``CRMFLOW_*`` environment variables and an optional ``.env`` file.
+
+Nothing here does I/O at import time. :func:`load_settings` turns every problem
+into one :class:`~crmflow.errors.ConfigError` that names the variables to fix, so
+start-up stops with a clear message instead of failing at first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crmflow.domain.secret import Secret
+from crmflow.errors import ConfigError
+
+ENV_PREFIX = "CRMFLOW_"
+
+
+def _to_secret(value: Any) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    if isinstance(value, str):
+        return Secret(value) if value.strip() else None
+    raise ValueError("must be a string")
+
+
+SecretSetting = Annotated[
+    Secret,
+    BeforeValidator(_to_secret),
+    PlainSerializer(lambda s: str(s), return_type=str),
+    WithJsonSchema({"type": "string", "writeOnly": True}),
+]
+
+
+class Settings(BaseSettings):
+    """Effective configuration. Every field is ``CRMFLOW_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        arbitrary_types_allowed=True,
+        validate_default=True,
+    )
+
+    #: where the SQLite database, blobs and demo state live
+    data_dir: Path = Path(".data")
+    #: the application's database (SQLite file by default; PostgreSQL in production,
+    #: connecting as the non-owner application role)
+    database_url: str | None = None
+    #: the database owner's URL, for migrations and administration; defaults to
+    #: ``database_url``
+    admin_database_url: str | None = None
+    #: AES-256-GCM key ring: ``id:base64key,id:base64key``; the last key encrypts
+    #: new secrets, all keys decrypt (``crmflow keys generate`` makes one)
+    encryption_keys: SecretSetting | None = None
+    #: signs session cookies; 32+ random characters
+    session_secret: SecretSetting | None = None
+    #: the URL users and providers reach this service at (OAuth redirects, webhooks)
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    #: address ``crmflow serve`` listens on
+    host: str = "127.0.0.1"
+    #: port ``crmflow serve`` listens on
+    port: int = Field(default=8000, ge=1, le=65535)
+    #: serve the Google/Microsoft sandbox inside the app and point providers at it
+    sandbox_enabled: bool = False
+    #: Google OAuth client
+    google_client_id: str | None = None
+    google_client_secret: SecretSetting | None = None
+    #: Google endpoints (production hosts; the sandbox replaces them in the demo)
+    google_accounts_url: AnyHttpUrl = AnyHttpUrl("https://accounts.google.com")
+    google_oauth2_url: AnyHttpUrl = AnyHttpUrl("https://oauth2.googleapis.com")
+    google_api_url: AnyHttpUrl = AnyHttpUrl("https://www.googleapis.com")
+    #: Microsoft identity platform client
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: SecretSetting | None = None
+    #: ``common``, ``organizations``, ``consumers`` or a tenant id
+    microsoft_tenant: str = "common"
+    microsoft_login_url: AnyHttpUrl = AnyHttpUrl("https://login.microsoftonline.com")
+    microsoft_graph_url: AnyHttpUrl = AnyHttpUrl("https://graph.microsoft.com")
+    #: log level of crmflow's own loggers
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url", "admin_database_url")
+    @classmethod
+    def _check_db_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                "must start with sqlite:/// or postgresql:// "
+                "(e.g. postgresql://crmflow_app:pw@db.example/crmflow)"
+            )
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_keys(cls, value: Secret | None) -> Secret | None:
+        if value is not None:
+            # Imported here: the store layer depends on config, not the reverse.
+            from crmflow.errors import CryptoError
+            from crmflow.store.crypto import parse_key_ring
+
+            try:
+                parse_key_ring(value)
+            except CryptoError as exc:
+                raise ValueError(
+                    exc.message.removeprefix("CRMFLOW_ENCRYPTION_KEYS: ")
+                ) from None
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _check_session_secret(cls, value: Secret | None) -> Secret | None:
+        if value is not None and len(value.reveal()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The application's database URL (the SQLite default when unset)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'crmflow.db').as_posix()}"
+
+    @property
+    def effective_admin_database_url(self) -> str:
+        """The URL migrations and administration use."""
+        return self.admin_database_url or self.effective_database_url
+
+    def require(self, *names: str) -> None:
+        """Stop with a :class:`ConfigError` when any named setting is unset.
+
+        Raises:
+            ConfigError: naming every missing variable and how to set it.
+        """
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            hints = {
+                "encryption_keys": "create one with `crmflow keys generate`",
+                "session_secret": "any random string of 32+ characters",
+            }
+            lines = [
+                f"{ENV_PREFIX}{n.upper()} is not set ({hints.get(n, 'required')})"
+                for n in missing
+            ]
+            raise ConfigError("Missing settings:\n  " + "\n  ".join(lines))
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as ``CRMFLOW_NAME -> value`` with secrets masked."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Secret):
+                shown = "********** (set)"
+            elif value is None:
+                shown = "(unset)"
+            elif name.endswith("database_url"):
+                shown = mask_url_password(str(value))
+            else:
+                shown = str(value)
+            out[f"{ENV_PREFIX}{name.upper()}"] = shown
+        return out
+
+
+def mask_url_password(url: str) -> str:
+    """Replace the password of ``scheme://user:password@host`` with asterisks."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _pw = creds.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, or stop with a message naming each bad variable.
+
+    Raises:
+        ConfigError: one line per missing or malformed ``CRMFLOW_*`` variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "?"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{ENV_PREFIX}{name.upper()}: {msg}")
+        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,188 @@
+"""Database engines, transactions, and the tenant scope of every transaction.
+
+One :class:`Database` per URL. :meth:`Database.tenant` opens a transaction that
+runs as a :class:`~crmflow.domain.tenancy.TenantContext`: on PostgreSQL it sets
+``app.user_id`` / ``app.org_id`` with ``set_config(..., true)`` at the start of
+the transaction (transaction-local, so pooled connections cannot leak a tenant),
+which the row level security policies of ``store/rls.py`` read. Repositories add
+the same predicates in SQL on both databases.
+
+The admin database (the migration role's URL) is used only by the CLI for
+migrations, provisioning and key rotation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import NullPool
+
+from crmflow.domain.tenancy import TenantContext
+
+_SQLITE_BUSY_TIMEOUT_MS = 15_000  # writers wait this long for the file lock
+
+
+def async_url(url: str) -> URL:
+    """The URL with the async driver crmflow uses (aiosqlite, psycopg)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def sync_url(url: str) -> URL:
+    """The URL with the synchronous driver (migrations, Alembic)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the directory of a SQLite database file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (
+        None,
+        "",
+        ":memory:",
+    ):
+        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cur.close()
+
+
+#: settings of a transaction that row level security reads
+_CONTEXT_KEYS = ("app.user_id", "app.org_id", "app.login_email", "app.token_hash")
+
+
+def _set_tenant(session: Session, _tx: SessionTransaction, conn: Connection) -> None:
+    """Set the row level security context at the start of each transaction."""
+    if conn.dialect.name != "postgresql":
+        return
+    values: Mapping[str, str] = session.info.get("rls", {})
+    if not values:
+        return
+    for key in _CONTEXT_KEYS:
+        if key in values:
+            conn.execute(
+                text("SELECT set_config(:k, :v, true)"), {"k": key, "v": values[key]}
+            )
+
+
+class Database:
+    """An async engine plus sessions bound to a tenant context."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        ensure_sqlite_dir(url)
+        aurl = async_url(url)
+        self.dialect = aurl.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            # aiosqlite runs each connection in a thread; a fresh connection per
+            # checkout avoids sharing one across event loops (tests, CLI).
+            kwargs["poolclass"] = NullPool
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        self.engine: AsyncEngine = create_async_engine(aurl, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether this is PostgreSQL (row level security is enforced)."""
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def _session(self, rls: Mapping[str, str]) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            session.info["rls"] = dict(rls)
+            event.listen(session.sync_session, "after_begin", _set_tenant)
+            async with session.begin():
+                yield session
+
+    def tenant(self, ctx: TenantContext) -> Any:
+        """A transaction acting as ``ctx``; commits on success, rolls back on error.
+
+        Usage: ``async with db.tenant(ctx) as session: ...``
+        """
+        session = self._session(
+            {"app.user_id": str(ctx.user_id), "app.org_id": str(ctx.organization_id)}
+        )
+        return _with_ctx(session, ctx)
+
+    def as_user(self, user_id: uuid.UUID) -> Any:
+        """A transaction acting as a user before an organization is chosen.
+
+        Sees the user's own row and memberships only.
+        """
+        return self._session({"app.user_id": str(user_id)})
+
+    def login_lookup(
+        self, *, email: str | None = None, token_hash: str | None = None
+    ) -> Any:
+        """A transaction that may see exactly the user with ``email`` or the API
+        token with ``token_hash``, for signing in; nothing else is visible."""
+        rls: dict[str, str] = {}
+        if email is not None:
+            rls["app.login_email"] = email.strip().lower()
+        if token_hash is not None:
+            rls["app.token_hash"] = token_hash
+        return self._session(rls)
+
+    def admin(self) -> Any:
+        """A transaction with no tenant context.
+
+        On the migration role's URL this sees every row (provisioning, key
+        rotation); on the application role's URL it sees nothing.
+        """
+        return self._session({})
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _with_ctx(inner: Any, ctx: TenantContext) -> AsyncIterator[AsyncSession]:
+    async with inner as session:
+        session.info["tenant"] = ctx
+        yield session
+
+
+def tenant_of(session: AsyncSession) -> TenantContext:
+    """The tenant a session acts as.
+
+    Raises:
+        RuntimeError: the session was not opened with :meth:`Database.tenant`
+            (a programming error: repositories must never run without a tenant).
+    """
+    ctx = session.info.get("tenant")
+    if not isinstance(ctx, TenantContext):
+        raise RuntimeError("repository used outside a tenant transaction")
+    return ctx

@@ -1,0 +1,485 @@
+"""SQLAlchemy 2.0 models. ORM rows never leave ``store/``.
+
+Every tenant row carries ``organization_id``; rows a person owns also carry
+``user_id``. Each table declares its tenancy class in ``info["tenancy"]``, which
+drives both the repository predicates and the PostgreSQL row level security
+policies (``store/rls.py``):
+
+* ``identity`` - organizations, users, memberships (special policies);
+* ``personal`` - rows of one user in one organization;
+* ``shared`` - CRM rows every member of the organization sees;
+* ``org_secret`` - organization settings only the service reads;
+* ``system`` - installation-wide rows holding no tenant data (key canaries).
+
+The integration tables keep the names and columns of the design notes this
+product grew from (``user_integrations``, ``calendar_event_mappings``, ...).
+Secrets are stored as vault ciphertext (``store/crypto.py``), never plaintext.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+Tenancy = Literal["identity", "personal", "shared", "org_secret", "system"]
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    """The current instant, aware, in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware datetime stored in UTC on every database.
+
+    SQLite has no time zone type and hands back naive values; this type refuses
+    naive input and always returns aware UTC datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint naming shared by both databases."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        dt.datetime: UTCDateTime(),
+        uuid.UUID: Uuid(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def _org_fk() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+
+
+def _user_fk() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+
+
+def _created() -> Mapped[dt.datetime]:
+    return mapped_column(default=utcnow)
+
+
+def _updated() -> Mapped[dt.datetime]:
+    return mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --------------------------------------------------------------------- identity
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    __table_args__ = {"info": {"tenancy": "identity"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = {"info": {"tenancy": "identity"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    #: stored lower-case; unique across the installation
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    #: argon2id hash (``store/passwords.py``)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class UserOrganization(Base):
+    __tablename__ = "user_organizations"
+    __table_args__ = (
+        CheckConstraint("role IN ('member', 'admin', 'super_admin')", name="role"),
+        {"info": {"tenancy": "identity"}},
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class ApiToken(Base):
+    """A personal API token (Bearer) of one user in one organization."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = {"info": {"tenancy": "personal"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    name: Mapped[str] = mapped_column(String(100))
+    #: SHA-256 of the token; the token itself is shown once and never stored
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: first characters of the token, to recognise it in lists
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _created()
+    last_used_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+# ---------------------------------------------------------------------- CRM rows
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = {"info": {"tenancy": "shared"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    #: who created it (contacts are shared with the whole organization)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    #: normalized (lower-case) addresses, first one primary
+    email_addresses: Mapped[list[Any]] = mapped_column(default=list)
+    company: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class Appointment(Base):
+    __tablename__ = "appointments"
+    __table_args__ = (
+        CheckConstraint("end_at > start_at", name="end_after_start"),
+        CheckConstraint(
+            "status IN ('confirmed', 'tentative', 'cancelled')", name="status"
+        ),
+        Index(None, "organization_id", "start_at"),
+        # shared reads; changes by the owner or an admin only (store/rls.py)
+        {"info": {"tenancy": "shared", "owner_writes": True}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    #: the owner; only they (or an admin) change the appointment
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(String(500))
+    #: UTC instants; for all-day appointments midnight of the first day and of the
+    #: exclusive end day in ``timezone``
+    start_at: Mapped[dt.datetime]
+    end_at: Mapped[dt.datetime]
+    #: IANA zone the appointment was entered in
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    all_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: ``[{"email", "name", "response_status"}]``
+    attendees: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="confirmed")
+    #: RFC 5545 RRULE value without the ``RRULE:`` prefix
+    recurrence_rule: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+    #: incremented by every write (optimistic concurrency, sync change detection)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+# ------------------------------------------------------------ integration tables
+
+
+class UserIntegration(Base):
+    """One connected account of a user (design notes: ``user_integrations``)."""
+
+    __tablename__ = "user_integrations"
+    __table_args__ = (
+        UniqueConstraint("user_id", "provider", "kind"),
+        CheckConstraint(
+            "provider IN ('google', 'microsoft', 'apple', 'imap', 'caldav')",
+            name="provider",
+        ),
+        CheckConstraint("kind IN ('gmail', 'calendar', 'mail')", name="kind"),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    provider: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(320))
+    account_id: Mapped[str | None] = mapped_column(String(255))
+    #: vault ciphertext
+    access_token: Mapped[str | None] = mapped_column(Text)
+    #: vault ciphertext
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime | None]
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    connected_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class OAuthSecret(Base):
+    """OAuth client credentials of an organization; read by the service only."""
+
+    __tablename__ = "oauth_secrets"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "provider"),
+        {"info": {"tenancy": "org_secret"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    provider: Mapped[str] = mapped_column(String(20))
+    client_id: Mapped[str] = mapped_column(String(500))
+    #: vault ciphertext
+    client_secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class EmailAccount(Base):
+    __tablename__ = "email_accounts"
+    __table_args__ = {"info": {"tenancy": "personal"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    integration_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user_integrations.id", ondelete="SET NULL"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20))
+    email_address: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    #: provider cursor (Gmail historyId, Graph deltaLink, IMAP UIDVALIDITY/UID)
+    sync_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    last_synced_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class EmailMessage(Base):
+    __tablename__ = "email_messages"
+    __table_args__ = (
+        UniqueConstraint("email_account_id", "provider_message_id"),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    email_account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_accounts.id", ondelete="CASCADE"), index=True
+    )
+    provider_message_id: Mapped[str] = mapped_column(String(500))
+    #: RFC 5322 Message-ID
+    message_id_header: Mapped[str | None] = mapped_column(String(998), index=True)
+    thread_id: Mapped[str | None] = mapped_column(String(500), index=True)
+    direction: Mapped[str] = mapped_column(String(10), default="inbound")
+    subject: Mapped[str | None] = mapped_column(Text)
+    from_address: Mapped[str | None] = mapped_column(String(320))
+    to_addresses: Mapped[list[Any]] = mapped_column(default=list)
+    cc_addresses: Mapped[list[Any]] = mapped_column(default=list)
+    bcc_addresses: Mapped[list[Any]] = mapped_column(default=list)
+    snippet: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str | None] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    sent_at: Mapped[dt.datetime | None]
+    received_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class EmailAttachment(Base):
+    __tablename__ = "email_attachments"
+    __table_args__ = {"info": {"tenancy": "personal"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    email_message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_messages.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str | None] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    content_id: Mapped[str | None] = mapped_column(String(500))
+    provider_attachment_id: Mapped[str | None] = mapped_column(Text)
+    #: key of the content in the blob store (None until downloaded)
+    blob_key: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class CalendarAccount(Base):
+    __tablename__ = "calendar_accounts"
+    __table_args__ = (
+        CheckConstraint(
+            "sync_direction IN ('two_way', 'import_only', 'export_only')",
+            name="sync_direction",
+        ),
+        CheckConstraint(
+            "conflict_strategy IN ('crm_wins', 'calendar_wins', 'latest_wins', "
+            "'manual')",
+            name="conflict_strategy",
+        ),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    integration_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user_integrations.id", ondelete="SET NULL"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20))
+    external_calendar_id: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(500))
+    sync_direction: Mapped[str] = mapped_column(String(20), default="two_way")
+    conflict_strategy: Mapped[str] = mapped_column(String(20), default="manual")
+    #: provider cursor (Google syncToken, Graph deltaLink, CalDAV sync-token)
+    sync_cursor: Mapped[str | None] = mapped_column(Text)
+    is_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_synced_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class CalendarEventMapping(Base):
+    __tablename__ = "calendar_event_mappings"
+    __table_args__ = (
+        UniqueConstraint("calendar_account_id", "external_event_id"),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    appointment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="SET NULL"), index=True
+    )
+    calendar_account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("calendar_accounts.id", ondelete="CASCADE"), index=True
+    )
+    external_event_id: Mapped[str] = mapped_column(String(1024))
+    external_event_etag: Mapped[str | None] = mapped_column(String(500))
+    sync_direction: Mapped[str] = mapped_column(String(20), default="two_way")
+    sync_status: Mapped[str] = mapped_column(String(20), default="synced")
+    last_synced: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class CalendarSyncLog(Base):
+    __tablename__ = "calendar_sync_log"
+    __table_args__ = {"info": {"tenancy": "personal"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    calendar_account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("calendar_accounts.id", ondelete="CASCADE"), index=True
+    )
+    sync_type: Mapped[str] = mapped_column(String(20))
+    sync_direction: Mapped[str] = mapped_column(String(20))
+    events_imported: Mapped[int] = mapped_column(Integer, default=0)
+    events_exported: Mapped[int] = mapped_column(Integer, default=0)
+    events_updated: Mapped[int] = mapped_column(Integer, default=0)
+    events_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    conflicts: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    started_at: Mapped[dt.datetime] = _created()
+    finished_at: Mapped[dt.datetime | None]
+
+
+class VaultKey(Base):
+    """One canary per encryption key id: a known value sealed with that key.
+
+    At start-up every configured key opens its canary, so a wrong key is caught
+    before any user secret is touched; a new current key gets a canary.
+    """
+
+    __tablename__ = "vault_keys"
+    __table_args__ = {"info": {"tenancy": "system"}}  # noqa: RUF012
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    canary: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+def tenancy_of(table_name: str) -> Tenancy:
+    """The tenancy class a table declared."""
+    info = Base.metadata.tables[table_name].info
+    result: Tenancy = info["tenancy"]
+    return result
+
+
+#: (table, column) pairs that hold vault ciphertext; ``keys rotate`` walks them
+ENCRYPTED_COLUMNS: tuple[tuple[type[Base], str], ...] = (
+    (UserIntegration, "access_token"),
+    (UserIntegration, "refresh_token"),
+    (OAuthSecret, "client_secret"),
+)

@@ -1,0 +1,69 @@
+"""``create_app(settings)``: the FastAPI application (API, UI, OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from crmflow import __version__
+from crmflow.bootstrap import Services, start_services
+from crmflow.config import Settings
+from crmflow.web import errors
+from crmflow.web.api import account, appointments, contacts
+from crmflow.web.ui import routes as ui_routes
+
+SESSION_MAX_AGE_S = 14 * 24 * 60 * 60  # 14 days
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the application.
+
+    ``services`` lets tests and ``crmflow demo`` share already-started services;
+    otherwise they are started (and keys verified) in the lifespan, and a bad
+    configuration stops start-up there.
+    """
+    settings.require("session_secret")
+    assert settings.session_secret is not None  # noqa: S101 - checked by require()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        app.state.services = services or await start_services(settings)
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.services.close()
+
+    app = FastAPI(
+        title="crmflow",
+        version=__version__,
+        description="Per-user mailbox and calendar integrations for a CRM.",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.session_secret.reveal(),
+        session_cookie="crmflow_session",
+        max_age=SESSION_MAX_AGE_S,
+        same_site="lax",
+        https_only=settings.public_base_url.scheme == "https",
+    )
+    errors.install(app)
+    app.include_router(appointments.router)
+    app.include_router(contacts.router)
+    app.include_router(account.router)
+    app.include_router(ui_routes.router)
+    app.mount(
+        "/static",
+        StaticFiles(directory=str(files("crmflow.web.ui") / "static")),
+        name="static",
+    )
+    return app

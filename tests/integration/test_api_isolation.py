@@ -1,0 +1,131 @@
+"""Every API endpoint is tenant-scoped: user B gets 404 for user A's objects.
+
+The routes are enumerated from the app's OpenAPI document, so an endpoint added later is covered
+automatically; a path parameter this test does not know fails the test, forcing
+whoever adds it to say whose object it names.
+"""
+
+from __future__ import annotations
+
+import re
+
+from crmflow.web.app import create_app
+
+APPOINTMENT = {
+    "title": "Secret deal",
+    "start": "2026-05-04T10:00:00Z",
+    "end": "2026-05-04T11:00:00Z",
+}
+CONTACT = {"name": "Secret contact", "email_addresses": ["secret@a.example.com"]}
+#: a valid body per (method, path) so that a 404 can only come from isolation
+BODIES = {
+    ("PUT", "/api/appointments/{appointment_id}"): {**APPOINTMENT, "title": "Hijacked"},
+    ("PATCH", "/api/appointments/{appointment_id}"): {"title": "Hijacked"},
+    ("PUT", "/api/contacts/{contact_id}"): {"name": "Hijacked"},
+    ("PATCH", "/api/contacts/{contact_id}"): {"name": "Hijacked"},
+    ("PATCH", "/api/members/{user_id}"): {"role": "member"},
+}
+
+
+def api_routes(settings):
+    """(path, {METHODS}) of every API endpoint."""
+    paths = create_app(settings).openapi()["paths"]
+    return [
+        (path, {m.upper() for m in ops})
+        for path, ops in paths.items()
+        if path.startswith("/api/")
+    ]
+
+
+async def _objects_of_alice(client, tenants):
+    h = tenants.alice.headers
+    appointment = (
+        await client.post("/api/appointments", json=APPOINTMENT, headers=h)
+    ).json()
+    contact = (await client.post("/api/contacts", json=CONTACT, headers=h)).json()
+    token = (
+        await client.post("/api/tokens", json={"name": "alice script"}, headers=h)
+    ).json()
+    return {
+        "appointment_id": appointment["id"],
+        "contact_id": contact["id"],
+        "token_id": token["id"],
+        "user_id": str(tenants.amy.ctx.user_id),
+    }
+
+
+async def test_every_object_endpoint_hides_other_tenants(client, tenants, settings):
+    ids = await _objects_of_alice(client, tenants)
+    checked = []
+    for template, methods in api_routes(settings):
+        params = re.findall(r"{(\w+)}", template)
+        if not params:
+            continue
+        unknown = set(params) - ids.keys()
+        assert not unknown, f"{template}: teach this test whose object {unknown} is"
+        path = template
+        for name in params:
+            path = path.replace("{" + name + "}", ids[name])
+        for method in sorted(methods):
+            body = BODIES.get((method, template))
+            resp = await client.request(
+                method, path, json=body, headers=tenants.bob.headers
+            )
+            assert resp.status_code == 404, (
+                f"{method} {template} -> {resp.status_code} {resp.text}"
+            )
+            checked.append((method, template))
+    # the enumeration really ran over the object endpoints
+    assert len(checked) >= 11, checked
+    # and nothing of alice's changed
+    h = tenants.alice.headers
+    assert (
+        await client.get(f"/api/appointments/{ids['appointment_id']}", headers=h)
+    ).json()["title"] == "Secret deal"
+    assert (await client.get(f"/api/contacts/{ids['contact_id']}", headers=h)).json()[
+        "name"
+    ] == "Secret contact"
+    assert ids["token_id"] in [
+        t["id"] for t in (await client.get("/api/tokens", headers=h)).json()
+    ]
+    members = (await client.get("/api/members", headers=h)).json()
+    assert {m["email"] for m in members} == {"alice@a.test", "amy@a.test"}
+
+
+async def test_collections_show_only_own_tenant(client, tenants, settings):
+    ids = await _objects_of_alice(client, tenants)
+    secret_values = set(ids.values()) | {
+        "alice@a.test",
+        "amy@a.test",
+        "Secret deal",
+        "Secret contact",
+    }
+    listed = 0
+    for template, methods in api_routes(settings):
+        if "GET" not in methods or "{" in template:
+            continue
+        resp = await client.get(template, headers=tenants.bob.headers)
+        assert resp.status_code == 200, template
+        leaked = [v for v in secret_values if v in resp.text]
+        assert not leaked, f"GET {template} leaks {leaked}"
+        listed += 1
+    assert listed >= 6
+
+
+async def test_personal_rows_are_private_within_an_organization(client, tenants):
+    """Amy (same organization) sees alice's appointments but not her API tokens."""
+    ids = await _objects_of_alice(client, tenants)
+    assert (
+        await client.get(
+            f"/api/appointments/{ids['appointment_id']}", headers=tenants.amy.headers
+        )
+    ).status_code == 200
+    assert (
+        await client.delete(
+            f"/api/tokens/{ids['token_id']}", headers=tenants.amy.headers
+        )
+    ).status_code == 404
+    assert (
+        ids["token_id"]
+        not in (await client.get("/api/tokens", headers=tenants.amy.headers)).text
+    )
