@@ -756,3 +756,59 @@ async def test_organization_switcher(site: Site, client: httpx.AsyncClient) -> N
     )
     assert refused.status_code == 404
     assert session_of(client)["org_id"] == str(site.globex)
+
+
+# ------------------------------------------------------------------ sessions
+
+
+async def test_password_change_ends_other_sessions_but_keeps_this_one(
+    site: Site, client: httpx.AsyncClient
+) -> None:
+    """A copied cookie stops working once the password changes."""
+    token = await sign_in(client, "ann@acme.test")
+    async with _client(site) as other:
+        await sign_in(other, "ann@acme.test")
+        changed = await client.post(
+            "/settings/password",
+            data={
+                "csrf_token": token,
+                "current_password": PASSWORD,
+                "new_password": "a brand new password",
+                "confirm_password": "a brand new password",
+            },
+        )
+        assert changed.status_code == 303
+        assert (await client.get("/settings")).status_code == 200
+        kicked = await other.get("/settings")
+        assert kicked.status_code == 303
+        assert kicked.headers["location"].startswith("/login")
+
+
+async def test_sign_out_everywhere(site: Site, client: httpx.AsyncClient) -> None:
+    token = await sign_in(client, "ann@acme.test")
+    async with _client(site) as other:
+        await sign_in(other, "ann@acme.test")
+        ended = await client.post("/settings/sessions/end", data={"csrf_token": token})
+        assert ended.status_code == 303
+        for c in (client, other):
+            resp = await c.get("/appointments")
+            assert resp.status_code == 303
+            assert resp.headers["location"].startswith("/login")
+
+
+async def test_failed_sign_ins_are_throttled(client: httpx.AsyncClient) -> None:
+    token = csrf_of(await client.get("/login"))
+    for _ in range(10):
+        bad = await client.post(
+            "/login",
+            data={"csrf_token": token, "email": "carl@acme.test", "password": "wrong"},
+        )
+        assert bad.status_code == 422
+    # even the right password is refused while throttled, and the user is told why
+    blocked = await client.post(
+        "/login",
+        data={"csrf_token": token, "email": "carl@acme.test", "password": PASSWORD},
+    )
+    assert blocked.status_code == 429
+    assert "Too many failed sign-ins" in blocked.text
+    assert "user_id" not in session_of(client)

@@ -85,3 +85,20 @@ def test_email_normalization():
     for bad in ("no-at", "a@b", "a b@c.d", "x@y.z>"):
         with pytest.raises(ValidationFailed):
             normalize_email(bad)
+
+
+def test_nonexistent_local_time_is_refused_not_moved():
+    # 02:30 does not exist in Berlin on 2026-03-29 (02:00 -> 03:00)
+    with pytest.raises(ValidationFailed, match="does not exist in Europe/Berlin"):
+        timed_span(
+            dt.datetime(2026, 3, 29, 2, 30),
+            dt.datetime(2026, 3, 29, 4),
+            "Europe/Berlin",
+        )
+    # an explicit offset is an instant and always accepted
+    span = timed_span(
+        dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 29, 2, tzinfo=dt.UTC),
+        "Europe/Berlin",
+    )
+    assert span.start_at.hour == 0

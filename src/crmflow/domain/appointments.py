@@ -66,6 +66,24 @@ class TimeSpan:
         return self.end_at.astimezone(zone(self.timezone)).date()
 
 
+def _local_instant(value: dt.datetime, tz: ZoneInfo, name: str) -> dt.datetime:
+    """``value`` as a UTC instant; naive values are wall-clock times in ``tz``.
+
+    Raises:
+        ValidationFailed: a naive time that does not exist in ``tz`` (skipped when
+            the clocks go forward), rather than silently moving it by an hour.
+    """
+    if value.tzinfo is not None:
+        return value.astimezone(dt.UTC)
+    instant = value.replace(tzinfo=tz).astimezone(dt.UTC)
+    if instant.astimezone(tz).replace(tzinfo=None) != value:
+        raise ValidationFailed(
+            f"The {name} time {value:%Y-%m-%d %H:%M} does not exist in {tz.key}: the "
+            "clocks go forward then. Pick a time an hour later."
+        )
+    return instant
+
+
 def timed_span(start: dt.datetime, end: dt.datetime, timezone: str) -> TimeSpan:
     """Build the span of a timed appointment.
 
@@ -76,8 +94,8 @@ def timed_span(start: dt.datetime, end: dt.datetime, timezone: str) -> TimeSpan:
         ValidationFailed: unknown zone, or ``end`` not after ``start``.
     """
     tz = zone(timezone)
-    start_at = (start if start.tzinfo else start.replace(tzinfo=tz)).astimezone(dt.UTC)
-    end_at = (end if end.tzinfo else end.replace(tzinfo=tz)).astimezone(dt.UTC)
+    start_at = _local_instant(start, tz, "start")
+    end_at = _local_instant(end, tz, "end")
     if end_at <= start_at:
         raise ValidationFailed("The end must be after the start.")
     return TimeSpan(start_at, end_at, timezone, all_day=False)

@@ -34,6 +34,8 @@ class UserAccount:
     email: str
     display_name: str
     is_active: bool
+    #: sessions signed in under another epoch are no longer valid
+    session_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

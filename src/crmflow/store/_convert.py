@@ -66,6 +66,7 @@ def user(row: models.User) -> crm.UserAccount:
         email=row.email,
         display_name=row.display_name,
         is_active=row.is_active,
+        session_epoch=row.session_epoch,
     )
 
 

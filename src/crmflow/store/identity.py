@@ -135,8 +135,12 @@ async def authenticate_api_token(db: Database, token: str) -> TenantContext | No
 
 async def change_password(
     db: Database, user_id: uuid.UUID, current: str, new: str
-) -> None:
-    """Replace the user's password after checking the current one.
+) -> int:
+    """Replace the user's password after checking the current one, and end every
+    other session.
+
+    Returns:
+        The new session epoch (the caller re-stamps its own session with it).
 
     Raises:
         ValidationFailed: the current password is wrong or the new one too short.
@@ -147,6 +151,24 @@ async def change_password(
         if row is None or not verify_password(row.password_hash, current):
             raise ValidationFailed("The current password is not correct.")
         row.password_hash = hash_password(new)
+        epoch: int = row.session_epoch + 1
+        row.session_epoch = epoch
+        return epoch
+
+
+async def end_all_sessions(db: Database, user_id: uuid.UUID) -> int:
+    """Invalidate every UI session of the user ("sign out everywhere").
+
+    Returns:
+        The new session epoch.
+    """
+    async with db.as_user(user_id) as session:
+        row = await session.get(models.User, user_id)
+        if row is None:
+            raise NotFound("Your account no longer exists.")
+        epoch: int = row.session_epoch + 1
+        row.session_epoch = epoch
+        return epoch
 
 
 def check_password_strength(password: str) -> None:

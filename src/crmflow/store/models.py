@@ -141,6 +141,9 @@ class User(Base):
     #: argon2id hash (``store/passwords.py``)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: bumped by a password change or "sign out everywhere"; session cookies
+    #: carrying an older value are refused
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 

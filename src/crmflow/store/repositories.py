@@ -16,6 +16,7 @@ from typing import Any
 
 from dateutil.rrule import rrulestr
 from sqlalchemy import Select, Text, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain import crm
@@ -409,10 +410,17 @@ class MemberRepository:
             display_name=display_name.strip() or address.split("@")[0],
             password_hash=hash_password(password),
         )
+        taken = await self._s.scalar(
+            select(func.count()).where(models.User.email == address)
+        )
+        if taken:
+            raise Conflict(f"A user with email {address} already exists.")
         self._s.add(user)
         try:
             await self._s.flush()
-        except Exception as exc:  # unique violation; dialect-specific class
+        except IntegrityError as exc:
+            # on PostgreSQL another organization's user is invisible to the count
+            # above; the unique index still refuses the duplicate
             raise Conflict(f"A user with email {address} already exists.") from exc
         membership = models.UserOrganization(
             user_id=user.id, organization_id=self._ctx.organization_id, role=role.value

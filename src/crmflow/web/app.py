@@ -16,6 +16,7 @@ from crmflow.config import Settings
 from crmflow.web import errors
 from crmflow.web.api import account, appointments, contacts
 from crmflow.web.ui import routes as ui_routes
+from crmflow.web.ui.throttle import LoginThrottle
 
 SESSION_MAX_AGE_S = 14 * 24 * 60 * 60  # 14 days
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     if services is not None:
         app.state.services = services
+    app.state.login_throttle = LoginThrottle()
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret.reveal(),

@@ -16,6 +16,7 @@ missing permission) become the HTML error page of ``crmflow.web.errors``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from typing import Any
 
@@ -27,6 +28,7 @@ from crmflow.errors import Conflict, NotFound, PermissionDenied, ValidationFaile
 from crmflow.store.identity import (
     authenticate_password,
     change_password,
+    end_all_sessions,
     enter_organization,
     expiry_from_days,
 )
@@ -47,6 +49,7 @@ from crmflow.web.ui.forms import (
 )
 from crmflow.web.ui.pages import flash, render
 from crmflow.web.ui.session import (
+    EPOCH_KEY,
     HOME,
     USER_KEY,
     Viewer,
@@ -55,6 +58,7 @@ from crmflow.web.ui.session import (
     sign_in,
     sign_out,
 )
+from crmflow.web.ui.throttle import LoginThrottle
 
 router = APIRouter(include_in_schema=False)
 Csrf = [Depends(require_csrf)]
@@ -110,16 +114,33 @@ async def login(request: Request, services: ServicesDep) -> Response:
     email, password = text(form, "email").strip(), text(form, "password")
     target = safe_next(text(form, "next"))
     error: str | None = None
-    if not email or not password:
+    status_code = 422
+    throttle: LoginThrottle = request.app.state.login_throttle
+    keys = (
+        f"email:{email.lower()}",
+        f"ip:{request.client.host if request.client else '?'}",
+    )
+    wait_s = throttle.retry_after_s(keys)
+    if wait_s is not None:
+        minutes = max(1, math.ceil(wait_s / 60))
+        error = (
+            "Too many failed sign-ins for this address. Wait "
+            f"{minutes} minute{'s' if minutes != 1 else ''} and try again, or ask an "
+            "admin of your organization to reset your password."
+        )
+        status_code = 429
+    elif not email or not password:
         error = "Enter your email address and your password."
     else:
         user = await authenticate_password(services.db, email, password)
         if user is None:
+            throttle.failed(keys)
             error = (
                 "The email address or the password is not correct. Check both and "
                 "try again; an admin of your organization can reset your password."
             )
         else:
+            throttle.succeeded(keys[:1])
             try:
                 ctx = await enter_organization(services.db, user.id)
             except NotFound:
@@ -128,7 +149,7 @@ async def login(request: Request, services: ServicesDep) -> Response:
                     "admin of your organization to add you."
                 )
             else:
-                sign_in(request, ctx)
+                sign_in(request, ctx, user.session_epoch)
                 return _redirect(target)
     return render(
         request,
@@ -140,7 +161,7 @@ async def login(request: Request, services: ServicesDep) -> Response:
             "error": error,
             "signed_out": False,
         },
-        status_code=422,
+        status_code=status_code,
     )
 
 
@@ -400,7 +421,7 @@ async def switch_organization(
     except ValueError:
         raise NotFound("Choose one of your organizations from the list.") from None
     ctx = await enter_organization(services.db, viewer.user.id, target)
-    sign_in(request, ctx)
+    sign_in(request, ctx, viewer.user.session_epoch)
     name = next(
         (o.name for o in viewer.organizations if o.id == ctx.organization_id),
         "the organization",
@@ -424,7 +445,9 @@ async def change_own_password(
         )
     if not errors:
         try:
-            await change_password(services.db, viewer.user.id, current, new)
+            epoch = await change_password(services.db, viewer.user.id, current, new)
+            # this session stays signed in; every other one ends
+            request.session[EPOCH_KEY] = epoch
         except ValidationFailed as exc:
             key = "current" if "current" in exc.message else "new"
             errors[key] = exc.message
@@ -435,6 +458,16 @@ async def change_own_password(
     rotate_csrf_token(request)
     flash(request, "Your password was changed.")
     return _redirect("/settings")
+
+
+@router.post("/settings/sessions/end", dependencies=Csrf)
+async def end_sessions(
+    request: Request, viewer: ViewerDep, services: ServicesDep
+) -> RedirectResponse:
+    """Sign out everywhere, this browser included."""
+    await end_all_sessions(services.db, viewer.user.id)
+    sign_out(request)
+    return _redirect("/login?signed_out=1")
 
 
 @router.post("/settings/tokens", dependencies=Csrf)

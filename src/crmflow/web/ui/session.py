@@ -36,15 +36,19 @@ from crmflow.web.ui.pages import flash
 
 USER_KEY = "user_id"
 ORG_KEY = "org_id"
+#: the user's session epoch at sign-in; a newer epoch in the database (password
+#: changed, "sign out everywhere") invalidates this cookie
+EPOCH_KEY = "epoch"
 #: where a signed-in user lands by default
 HOME = "/appointments"
 
 
-def sign_in(request: Request, ctx: TenantContext) -> None:
+def sign_in(request: Request, ctx: TenantContext, epoch: int) -> None:
     """Start a fresh session for ``ctx`` (the old one, if any, is discarded)."""
     request.session.clear()
     request.session[USER_KEY] = str(ctx.user_id)
     request.session[ORG_KEY] = str(ctx.organization_id)
+    request.session[EPOCH_KEY] = epoch
     rotate_csrf_token(request)
 
 
@@ -132,6 +136,15 @@ async def current_viewer(request: Request, services: ServicesDep) -> Viewer:
             "error",
         )
         raise _sign_in_required(request) from None
+    if request.session.get(EPOCH_KEY) != user.session_epoch:
+        sign_out(request)
+        flash(
+            request,
+            "You were signed out because your password was changed or all your "
+            "sessions were ended; sign in again.",
+            "error",
+        )
+        raise _sign_in_required(request)
     return Viewer(ctx=ctx, user=user, organizations=organizations)
 
 
