@@ -812,3 +812,30 @@ async def test_failed_sign_ins_are_throttled(client: httpx.AsyncClient) -> None:
     assert blocked.status_code == 429
     assert "Too many failed sign-ins" in blocked.text
     assert "user_id" not in session_of(client)
+
+
+async def test_other_users_cannot_revoke_a_token_or_enter_an_organization(
+    site: Site, client: httpx.AsyncClient
+) -> None:
+    """The remaining UI routes that name an object: token revoke, org switch."""
+    token = await sign_in(client, "ann@acme.test")
+    created = await client.post(
+        "/settings/tokens", data={"csrf_token": token, "name": "ann's"}
+    )
+    assert created.status_code in (200, 303)
+    page = await client.get("/settings")
+    [row_id] = re.findall(r"/settings/tokens/([0-9a-f-]{36})/revoke", page.text)
+    async with _client(site) as bob:
+        bob_token = await sign_in(bob, "bob@globex.test")
+        revoke = await bob.post(
+            f"/settings/tokens/{row_id}/revoke", data={"csrf_token": bob_token}
+        )
+        assert revoke.status_code == 404
+        switch = await bob.post(
+            "/settings/organization",
+            data={"csrf_token": bob_token, "organization_id": str(site.acme)},
+        )
+        assert switch.status_code == 404
+        assert session_of(bob)["org_id"] == str(site.globex)
+    # ann's token is still listed
+    assert row_id in (await client.get("/settings")).text
