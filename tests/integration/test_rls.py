@@ -146,6 +146,24 @@ def tenant_row(
             sync_type="full",
             sync_direction="two_way",
         ),
+        "integration_events": lambda: full_row(
+            table,
+            **personal,
+            integration_id=refs.get("user_integrations"),
+            provider="google",
+            kind="calendar",
+            event="connected",
+        ),
+        "oauth_flows": lambda: full_row(
+            table,
+            **personal,
+            provider="google",
+            kind="calendar",
+            state=f"state-{tag}",
+            code_verifier="v1:ciphertext",
+            redirect_uri="http://127.0.0.1/cb",
+            expires_at=T0,
+        ),
         "oauth_secrets": lambda: full_row(
             table,
             organization_id=org,
@@ -221,6 +239,8 @@ SEED_ORDER = [
     "calendar_accounts",
     "calendar_event_mappings",
     "calendar_sync_log",
+    "integration_events",
+    "oauth_flows",
 ]
 
 

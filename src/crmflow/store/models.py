@@ -264,6 +264,9 @@ class UserIntegration(Base):
             name="provider",
         ),
         CheckConstraint("kind IN ('gmail', 'calendar', 'mail')", name="kind"),
+        CheckConstraint(
+            "status IN ('connected', 'needs_reauth', 'error')", name="status"
+        ),
         {"info": {"tenancy": "personal"}},
     )
 
@@ -282,6 +285,73 @@ class UserIntegration(Base):
     scopes: Mapped[list[Any]] = mapped_column(default=list)
     connected_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
+    #: ``connected``, ``needs_reauth`` (the grant is gone: the user must reconnect)
+    #: or ``error`` (last use failed for another reason; retried)
+    status: Mapped[str] = mapped_column(
+        String(20), default="connected", server_default="connected"
+    )
+    #: what went wrong last, in words for the user (never a token)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_refreshed_at: Mapped[dt.datetime | None]
+    #: non-secret connection parameters (IMAP/SMTP hosts, CalDAV URLs, user name)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    #: vault ciphertext: the password of a credential connection (IMAP, CalDAV)
+    password: Mapped[str | None] = mapped_column(Text)
+
+
+class IntegrationEvent(Base):
+    """The audit trail of a user's integrations, shown to the user."""
+
+    __tablename__ = "integration_events"
+    __table_args__ = (
+        CheckConstraint(
+            "event IN ('connected', 'refreshed', 'refresh_failed', 'needs_reauth', "
+            "'reconnected', 'disconnected')",
+            name="event",
+        ),
+        Index(None, "user_id", "created_at"),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    #: kept after a disconnect (the row it named is gone then)
+    integration_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user_integrations.id", ondelete="SET NULL"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    event: Mapped[str] = mapped_column(String(20))
+    #: what happened, in words for the user (never a token)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class OAuthFlow(Base):
+    """One started OAuth authorization: ``state`` and the PKCE verifier.
+
+    Kept server-side so the callback can check that the state belongs to the
+    signed-in user, is used once, and has not expired.
+    """
+
+    __tablename__ = "oauth_flows"
+    __table_args__ = {"info": {"tenancy": "personal"}}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    provider: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    #: random, 256 bits, URL-safe
+    state: Mapped[str] = mapped_column(String(128), unique=True)
+    #: vault ciphertext of the PKCE code_verifier (RFC 7636)
+    code_verifier: Mapped[str] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = _created()
+    expires_at: Mapped[dt.datetime]
+    consumed_at: Mapped[dt.datetime | None]
 
 
 class OAuthSecret(Base):
@@ -484,5 +554,7 @@ def tenancy_of(table_name: str) -> Tenancy:
 ENCRYPTED_COLUMNS: tuple[tuple[type[Base], str], ...] = (
     (UserIntegration, "access_token"),
     (UserIntegration, "refresh_token"),
+    (UserIntegration, "password"),
     (OAuthSecret, "client_secret"),
+    (OAuthFlow, "code_verifier"),
 )
