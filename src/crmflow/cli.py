@@ -1,4 +1,4 @@
-"""``crmflow``: serve | demo | db | users | keys | config.
+"""``crmflow``: serve | demo | db | users | keys | config | sandbox.
 
 Every command reads the same settings (``CRMFLOW_*`` and ``.env``). Problems a
 user can fix (missing or malformed settings, wrong keys, duplicate users) end the
@@ -13,6 +13,7 @@ import getpass
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -21,6 +22,10 @@ from rich.table import Table
 from crmflow.config import Settings, load_settings
 from crmflow.domain.tenancy import Role
 from crmflow.errors import CrmflowError
+from crmflow.logs import configure_logging
+
+if TYPE_CHECKING:
+    from crmflow.sandbox.vendors import SandboxApp
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -148,19 +153,36 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
 
 def _serve(
-    settings: Settings, host: str, port: int, banner: Callable[[], None] | None
+    settings: Settings,
+    host: str,
+    port: int,
+    banner: Callable[[], None] | None,
+    sandbox: SandboxApp | None = None,
 ) -> int:
     import uvicorn
 
     from crmflow.bootstrap import start_services
     from crmflow.web.app import create_app
 
+    configure_logging(settings.log_level)
+    mounts = None
+    if sandbox is not None:
+        from crmflow.demo import SANDBOX_PREFIX
+
+        mounts = {SANDBOX_PREFIX: sandbox.app}
+
     async def run() -> None:
         services = await start_services(settings)
         try:
-            app = create_app(settings, services)
+            app = create_app(
+                settings,
+                services,
+                mounts=mounts,
+                on_shutdown=[sandbox.shutdown] if sandbox else (),
+            )
+            # log_config=None keeps the redacting handler of configure_logging
             config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", lifespan="on"
+                app, host=host, port=port, log_config=None, lifespan="on"
             )
             server = uvicorn.Server(config)
             if banner is not None:
@@ -186,15 +208,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from crmflow.demo import DEMO_LOGINS, demo_settings, seed
+    from crmflow.demo import DEMO_LOGINS, demo_settings, seed, start_sandbox
     from crmflow.store.db import Database
     from crmflow.store.migrate import upgrade
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(".data")
-    settings = demo_settings(data_dir)
-    host = args.host or settings.host
-    port = args.port or settings.port
+    settings = demo_settings(
+        data_dir, host=args.host or "127.0.0.1", port=args.port or 8000
+    )
+    host, port = settings.host, settings.port
     upgrade(settings.effective_admin_database_url, settings.effective_database_url)
+    sandbox = start_sandbox(settings)
 
     async def run_seed() -> bool:
         admin = Database(settings.effective_admin_database_url)
@@ -215,9 +239,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"  login:  {login.email}  password: {login.password}  ({login.role})"
             )
         out.print(f"  API:    http://{host}:{port}/docs")
+        out.print(
+            f"  sandbox: {settings.public_base_url}sandbox/ (Google and Microsoft;"
+        )
+        out.print("           each demo login has a seeded account there)")
         out.print("Press Ctrl+C to stop.")
 
-    return _serve(settings, host, port, banner)
+    return _serve(settings, host, port, banner, sandbox)
+
+
+def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from crmflow.sandbox.serve import run
+
+    run(
+        args.host,
+        args.port,
+        Path(args.state) if args.state else None,
+        allow_http_webhooks=not args.https_webhooks_only,
+    )
+    return 0
 
 
 # --------------------------------------------------------------------- parser
@@ -275,6 +315,24 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="re-encrypt every stored secret with the newest key"
     )
     p.set_defaults(func=cmd_keys_rotate)
+
+    sandbox = sub.add_parser(
+        "sandbox", help="the local Google/Microsoft sandbox"
+    ).add_subparsers(dest="sandbox_command", required=True)
+    p = sandbox.add_parser(
+        "serve", help="serve the sandbox on its own and print its base URLs"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument(
+        "--state", help="SQLite file to keep the sandbox's state in (default: memory)"
+    )
+    p.add_argument(
+        "--https-webhooks-only",
+        action="store_true",
+        help="refuse http:// push and subscription addresses, as Google and Microsoft do",
+    )
+    p.set_defaults(func=cmd_sandbox_serve)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True

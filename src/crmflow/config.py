@@ -25,6 +25,8 @@ from crmflow.domain.secret import Secret
 from crmflow.errors import ConfigError
 
 ENV_PREFIX = "CRMFLOW_"
+#: where providers send the browser back after consent (joined to the public URL)
+OAUTH_CALLBACK_PATH = "/oauth/callback/{provider}"
 
 
 def _to_secret(value: Any) -> Secret | None:
@@ -134,6 +136,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmflow.db').as_posix()}"
+
+    def oauth_redirect_uri(self, provider: str) -> str:
+        """The redirect URI registered with ``provider`` for this deployment."""
+        base = str(self.public_base_url).rstrip("/")
+        return base + OAUTH_CALLBACK_PATH.format(provider=provider)
 
     @property
     def effective_admin_database_url(self) -> str:

@@ -71,7 +71,7 @@ def test_serve_without_keys_stops_at_start_up(env, tmp_path):
 def test_db_upgrade_users_create_and_key_rotation(env, tmp_path):
     up = run(["db", "upgrade"], env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert "revision 0002" in up.stdout
+    assert "revision 0003" in up.stdout
     created = run(
         [
             "users",
@@ -147,6 +147,24 @@ def test_demo_serves_and_prints_the_logins(tmp_path):
                 assert time.monotonic() < deadline, "demo did not start"
                 time.sleep(0.2)
         assert resp.status_code == 200
+        # the sandbox is mounted with a seeded Google and Microsoft account per login
+        listing = httpx.get(f"http://127.0.0.1:{port}/sandbox/", timeout=5).json()
+        assert listing["google"] == f"http://127.0.0.1:{port}/sandbox/google/"
+        users = httpx.get(
+            f"http://127.0.0.1:{port}/sandbox/google/_sandbox/users", timeout=5
+        ).text
+        assert "alice@demo.crmflow.test" in users
+        consent = httpx.get(
+            f"http://127.0.0.1:{port}/sandbox/google/o/oauth2/v2/auth",
+            params={
+                "client_id": "crmflow-demo.apps.googleusercontent.com",
+                "redirect_uri": f"http://127.0.0.1:{port}/oauth/callback/google",
+                "response_type": "code",
+                "scope": "https://www.googleapis.com/auth/calendar",
+            },
+            timeout=5,
+        )
+        assert consent.status_code == 200, consent.text
         login = httpx.post(
             f"http://127.0.0.1:{port}/api/me",
             headers={"Authorization": "Bearer crm_invalid"},
@@ -160,6 +178,7 @@ def test_demo_serves_and_prints_the_logins(tmp_path):
     assert "alice@demo.crmflow.test" in output
     assert "password: alice-demo-pw" in output
     assert (data / "crmflow.db").exists()
+    assert (data / "sandbox-state.sqlite3").exists()
     assert oct((data / "demo-secrets.env").stat().st_mode & 0o777) == "0o600"
     secrets_text = (data / "demo-secrets.env").read_text()
     # the generated secrets are never printed
@@ -174,3 +193,50 @@ def test_demo_second_start_reuses_data(tmp_path):
     second = demo_settings(Path(tmp_path))
     assert first.encryption_keys == second.encryption_keys
     assert first.session_secret == second.session_secret
+
+
+def test_sandbox_serve_prints_base_urls_and_serves_both_vendors(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            *CRMFLOW,
+            "sandbox",
+            "serve",
+            "--port",
+            str(port),
+            "--state",
+            str(tmp_path / "s.sqlite3"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                created = httpx.post(
+                    f"http://127.0.0.1:{port}/google/_sandbox/users",
+                    json={"email": "zoe@example.com"},
+                    timeout=2,
+                )
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None
+                assert time.monotonic() < deadline, "sandbox did not start"
+                time.sleep(0.2)
+        assert created.status_code in (200, 201), created.text
+        ms = httpx.get(
+            f"http://127.0.0.1:{port}/microsoft/common/v2.0/.well-known/openid-configuration",
+            timeout=5,
+        )
+        assert (
+            ms.json()["token_endpoint"]
+            == f"http://127.0.0.1:{port}/microsoft/common/oauth2/v2.0/token"
+        )
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert f"http://127.0.0.1:{port}/google/" in output
+    assert f"http://127.0.0.1:{port}/microsoft/v1.0/" in output
+    assert (tmp_path / "s.sqlite3").exists()

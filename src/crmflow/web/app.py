@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp
 
 from crmflow import __version__
 from crmflow.bootstrap import Services, start_services
@@ -21,12 +22,20 @@ from crmflow.web.ui.throttle import LoginThrottle
 SESSION_MAX_AGE_S = 14 * 24 * 60 * 60  # 14 days
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    services: Services | None = None,
+    *,
+    mounts: Mapping[str, ASGIApp] | None = None,
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> FastAPI:
     """Build the application.
 
     ``services`` lets tests and ``crmflow demo`` share already-started services;
     otherwise they are started (and keys verified) in the lifespan, and a bad
-    configuration stops start-up there.
+    configuration stops start-up there. ``mounts`` adds further ASGI apps by
+    path prefix (the demo mounts the provider sandbox at ``/sandbox``), and
+    ``on_shutdown`` hooks run when the app stops.
     """
     settings.require("session_secret")
     assert settings.session_secret is not None  # noqa: S101 - checked by require()
@@ -38,6 +47,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         try:
             yield
         finally:
+            for hook in on_shutdown:
+                await hook()
             if own:
                 await app.state.services.close()
 
@@ -63,6 +74,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(contacts.router)
     app.include_router(account.router)
     app.include_router(ui_routes.router)
+    for prefix, sub_app in (mounts or {}).items():
+        app.mount(prefix, sub_app)
     app.mount(
         "/static",
         StaticFiles(directory=str(files("crmflow.web.ui") / "static")),
