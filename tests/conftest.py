@@ -28,6 +28,10 @@ from crmflow.web.app import create_app
 
 pytest_plugins = [
     "tests.servers.postgres",
+    "tests.servers.sandbox",
+    "tests.servers.dovecot",
+    "tests.servers.radicale",
+    "tests.servers.smtp",
 ]
 
 SESSION_SECRET = "s" * 48

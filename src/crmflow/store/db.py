@@ -68,6 +68,18 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
 
 
+def _sqlite_manual_transactions(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own implicit BEGIN would start the transaction late (only at the
+    # first write); with it off, the "begin" listener below decides.
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # Takes SQLite's write lock at the start of the transaction, so a second
+    # process doing the same waits (busy_timeout) instead of both proceeding.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
@@ -109,8 +121,22 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
         self.engine: AsyncEngine = create_async_engine(aurl, **kwargs)
+        self._locked_sessions = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # A second engine whose transactions hold the database's write lock
+            # from their first statement: cross-process single flight on SQLite.
+            self._locked_engine: AsyncEngine = create_async_engine(aurl, **kwargs)
+            event.listen(self._locked_engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(
+                self._locked_engine.sync_engine, "connect", _sqlite_manual_transactions
+            )
+            event.listen(
+                self._locked_engine.sync_engine, "begin", _sqlite_begin_immediate
+            )
+            self._locked_sessions = async_sessionmaker(
+                self._locked_engine, expire_on_commit=False
+            )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -119,20 +145,33 @@ class Database:
         return self.dialect == "postgresql"
 
     @asynccontextmanager
-    async def _session(self, rls: Mapping[str, str]) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
+    async def _session(
+        self, rls: Mapping[str, str], *, write_lock: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        maker = (
+            self._locked_sessions
+            if write_lock and self._locked_sessions
+            else self._sessions
+        )
+        async with maker() as session:
             session.info["rls"] = dict(rls)
             event.listen(session.sync_session, "after_begin", _set_tenant)
             async with session.begin():
                 yield session
 
-    def tenant(self, ctx: TenantContext) -> Any:
+    def tenant(self, ctx: TenantContext, *, write_lock: bool = False) -> Any:
         """A transaction acting as ``ctx``; commits on success, rolls back on error.
+
+        ``write_lock=True`` serializes the transaction against every other
+        write-locked one, across processes: on SQLite it starts with ``BEGIN
+        IMMEDIATE`` (the database's write lock); on PostgreSQL it changes nothing
+        and the caller locks the rows it needs (``SELECT ... FOR UPDATE``).
 
         Usage: ``async with db.tenant(ctx) as session: ...``
         """
         session = self._session(
-            {"app.user_id": str(ctx.user_id), "app.org_id": str(ctx.organization_id)}
+            {"app.user_id": str(ctx.user_id), "app.org_id": str(ctx.organization_id)},
+            write_lock=write_lock,
         )
         return _with_ctx(session, ctx)
 
@@ -166,6 +205,8 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self._locked_sessions is not None:
+            await self._locked_engine.dispose()
 
 
 @asynccontextmanager
