@@ -166,6 +166,23 @@ def test_moved_and_cancelled_occurrences_become_exceptions(google: GoogleSandbox
         "standup01_20240311T080000Z": "confirmed",
         "standup01_20240318T080000Z": "cancelled",
     }
+    # "Cancelled exceptions are only guaranteed to have values for the id,
+    # recurringEventId and originalStartTime fields populated" — and those three
+    # must be there, in both incremental shapes (singleEvents true and false).
+    plain = api.get(EVENTS, params={"syncToken": token}).json()
+    for items in (delta["items"], plain["items"]):
+        tombstone = next(e for e in items if e["id"] == "standup01_20240318T080000Z")
+        assert tombstone == {
+            "kind": "calendar#event",
+            "etag": tombstone["etag"],
+            "id": "standup01_20240318T080000Z",
+            "status": "cancelled",
+            "recurringEventId": "standup01",
+            "originalStartTime": {
+                "dateTime": "2024-03-18T09:00:00+01:00",
+                "timeZone": "Europe/Zurich",
+            },
+        }
 
     # Deleting a cancelled occurrence again is 410.
     assert api.delete(f"{EVENTS}/standup01_20240318T080000Z").status_code == 410

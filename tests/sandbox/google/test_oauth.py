@@ -521,3 +521,28 @@ def test_refresh_token_dies_after_six_months_unused(
             "error_description": "Token has been expired or revoked.",
         },
     )
+
+
+def test_non_ascii_code_verifier_and_client_secret_are_oauth_errors(
+    google: GoogleSandbox, client: dict
+):
+    """Client input outside ASCII is a failed check, never a 500.
+
+    (``secrets.compare_digest`` raises TypeError on non-ASCII ``str`` and
+    ``str.encode("ascii")`` raises UnicodeEncodeError: both used to escape as 500s.)
+    """
+    for method, challenge in (("S256", _challenge(VERIFIER)), ("plain", VERIFIER)):
+        page = _authorize(
+            google, client, code_challenge=challenge, code_challenge_method=method
+        )
+        code = _consent(google, page)["code"]
+        status, body = _exchange(google, client, code, code_verifier="ü" * 50)
+        assert (status, body) == (
+            400,
+            {"error": "invalid_grant", "error_description": "Invalid code verifier."},
+        )
+    page = _authorize(google, client)
+    code = _consent(google, page)["code"]
+    status, body = _exchange(google, client, code, client_secret="sécret")
+    assert status == 401
+    assert body["error"] == "invalid_client"

@@ -150,7 +150,16 @@ async def test_expired_delta_token_is_410_sync_state_not_found(ms: Ms) -> None:
         gone = await graph.get(delta_link)
         assert gone.status_code == 410
         assert gone.json()["error"]["code"] == "SyncStateNotFound"
-        assert gone.headers["location"].endswith("/me/calendarView/delta?$deltatoken=")
+        # "a Location header containing a request URL with an empty $deltaToken
+        # (same as the initial query)": the window is part of it, so following
+        # it starts a fresh initial round.
+        location = gone.headers["location"]
+        assert location.endswith(
+            "/me/calendarView/delta?startDateTime=2030-01-01T00%3A00%3A00Z"
+            "&endDateTime=2030-02-01T00%3A00%3A00Z&$deltatoken="
+        )
+        restarted, _, _ = await _round(graph, location)
+        assert len(restarted) == 3
         # an earlier round's nextLink is stale too
         stale = await graph.get(first["@odata.nextLink"])
         assert stale.status_code == 410

@@ -495,3 +495,17 @@ def test_openid_configuration_unknown_tenant(ms: Ms) -> None:
     )
     assert response.status_code == 400
     assert "AADSTS90002" in response.json()["error_description"]
+
+
+def test_non_ascii_code_verifier_and_client_secret_are_aadsts_errors(ms: Ms) -> None:
+    """Non-ASCII client input fails the check (50148 / 7000215) instead of a 500."""
+    client = _register(ms)
+    auth = _raw_authorize(ms, client, "User.Read")
+    mismatch = _redeem(ms, client, auth | {"verifier": "ü" * 64})
+    assert mismatch.status_code == 400
+    assert mismatch.json()["error"] == "invalid_grant"
+    assert mismatch.json()["error_codes"] == [50148]
+    auth = _raw_authorize(ms, client, "User.Read")
+    bad_secret = _redeem(ms, client | {"client_secret": "sécret"}, auth)
+    assert bad_secret.status_code == 401
+    assert bad_secret.json()["error_codes"] == [7000215]

@@ -14,6 +14,11 @@ Rules (Calendar API discovery, ``EventDateTime``; google-apis.md §2.7):
 
 Timed values are stored as UTC instants (``"2024-01-01T08:00:00Z"``) plus the
 optional zone name, and re-rendered per request.
+
+Event times must lie between :data:`EARLIEST` and :data:`LATEST` (one day inside
+what Python can represent, so rendering in any zone and expanding never
+overflow); Google's own limits are undocumented, values outside get 400
+"Invalid start time." / "Invalid end time.".
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "EventTime",
     "TimeError",
     "format_rfc3339",
@@ -40,6 +47,10 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$"
 )
 _DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+
+#: earliest / latest accepted event time (a day of slack to datetime.min/max)
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class TimeError(ValueError):
@@ -93,7 +104,9 @@ def parse_rfc3339(value: str, *, default_zone: ZoneInfo | None = None) -> dateti
         return datetime(
             year, month, day, hour, minute, second, micro, tzinfo=tzinfo
         ).astimezone(UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
+        # OverflowError: a valid-looking value outside datetime's range once
+        # converted to UTC (e.g. 0001-01-01T00:00:00+14:00).
         if isinstance(exc, TimeError):
             raise
         raise TimeError(f"Invalid date-time: {value}") from exc
@@ -103,7 +116,8 @@ def format_rfc3339(instant: datetime, tz: ZoneInfo) -> str:
     """Render ``instant`` in ``tz`` without fractions, ``Z`` for a zero offset (Google's style)."""
     local = instant.astimezone(tz)
     offset = local.utcoffset() or timedelta(0)
-    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat, not strftime("%Y"): strftime does not zero-pad years < 1000.
+    text = local.replace(tzinfo=None).isoformat(timespec="seconds")
     if not offset:
         # Google's formatter writes a zero offset as "Z" (also for e.g.
         # Europe/London in winter).
@@ -152,7 +166,9 @@ class EventTime:
             out = {"date": self.day.isoformat()}
         else:
             assert self.instant is not None  # noqa: S101 - invariant of the class
-            out = {"dateTime": self.instant.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            # isoformat pads the year to four digits (fromisoformat needs them).
+            utc = self.instant.astimezone(UTC).replace(tzinfo=None)
+            out = {"dateTime": utc.isoformat(timespec="seconds") + "Z"}
         if self.tz_name:
             out["timeZone"] = self.tz_name
         return out
@@ -211,6 +227,8 @@ def parse_event_time(raw: Any, which: str) -> EventTime:
             day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         except ValueError as exc:
             raise TimeError(f"Invalid {which} time.") from exc
+        if not EARLIEST.date() <= day <= LATEST.date():
+            raise TimeError(f"Invalid {which} time.")
         return EventTime(day, None, tz_name)
     if date_time is None:
         raise TimeError(f"Missing {which} time.")
@@ -220,7 +238,12 @@ def parse_event_time(raw: Any, which: str) -> EventTime:
         raise TimeError(f"Invalid {which} time.")
     if m.group(8) is None and tz is None:
         raise TimeError(f"Missing time zone definition for {which} time.")
-    instant = parse_rfc3339(text, default_zone=tz)
+    try:
+        instant = parse_rfc3339(text, default_zone=tz)
+    except TimeError as exc:
+        raise TimeError(f"Invalid {which} time.") from exc
+    if not EARLIEST <= instant <= LATEST:
+        raise TimeError(f"Invalid {which} time.")
     # Calendar keeps whole seconds.
     return EventTime(None, instant.replace(microsecond=0), tz_name)
 

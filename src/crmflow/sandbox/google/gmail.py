@@ -57,7 +57,11 @@ def _after(items: list[StoredMessage], token: str | None) -> list[StoredMessage]
     if token is None:
         return items
     key = read_page_token(token)
-    marker = (int(key[0]), str(key[1])) if len(key) == 2 else (0, "")
+    if len(key) != 2 or type(key[0]) is not int or not isinstance(key[1], str):
+        raise errors.bad_request(
+            "Invalid pageToken", flavor="aip", reason="invalidArgument"
+        )
+    marker = (key[0], key[1])
     return [m for m in items if (m.internal_date_ms, m.id) < marker]
 
 
@@ -370,7 +374,11 @@ def gmail_service() -> ApiService:
             token = call.params.get("pageToken")
             if token is not None:
                 key = read_page_token(token)
-                records = [r for r in records if r.id > int(key[0] if key else 0)]
+                if len(key) != 1 or type(key[0]) is not int:
+                    raise errors.bad_request(
+                        "Invalid pageToken", flavor="aip", reason="invalidArgument"
+                    )
+                records = [r for r in records if r.id > key[0]]
             size = _page_size(call)
             page = records[:size]
             out: dict[str, Any] = {}

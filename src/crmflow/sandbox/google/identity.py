@@ -218,9 +218,22 @@ class TokenGrant:
 
 
 def pkce_s256(verifier: str) -> str:
-    """Return ``BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))`` without padding (RFC 7636 §4.2)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    """Return ``BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))`` without padding (RFC 7636 §4.2).
+
+    A verifier outside ASCII cannot match any challenge; it is hashed as UTF-8
+    so that it fails the comparison instead of raising.
+    """
+    digest = hashlib.sha256(verifier.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time string comparison that also accepts non-ASCII input.
+
+    ``secrets.compare_digest`` raises TypeError for non-ASCII ``str``; form
+    fields are client input, so compare their UTF-8 bytes.
+    """
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 class Identity:
@@ -276,9 +289,7 @@ class Identity:
         client = self.data.clients.get(client_id)
         if client is None:
             raise OAuthError(401, "invalid_client", "The OAuth client was not found.")
-        if not client_secret or not secrets.compare_digest(
-            client_secret, client.client_secret
-        ):
+        if not client_secret or not _same(client_secret, client.client_secret):
             raise OAuthError(401, "invalid_client", "Unauthorized")
         return client
 
@@ -403,7 +414,7 @@ class Identity:
                 raise OAuthError(400, "invalid_grant", "Missing code verifier.")
             method = found.code_challenge_method or "plain"
             expected = pkce_s256(code_verifier) if method == "S256" else code_verifier
-            if not secrets.compare_digest(expected, found.code_challenge):
+            if not _same(expected, found.code_challenge):
                 raise OAuthError(400, "invalid_grant", "Invalid code verifier.")
         found.used = True
         refresh = None

@@ -176,15 +176,7 @@ class EventLister:
         high_water = cal.seq
         after: list[Any] | None = None
         if query.page_token is not None:
-            data = read_b64_token(query.page_token)
-            if (
-                data is None
-                or not isinstance(data.get("h"), int)
-                or not isinstance(data.get("k"), list)
-            ):
-                raise errors.invalid_value(
-                    "Invalid page token value.", flavor="classic", location="pageToken"
-                )
+            data = _read_marker(query.page_token, query, need_high_water=True)
             high_water = int(data["h"])
             after = list(data["k"])
         tz = zone(query.time_zone) if query.time_zone else cal.tz()
@@ -246,11 +238,7 @@ class EventLister:
         tz = zone(query.time_zone) if query.time_zone else cal.tz()
         after: list[Any] | None = None
         if query.page_token is not None:
-            data = read_b64_token(query.page_token)
-            if data is None or not isinstance(data.get("k"), list):
-                raise errors.invalid_value(
-                    "Invalid page token value.", flavor="classic", location="pageToken"
-                )
+            data = _read_marker(query.page_token, query, need_high_water=False)
             after = list(data["k"])
         if not master.is_series or view.original is not None:
             rows = [
@@ -408,8 +396,7 @@ class EventLister:
         if query.time_min is None and query.time_max is None:
             return True
         series = self.calendars.series(cal, master)
-        span = series.duration
-        after = query.time_min - span if query.time_min is not None else None
+        after = _earlier(query.time_min, series.duration)
         return any(
             True
             for _ in series.occurrences(
@@ -435,9 +422,7 @@ class EventLister:
             for e in cal.events.values()
             if e.recurring_event_id == master.id and e.original_start
         }
-        after = None
-        if query.time_min is not None:
-            after = query.time_min - series.duration - timedelta(seconds=1)
+        after = _earlier(query.time_min, series.duration + timedelta(seconds=1))
         limit = EXPANSION_LIMIT if query.time_max is None else 100_000
         for original in series.occurrences(
             starts_after=after, starts_before=query.time_max, limit=limit
@@ -503,6 +488,53 @@ class EventLister:
             if not all(word in haystack for word in query.q.lower().split()):
                 return False
         return True
+
+
+def _earlier(bound: datetime | None, delta: timedelta) -> datetime | None:
+    """``bound - delta``; None (no lower bound) when that precedes datetime.min."""
+    if bound is None:
+        return None
+    try:
+        return bound - delta
+    except OverflowError:
+        return None
+
+
+def _read_marker(
+    token: str, query: ListQuery, *, need_high_water: bool
+) -> dict[str, Any]:
+    """Decode a page token and check its marker fits the query's sort key.
+
+    A token from another query (other ``orderBy``) or a forged one would
+    otherwise compare unlike types while paging.
+
+    Raises:
+        GoogleApiError: 400 "Invalid page token value."
+    """
+    data = read_b64_token(token)
+    if data is None or not _marker_fits(data, query, need_high_water=need_high_water):
+        raise errors.invalid_value(
+            "Invalid page token value.", flavor="classic", location="pageToken"
+        )
+    return data
+
+
+def _marker_fits(
+    data: dict[str, Any], query: ListQuery, *, need_high_water: bool
+) -> bool:
+    marker = data.get("k")
+    if not isinstance(marker, list):
+        return False
+    # exactly int: a bool is no change number / timestamp
+    if need_high_water and type(data.get("h")) is not int:
+        return False
+    if not marker:
+        return True  # short_page fault: "before everything"
+    if query.order_by in ("startTime", "updated"):
+        return (
+            len(marker) == 2 and type(marker[0]) is int and isinstance(marker[1], str)
+        )
+    return len(marker) == 1 and isinstance(marker[0], str)
 
 
 def _paginate(

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rruleset, rrulestr
 
-from crmflow.sandbox.google.eventtime import EventTime, TimeError, zone
+from crmflow.sandbox.google.eventtime import LATEST, EventTime, TimeError, zone
 
 __all__ = [
     "EXPANSION_LIMIT",
@@ -83,11 +83,15 @@ class Series:
         midnight in :attr:`tz`.
         """
         produced = 0
+        # Instances ending past LATEST cannot be represented (or rendered).
+        last_start = LATEST - self.duration
         for scanned, occurrence in enumerate(self.rules):
             if scanned >= _SCAN_LIMIT or produced >= limit:
                 return
             value = self._event_time(occurrence)
             instant = value.start_in(self.tz)
+            if instant > last_start:
+                return
             if starts_before is not None and instant >= starts_before:
                 return
             if starts_after is not None and instant <= starts_after:
@@ -114,10 +118,16 @@ class Series:
 
 def instance_suffix(original: EventTime) -> str:
     """Return the id suffix for an instance starting (originally) at ``original``."""
+    # Explicit widths: strftime("%Y") does not zero-pad years < 1000.
     if original.day is not None:
-        return original.day.strftime("%Y%m%d")
+        d = original.day
+        return f"{d.year:04d}{d.month:02d}{d.day:02d}"
     assert original.instant is not None  # noqa: S101 - EventTime invariant
-    return original.instant.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    t = original.instant.astimezone(UTC)
+    return (
+        f"{t.year:04d}{t.month:02d}{t.day:02d}"
+        f"T{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
+    )
 
 
 def split_instance_id(event_id: str) -> tuple[str, EventTime] | None:

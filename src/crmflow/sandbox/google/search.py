@@ -62,9 +62,16 @@ def _date_ms(value: str, *, end_of_day: bool = False) -> int | None:
     m = re.fullmatch(r"(\d{4})[/-](\d{1,2})[/-](\d{1,2})", value)
     if m is None:
         return None
-    day = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=_PACIFIC)
-    if end_of_day:
-        day += timedelta(days=1)
+    try:
+        day = datetime(
+            int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=_PACIFIC
+        )
+        if end_of_day:
+            day += timedelta(days=1)
+    except (ValueError, OverflowError):
+        # Not a calendar date (2024/13/45): searched as text like other
+        # values the sandbox cannot read as an operator argument.
+        return None
     return int(day.timestamp() * 1000)
 
 

@@ -22,12 +22,18 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.responses import Response
 
 from crmflow.sandbox.microsoft import _ids
 from crmflow.sandbox.microsoft.api_notify import notify
-from crmflow.sandbox.microsoft.delta import CurrentItem, Deltas, sync_state_not_found
+from crmflow.sandbox.microsoft.delta import (
+    CurrentItem,
+    Deltas,
+    sync_state_not_found,
+    token_params,
+)
 from crmflow.sandbox.microsoft.errors import GraphError, bad_request
 from crmflow.sandbox.microsoft.eventjson import EVENT_PROPERTIES
 from crmflow.sandbox.microsoft.events import Calendars, EventView, RenderOptions
@@ -429,8 +435,19 @@ async def calendar_view_delta(ctx: Context) -> Response:
                 try:
                     previous = deltas.token(deltatoken, "calendarView", now)
                 except GraphError as exc:
+                    # "a Location header containing a request URL with an empty
+                    # $deltaToken (same as the initial query)"
+                    initial = token_params(deltatoken) or {}
+                    initial_window: list[tuple[str, str]] = [
+                        (k, initial[k])
+                        for k in ("startDateTime", "endDateTime")
+                        if k in initial
+                    ]
+                    query = urlencode(initial_window)
                     raise sync_state_not_found(
-                        f"{ctx.graph_base}/me/calendarView/delta?$deltatoken="
+                        f"{ctx.graph_base}/me/calendarView/delta?"
+                        + (f"{query}&" if query else "")
+                        + "$deltatoken="
                     ) from exc
                 window = previous.params
             else:

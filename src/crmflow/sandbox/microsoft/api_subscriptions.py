@@ -6,7 +6,8 @@ receiver may call back into the sandbox), then stores the subscription
 (microsoft-graph.md §5.1-§5.5):
 
 * POST -> 201 with the subscription; PATCH ``expirationDateTime`` renews and
-  reauthorizes -> 200; ``lifecycleNotificationUrl`` "cannot be added later by
+  reauthorizes -> 200 (a changed ``notificationUrl`` is validated by the same
+  handshake first); ``lifecycleNotificationUrl`` "cannot be added later by
   PATCH" (400); ``POST /subscriptions/{id}/reauthorize`` -> 204; DELETE -> 204.
 * Subscribing to events needs a calendar scope, to messages a mail scope.
 """
@@ -24,6 +25,7 @@ from crmflow.sandbox.microsoft.router import CAL_READ, MAIL_READ, Context, Graph
 from crmflow.sandbox.microsoft.subscriptions import (
     Subscription,
     Subscriptions,
+    check_url,
     validate_endpoint,
 )
 
@@ -113,15 +115,33 @@ async def update_subscription(ctx: Context) -> Response:
             f"The property '{sorted(unknown)[0]}' cannot be updated.",
             code="InvalidRequest",
         )
+    new_url: str | None = None
     with ctx.state.lock:
         rules = _rules(ctx)
         sub = rules.get(ctx.params["subscription-id"], ctx.token.client_id)
-        if "expirationDateTime" in body:
-            sub.expiration = rules.check_expiration(
+        expiration = (
+            rules.check_expiration(
                 str(body["expirationDateTime"]),
                 ctx.store.settings.max_subscription_minutes,
                 ctx.now(),
             )
+            if "expirationDateTime" in body
+            else None
+        )
+        if "notificationUrl" in body:
+            new_url = str(body["notificationUrl"])
+            check_url(new_url, ctx.state.config.allow_http_webhooks)
+        timeout_s = ctx.store.settings.validation_timeout_s
+    if new_url is not None and new_url != sub.notification_url:
+        # A new notificationUrl is validated like on creation (outside the lock:
+        # the receiver may call back into the sandbox).
+        await validate_endpoint(ctx.dispatcher.client, new_url, timeout_s)
+    with ctx.state.lock:
+        sub = rules.get(ctx.params["subscription-id"], ctx.token.client_id)
+        if expiration is not None:
+            sub.expiration = expiration
+        if new_url is not None:
+            sub.notification_url = new_url
         sub.reauthorization_sent = False
         ctx.state.mark_dirty()
         data = _render(ctx, sub)

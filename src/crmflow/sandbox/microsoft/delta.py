@@ -17,7 +17,9 @@ Graph's behaviour (event-delta.md, delta-query-overview.md; microsoft-graph.md
   observed) — a cancelled occurrence of a live series is not reported.
 * "Series won't be split on multiple delta pages": a page may exceed
   ``odata.maxpagesize`` to keep a series' occurrences together.
-* Expired or invalidated tokens answer 410 ``SyncStateNotFound``; earlier
+* Expired or invalidated tokens answer 410 ``SyncStateNotFound`` with a
+  ``Location`` header holding "a request URL with an empty $deltaToken (same as
+  the initial query)" — the token carries its window for that; earlier
   ``nextLink``s of a round go stale the same way. A mailbox's tokens are
   invalidated together by bumping its *epoch* (control API), and the oldest
   tokens are evicted beyond :attr:`GraphSettings.delta_tokens_per_mailbox`
@@ -29,6 +31,8 @@ Call with the state lock held.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,7 +46,29 @@ __all__ = [
     "DeltaToken",
     "Deltas",
     "sync_state_not_found",
+    "token_params",
 ]
+
+
+def _encode_params(params: dict[str, str]) -> str:
+    raw = json.dumps(params, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def token_params(token: str) -> dict[str, str] | None:
+    """The query parameters a ``$deltatoken`` was minted for (None if unreadable)."""
+    _, _, encoded = token.partition(".")
+    if not encoded:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        return None
+    return data
 
 
 def sync_state_not_found(location: str | None = None) -> GraphError:
@@ -243,9 +269,14 @@ class Deltas:
         return f"{rnd.id}.{index}"
 
     def finish(self, rnd: DeltaRound, now: datetime) -> DeltaToken:
-        """The round's last page was served: mint its ``$deltatoken``."""
+        """The round's last page was served: mint its ``$deltatoken``.
+
+        Like Graph's, the token itself encodes the round's query parameters
+        (:func:`token_params`), so a 410 for an expired token can still name
+        the initial request in its ``Location`` header.
+        """
         token = DeltaToken(
-            token=secrets.token_urlsafe(24),
+            token=secrets.token_urlsafe(24) + "." + _encode_params(rnd.params),
             email=rnd.email,
             kind=rnd.kind,
             params=dict(rnd.params),

@@ -61,6 +61,7 @@ from crmflow.sandbox.microsoft.recurrence import (
     recurrence_zone,
 )
 from crmflow.sandbox.microsoft.timezones import (
+    LATEST,
     LocalTime,
     format_utc,
     parse_date_time_zone,
@@ -341,6 +342,10 @@ class Calendars:
         self.data = data
         #: ``{"emailAddress": {"name", "address"}}`` of the mailbox owner
         self.owner = owner
+        #: (master id, change key) -> a lazily advanced expansion of the series,
+        #: so resolving many occurrence ids of one series (a delta page) is
+        #: linear, not quadratic. Instances live for one request.
+        self._expansions: dict[tuple[str, str], _Expansion] = {}
 
     # -- calendars -------------------------------------------------------------------
 
@@ -469,12 +474,19 @@ class Calendars:
 
     def _generates(self, master: StoredEvent, original: datetime) -> bool:
         assert master.recurrence is not None  # noqa: S101 - caller checks
-        for start in self._occurrence_starts(
-            master, original - timedelta(seconds=1), original + timedelta(seconds=1)
-        ):
-            if start == original:
-                return True
-        return False
+        key = (master.id, master.change_key)
+        expansion = self._expansions.get(key)
+        if expansion is None:
+            expansion = _Expansion(
+                expand(
+                    master.recurrence,
+                    start_time=self._start_time(master),
+                    duration=master.end - master.start,
+                    limit=_UNLIMITED,
+                )
+            )
+            self._expansions[key] = expansion
+        return expansion.contains(original)
 
     def _start_time(self, master: StoredEvent) -> time:
         assert master.recurrence is not None  # noqa: S101 - caller checks
@@ -515,9 +527,11 @@ class Calendars:
         if master.recurrence is None:
             return out
         seen: set[str] = set()
-        for original in self._occurrence_starts(
-            master, None, window_end + (master.end - master.start) + timedelta(days=1)
-        ):
+        try:
+            horizon = window_end + (master.end - master.start) + timedelta(days=1)
+        except OverflowError:
+            horizon = LATEST
+        for original in self._occurrence_starts(master, None, horizon):
             key = format_utc(original)
             if key in master.cancelled:
                 continue
@@ -635,6 +649,19 @@ class Calendars:
         ev = view.event
         if "transactionId" in body and body["transactionId"] != ev.transaction_id:
             raise invalid_request(TRANSACTION_IMMUTABLE)
+        # Properties are validated while they are applied; a rejected PATCH
+        # must leave the event (and its change key) exactly as it was.
+        before = copy.deepcopy(ev)
+        try:
+            return self._apply_update(view, body, now)
+        except GraphError:
+            self.data.events[ev.id] = before
+            raise
+
+    def _apply_update(
+        self, view: EventView, body: dict[str, Any], now: datetime
+    ) -> EventView:
+        ev = view.event
         if view.original_start is not None:
             return self._update_instance(view, body, now)
         times_changed = any(
@@ -765,6 +792,31 @@ class Calendars:
         return view
 
 
+#: "no limit" for an expansion that is consumed lazily
+_UNLIMITED = 10**9
+
+
+class _Expansion:
+    """Occurrence starts of one series, generated on demand and remembered."""
+
+    def __init__(self, starts: Iterator[datetime]) -> None:
+        self._starts = starts
+        self._seen: set[datetime] = set()
+        self._last: datetime | None = None
+        self._done = False
+
+    def contains(self, original: datetime) -> bool:
+        """True when the series generates a start at ``original``."""
+        while not self._done and (self._last is None or self._last < original):
+            nxt = next(self._starts, None)
+            if nxt is None:
+                self._done = True
+                break
+            self._seen.add(nxt)
+            self._last = nxt
+        return original in self._seen
+
+
 def _overlaps(
     start: datetime, end: datetime, window_start: datetime, window_end: datetime
 ) -> bool:
@@ -838,7 +890,26 @@ def _apply_recurrence(ev: StoredEvent, raw: object) -> None:
         raise invalid_request(
             "Your request can't be completed. The recurrence has no occurrences."
         )
+    # EWS ResponseCode ErrorOccurrenceTimeSpanTooBig: "the time allotment for
+    # a given occurrence overlaps with another occurrence of the same
+    # recurring item" (Graph surfaces the same code). Checked over the first
+    # OVERLAP_CHECK occurrences, which covers every gap a pattern repeats.
+    previous: datetime | None = None
+    for start in expand(recurrence, start_time=start_time, limit=OVERLAP_CHECK):
+        if previous is not None and start - previous < duration:
+            raise GraphError(
+                400,
+                "ErrorOccurrenceTimeSpanTooBig",
+                "Your request can't be completed. The duration of an occurrence "
+                "overlaps the next occurrence of the recurring item.",
+            )
+        previous = start
     ev.start, ev.end = first, first + duration
+
+
+#: occurrences compared for ErrorOccurrenceTimeSpanTooBig (a year of weekly
+#: multi-day patterns, several years of monthly ones)
+OVERLAP_CHECK = 60
 
 
 def _merge_extended(current: list[dict[str, str]], raw: object) -> list[dict[str, str]]:

@@ -225,9 +225,21 @@ class TokenGrant:
 
 
 def pkce_s256(verifier: str) -> str:
-    """``BASE64URL(SHA256(verifier))`` without padding (RFC 7636 §4.2)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    """``BASE64URL(SHA256(verifier))`` without padding (RFC 7636 §4.2).
+
+    A non-ASCII verifier cannot match; it is hashed as UTF-8 so that it fails
+    the comparison (AADSTS50148) instead of raising.
+    """
+    digest = hashlib.sha256(verifier.encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of client input that may be non-ASCII.
+
+    ``secrets.compare_digest`` raises TypeError for non-ASCII ``str``.
+    """
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def parse_scopes(raw: str) -> tuple[list[str], str | None]:
@@ -338,7 +350,7 @@ class Identity:
         app = self.app(client_id, tenant)
         if not secret:
             raise AadError(7000218)
-        if not secrets.compare_digest(secret, app.client_secret):
+        if not _same(secret, app.client_secret):
             raise AadError(7000215, {"client_id": app.client_id})
         return app
 
@@ -501,7 +513,7 @@ class Identity:
                 raise AadError(50148)
             method = found.code_challenge_method or "plain"
             expected = pkce_s256(code_verifier) if method == "S256" else code_verifier
-            if not secrets.compare_digest(expected, found.code_challenge):
+            if not _same(expected, found.code_challenge):
                 raise AadError(50148)
         found.used = True
         return self._issue(

@@ -39,6 +39,7 @@ from crmflow.sandbox.microsoft.errors import (
 from crmflow.sandbox.microsoft.eventjson import (
     check_properties,
     normalize_body,
+    normalize_pass_through,
     preview,
     render_body,
 )
@@ -172,6 +173,18 @@ class MailData:
     uploads: dict[str, UploadSession] = field(default_factory=dict)
     journal: list[MailChangeRecord] = field(default_factory=list)
     seq: int = 0
+
+
+def _collection(body: dict[str, Any], name: str) -> list[Any]:
+    """``body[name]`` as a list (absent or null: empty); 400 if it is no collection."""
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise GraphError(
+            400, "RequestBodyRead", f"Property '{name}' must be a collection."
+        )
+    return value
 
 
 def _recipients(value: object, name: str) -> list[dict[str, Any]]:
@@ -313,7 +326,8 @@ class Mailboxes:
             name: _recipients(body.get(name), name) for name in _RECIPIENT_FIELDS
         }
         sender = copy.deepcopy(self.owner)
-        headers = body.get("internetMessageHeaders") or []
+        headers = _collection(body, "internetMessageHeaders")
+        attachments = _collection(body, "attachments")
         for header in headers:
             if not isinstance(header, dict) or not str(
                 header.get("name", "")
@@ -340,14 +354,18 @@ class Mailboxes:
             body=normalize_body(body.get("body")),
             sender=sender,
             recipients=recipients,
-            importance=str(body.get("importance") or "normal").lower(),
-            categories=list(body.get("categories") or []),
+            importance=normalize_pass_through(
+                "importance", body.get("importance") or "normal"
+            ),
+            categories=normalize_pass_through(
+                "categories", body.get("categories") or []
+            ),
             headers=[
                 {"name": str(h["name"]), "value": str(h.get("value", ""))}
                 for h in headers
             ],
         )
-        for raw in body.get("attachments") or []:
+        for raw in attachments:
             msg.attachments.append(self._attachment_from_json(raw, now))
         return msg
 
@@ -372,22 +390,40 @@ class Mailboxes:
         check_properties(body, MESSAGE_PROPERTIES, "microsoft.graph.message")
         msg = self.message(key)
         _check_if_match(if_match, msg.change_key)
+        # Validate every property before changing anything: a rejected PATCH
+        # leaves the message as it was (Graph updates are all-or-nothing).
+        changes: dict[str, Any] = {}
         if "isRead" in body:
-            msg.is_read = bool(body["isRead"])
+            if not isinstance(body["isRead"], bool):
+                raise GraphError(
+                    400,
+                    "RequestBodyRead",
+                    f"Cannot convert the literal '{body['isRead']}' to the expected "
+                    "type 'Edm.Boolean'.",
+                )
+            changes["is_read"] = body["isRead"]
         if "categories" in body:
-            msg.categories = list(body["categories"] or [])
+            changes["categories"] = normalize_pass_through(
+                "categories", body["categories"] or []
+            )
         if "importance" in body:
-            msg.importance = str(body["importance"]).lower()
+            changes["importance"] = normalize_pass_through(
+                "importance", body["importance"]
+            )
         if "flag" in body and isinstance(body["flag"], dict):
-            msg.flag_status = str(body["flag"].get("flagStatus") or "notFlagged")
+            changes["flag_status"] = str(body["flag"].get("flagStatus") or "notFlagged")
+        recipients: dict[str, list[dict[str, Any]]] = {}
         if msg.is_draft:
             if "subject" in body:
-                msg.subject = str(body["subject"] or "")
+                changes["subject"] = normalize_pass_through("subject", body["subject"])
             if "body" in body:
-                msg.body = normalize_body(body["body"])
+                changes["body"] = normalize_body(body["body"])
             for name in _RECIPIENT_FIELDS:
                 if name in body:
-                    msg.recipients[name] = _recipients(body[name], name)
+                    recipients[name] = _recipients(body[name], name)
+        for attr, value in changes.items():
+            setattr(msg, attr, value)
+        msg.recipients.update(recipients)
         msg.change_key = _ids.change_key()
         msg.last_modified = now
         self._journal(msg, "updated", now)

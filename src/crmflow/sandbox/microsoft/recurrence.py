@@ -53,7 +53,11 @@ from dateutil.rrule import (
 )
 
 from crmflow.sandbox.microsoft.errors import GraphError
-from crmflow.sandbox.microsoft.timezones import canonical_zone_name, resolve_zone
+from crmflow.sandbox.microsoft.timezones import (
+    LATEST,
+    canonical_zone_name,
+    resolve_zone,
+)
 
 __all__ = ["expand", "normalize_recurrence", "recurrence_zone"]
 
@@ -288,9 +292,13 @@ def expand(
         date.fromisoformat(recurrence["range"]["startDate"]), start_time, tzinfo=zone
     )
     produced = 0
+    # Occurrences ending past LATEST cannot be represented (or rendered).
+    last_start = LATEST - max(duration, timedelta(0))
     for local in _rule(recurrence, first):
         instant = local.astimezone(UTC)
         if window_end is not None and instant >= window_end:
+            return
+        if instant > last_start:
             return
         if (
             window_start is not None

@@ -62,6 +62,7 @@ __all__ = [
     "Subscription",
     "SubscriptionData",
     "Subscriptions",
+    "check_url",
     "validate_endpoint",
 ]
 
@@ -188,7 +189,7 @@ class Subscriptions:
         lifecycle = body.get("lifecycleNotificationUrl")
         for target in (url, lifecycle):
             if target is not None:
-                _check_url(str(target), allow_http)
+                check_url(str(target), allow_http)
         state_value = body.get("clientState")
         if state_value is not None and (
             not isinstance(state_value, str) or len(state_value) > MAX_CLIENT_STATE
@@ -301,7 +302,8 @@ class Subscriptions:
         }
 
 
-def _check_url(url: str, allow_http: bool) -> None:
+def check_url(url: str, allow_http: bool) -> None:
+    """400 ValidationError unless ``url`` is an absolute https (or allowed http) URL."""
     parts = urlsplit(url)
     if (
         parts.scheme == "https" or (allow_http and parts.scheme == "http")

@@ -14,6 +14,10 @@ Facts (microsoft-graph.md §2.2, checklist 3-5):
 * ``lastModifiedDateTime`` and friends are UTC with 7 digits and ``Z``
   (``2019-05-20T00:14:51.2677891Z``).
 * An unknown zone is 400 ``TimeZoneNotSupportedException``.
+* Event times must lie between :data:`EARLIEST` and :data:`LATEST` (a day
+  inside what Python represents, so conversions and expansion never overflow;
+  Graph's own limits are undocumented): outside, 400 ``RequestBodyRead``.
+  Query instants (``startDateTime``…) are clamped into that range.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from crmflow.sandbox.microsoft._windows_zones import IANA_TO_WINDOWS, WINDOWS_TO
 from crmflow.sandbox.microsoft.errors import GraphError
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "LocalTime",
     "format_local",
     "format_utc",
@@ -39,6 +45,9 @@ __all__ = [
 _WINDOWS_CASEFOLD = {name.casefold(): name for name in WINDOWS_TO_IANA}
 _IANA_CASEFOLD = {name.casefold(): name for name in IANA_TO_WINDOWS}
 _UTC_NAMES = {"utc", "etc/utc", "etc/gmt", "gmt", "tzone://microsoft/utc"}
+#: earliest / latest accepted event instant (a day of slack to datetime.min/max)
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 _LOCAL = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?$"
 )
@@ -89,7 +98,9 @@ def canonical_zone_name(name: str) -> str:
 
 def format_local(value: datetime) -> str:
     """``2017-04-15T11:00:00.0000000``: wall clock, 7 fractional digits, no offset."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond:06d}0"
+    # isoformat, not strftime("%Y"): strftime does not zero-pad years < 1000.
+    text = value.replace(tzinfo=None, microsecond=0).isoformat(timespec="seconds")
+    return f"{text}.{value.microsecond:06d}0"
 
 
 def format_utc(value: datetime) -> str:
@@ -149,10 +160,14 @@ def parse_date_time_zone(value: object, field: str) -> LocalTime:
     if offset_match:
         try:
             aware = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError as exc:
+            wall = aware.astimezone(zone).replace(tzinfo=None)
+        except (ValueError, OverflowError) as exc:
             raise _bad_datetime(field, raw) from exc
-        wall = aware.astimezone(zone).replace(tzinfo=None)
-        return LocalTime(wall, canonical_zone_name(zone_raw), zone, date_only=False)
+        return _in_range(
+            LocalTime(wall, canonical_zone_name(zone_raw), zone, date_only=False),
+            field,
+            raw,
+        )
     match = _LOCAL.match(text)
     if not match:
         raise _bad_datetime(field, raw)
@@ -169,7 +184,22 @@ def parse_date_time_zone(value: object, field: str) -> LocalTime:
         )
     except ValueError as exc:
         raise _bad_datetime(field, raw) from exc
-    return LocalTime(wall, canonical_zone_name(zone_raw), zone, date_only=hour is None)
+    return _in_range(
+        LocalTime(wall, canonical_zone_name(zone_raw), zone, date_only=hour is None),
+        field,
+        raw,
+    )
+
+
+def _in_range(value: LocalTime, field: str, raw: object) -> LocalTime:
+    """``value`` if its instant lies in [EARLIEST, LATEST], else 400 RequestBodyRead."""
+    try:
+        instant = value.instant
+    except OverflowError as exc:
+        raise _bad_datetime(field, raw) from exc
+    if not EARLIEST <= instant <= LATEST:
+        raise _bad_datetime(field, raw)
+    return value
 
 
 def _bad_datetime(field: str, raw: object) -> GraphError:
@@ -197,7 +227,13 @@ def parse_instant(raw: str, parameter: str) -> datetime:
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        instant = parsed.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+14:00: before anything an event can touch
+        instant = EARLIEST if parsed.year == 1 else LATEST
+    # Clamped: every event lies inside, and window arithmetic cannot overflow.
+    return min(max(instant, EARLIEST), LATEST)
 
 
 def parse_prefer_timezone(prefer: list[str]) -> tuple[str, ZoneInfo] | None:
