@@ -91,6 +91,23 @@ class Settings(BaseSettings):
     microsoft_tenant: str = "common"
     microsoft_login_url: AnyHttpUrl = AnyHttpUrl("https://login.microsoftonline.com")
     microsoft_graph_url: AnyHttpUrl = AnyHttpUrl("https://graph.microsoft.com")
+    #: further OAuth redirect URIs a connect request may name besides the one
+    #: derived from ``public_base_url`` (development front ends): comma-separated,
+    #: ``{provider}`` stands for ``google`` / ``microsoft``; each must be https, or
+    #: http on a loopback host (localhost, 127.0.0.1, [::1])
+    oauth_extra_redirect_uris: str = ""
+    #: how long a started OAuth connect waits for its callback, in seconds
+    oauth_flow_ttl_s: int = Field(default=600, ge=60, le=3600)
+    #: refresh an access token this many seconds before it expires
+    token_refresh_margin_s: int = Field(default=120, ge=0, le=1800)
+    #: token refresh attempts on network errors and 5xx before giving up
+    token_refresh_attempts: int = Field(default=3, ge=1, le=10)
+    #: first pause between refresh attempts, in seconds (doubles, with jitter)
+    token_refresh_backoff_s: float = Field(default=0.5, ge=0, le=60)
+    #: a PEM file of extra certificate authorities trusted *in addition to* the
+    #: system's, for self-hosted IMAP/SMTP/CalDAV servers with their own CA (e.g.
+    #: a company CA); certificate checks are never switched off
+    extra_ca_file: Path | None = None
     #: log level of crmflow's own loggers
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -123,11 +140,34 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("extra_ca_file", mode="before")
+    @classmethod
+    def _blank_ca_file(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("extra_ca_file")
+    @classmethod
+    def _check_extra_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(
+                f"{value} is not a readable file (a PEM file of CA certificates)"
+            )
+        return value
+
     @field_validator("session_secret")
     @classmethod
     def _check_session_secret(cls, value: Secret | None) -> Secret | None:
         if value is not None and len(value.reveal()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("oauth_extra_redirect_uris")
+    @classmethod
+    def _check_redirect_uris(cls, value: str) -> str:
+        for uri in _split_uris(value):
+            problem = redirect_uri_problem(uri.replace("{provider}", "google"))
+            if problem:
+                raise ValueError(f"{uri}: {problem}")
         return value
 
     @property
@@ -141,6 +181,15 @@ class Settings(BaseSettings):
         """The redirect URI registered with ``provider`` for this deployment."""
         base = str(self.public_base_url).rstrip("/")
         return base + OAUTH_CALLBACK_PATH.format(provider=provider)
+
+    def oauth_redirect_uris(self, provider: str) -> tuple[str, ...]:
+        """Every redirect URI a connect to ``provider`` may use: the deployment's
+        own (:meth:`oauth_redirect_uri`, first) and ``oauth_extra_redirect_uris``."""
+        extra = (
+            u.replace("{provider}", provider)
+            for u in _split_uris(self.oauth_extra_redirect_uris)
+        )
+        return tuple(dict.fromkeys((self.oauth_redirect_uri(provider), *extra)))
 
     @property
     def effective_admin_database_url(self) -> str:
@@ -180,6 +229,38 @@ class Settings(BaseSettings):
                 shown = str(value)
             out[f"{ENV_PREFIX}{name.upper()}"] = shown
         return out
+
+
+def _split_uris(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
+#: hosts where a plain-http OAuth redirect URI is acceptable (development)
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be an OAuth redirect URI, or None when it can.
+
+    Providers accept https, and plain http only on loopback hosts (Google's and
+    Microsoft's rule for development); fragments are never allowed (RFC 6749
+    section 3.1.2).
+    """
+    scheme, sep, rest = uri.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    else:
+        host = host.split(":", 1)[0]
+    if not sep or not host:
+        return "must be an absolute URL such as https://crm.example.com/oauth/callback/google"
+    if "#" in uri:
+        return "must not contain a fragment (#)"
+    if scheme == "https":
+        return None
+    if scheme == "http" and host.lower() in LOOPBACK_HOSTS:
+        return None
+    return "must use https (plain http only on localhost, 127.0.0.1 or [::1])"
 
 
 def mask_url_password(url: str) -> str:

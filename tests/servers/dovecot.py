@@ -1,3 +1,276 @@
-"""Pytest fixtures for a real dovecot server on 127.0.0.1 (filled in with the connections work)."""
+"""A real Dovecot IMAP server on 127.0.0.1 for the integration tests.
+
+Recipe: ``real-servers.md`` §4 (Debian's ``dovecot-imapd``, a standalone config
+given with ``-c``, nothing from ``/etc/dovecot``, no systemd). One instance per
+test session:
+
+* ``imap_port``: plaintext IMAP that offers ``STARTTLS`` (plaintext sign-in is
+  allowed so that the ``none`` security mode can be tested on loopback);
+* ``imaps_port``: implicit TLS, with the self-signed certificate of
+  ``tests/servers/tls.py`` (trusted only by clients that load it);
+* users in a ``passwd-file`` with PLAIN passwords (one of them non-ASCII),
+  mail in Maildirs owned by ``nobody``;
+* ``auth_verbose`` on, so tests can read the server's own account of each
+  sign-in (``Login: user=<...>``, ``Password mismatch``) from ``log_file``;
+  ``auth_failure_delay = 0`` and the anvil auth penalty off, so that a
+  refused password slows down no later sign-in.
+
+Dovecot starts as root and drops privileges to ``dovenull`` / ``dovecot`` /
+``nobody``, so its directory is created outside pytest's temp tree with mode
+0755 (pytest resets ``/tmp/pytest-of-root`` to 0700 whenever another session
+starts). A missing binary or OS user skips locally and fails in CI
+(:func:`tests.servers.require.missing_server`). Teardown sends SIGTERM to the
+master pid this fixture started, waits for both ports to close and removes the
+directory.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers.net import (
+    LOOPBACK,
+    POLL_S,
+    WAIT_S,
+    free_port,
+    wait_closed,
+    wait_open,
+)
+from tests.servers.require import missing_server
+from tests.servers.tls import TestCert, tls_cert
+
+#: ``tls_cert`` is re-exported so that loading this plugin provides it
+__all__ = ["DovecotServer", "tls_cert"]
+
+#: Debian's binaries; override with CRMFLOW_DOVECOT_BIN (the dovecot binary)
+DOVECOT = Path(os.environ.get("CRMFLOW_DOVECOT_BIN", "/usr/sbin/dovecot"))
+#: OS users and group Dovecot's config below refers to
+OS_USERS = ("dovecot", "dovenull", "nobody")
+MAIL_GROUP = "nogroup"
+#: a port picked as free can be taken before Dovecot binds it: retry
+START_ATTEMPTS = 3
+
+#: the accounts (address -> password); the last one needs UTF-8 sign-in
+USERS: Mapping[str, str] = {
+    "alice@example.test": "alice-imap-Pw-7c1e",
+    "bob@example.test": "bob-imap-Pw-52aa",
+    "carol@example.test": "cärol-pässwörd-ü9",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DovecotServer:
+    """A running Dovecot and how to reach it."""
+
+    host: str
+    #: plaintext IMAP offering STARTTLS
+    imap_port: int
+    #: implicit TLS (IMAPS)
+    imaps_port: int
+    #: address -> password
+    users: Mapping[str, str]
+    #: Dovecot's log (auth_verbose: one line per sign-in attempt)
+    log_file: Path
+    config_file: Path
+    #: the certificate of the TLS listener (trust it to connect)
+    cert: TestCert
+
+    def log(self) -> str:
+        """The server log so far."""
+        return self.log_file.read_text(errors="replace")
+
+
+def _missing() -> str | None:
+    if not DOVECOT.is_file():
+        return f"Dovecot binary {DOVECOT} not found (apt install dovecot-imapd)"
+    if os.geteuid() != 0:
+        return "the Dovecot fixture runs Dovecot as root (it drops privileges)"
+    for user in OS_USERS:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return f"OS user {user!r} missing (installed by dovecot-core)"
+    try:
+        grp.getgrnam(MAIL_GROUP)
+    except KeyError:
+        return f"OS group {MAIL_GROUP!r} missing"
+    return None
+
+
+def _config(base: Path, imap_port: int, imaps_port: int, cert: TestCert) -> str:
+    return f"""\
+instance_name = crmflow-test-{imap_port}
+base_dir = {base}/run
+state_dir = {base}/state
+protocols = imap
+listen = {LOOPBACK}
+ssl = yes
+ssl_cert = <{cert.cert_file}
+ssl_key = <{cert.key_file}
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_failure_delay = 0
+log_path = {base}/log/dovecot.log
+mail_location = maildir:{base}/mail/%u/Maildir
+mail_fsync = never
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid={MAIL_GROUP} home={base}/mail/%u
+}}
+namespace inbox {{
+  inbox = yes
+}}
+# no auth penalty: anvil would delay every sign-in from 127.0.0.1 after a
+# refused password by up to 15 s (Dovecot "Authentication penalty support")
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = {LOOPBACK}
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = {LOOPBACK}
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+"""
+
+
+def _master_pid(base: Path) -> int | None:
+    try:
+        return int((base / "run" / "master.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as stopped: real-servers.md §9)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _wait_for_pid(base: Path) -> int | None:
+    """The daemon's master pid: Dovecot writes it only after it has forked,
+    which can be after its ports already accept connections."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        pid = _master_pid(base)
+        if pid is not None and _alive(pid):
+            return pid
+        time.sleep(POLL_S)
+    return None
+
+
+def _start(base: Path, cert: TestCert) -> tuple[int, int, int, Path]:
+    """Start Dovecot; returns (imap port, imaps port, master pid, config)."""
+    error = ""
+    log_file = base / "log" / "dovecot.log"
+    for _ in range(START_ATTEMPTS):
+        imap_port, imaps_port = free_port(), free_port()
+        config = base / "dovecot.conf"
+        config.write_text(_config(base, imap_port, imaps_port, cert))
+        # Not a pipe: the daemon's children inherit stdout/stderr, and reading
+        # a pipe until they close it would wait for Dovecot to stop.
+        startup = base / "log" / "startup.log"
+        with startup.open("ab") as out:
+            result = subprocess.run(
+                [str(DOVECOT), "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if result.returncode != 0:
+            error = f"dovecot exited {result.returncode}: {startup.read_text()}"
+            continue  # most likely a port was taken meanwhile: pick others
+        pid = _wait_for_pid(base)
+        if pid is None:
+            raise RuntimeError(f"Dovecot wrote no master.pid:\n{_read(log_file)}")
+        try:
+            wait_open([imap_port, imaps_port], "Dovecot", log=lambda: _read(log_file))
+        except RuntimeError as exc:
+            _stop(pid, [imap_port, imaps_port])
+            error = str(exc)
+            continue
+        return imap_port, imaps_port, pid, config
+    raise RuntimeError(f"Dovecot did not start: {error}")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _stop(pid: int, ports: list[int]) -> None:
+    """SIGTERM the master this fixture started; SIGKILL it if it hangs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + WAIT_S
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_closed(ports)
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls_cert: TestCert) -> Iterator[DovecotServer]:
+    """A running Dovecot with ``USERS`` (session)."""
+    reason = _missing()
+    if reason is not None:
+        missing_server(reason)
+    base = Path(tempfile.mkdtemp(prefix="crmflow-dovecot-"))
+    try:
+        base.chmod(0o755)
+        for sub in ("run", "state", "log", "mail"):
+            (base / sub).mkdir()
+        nobody = pwd.getpwnam("nobody").pw_uid
+        os.chown(base / "mail", nobody, grp.getgrnam(MAIL_GROUP).gr_gid)
+        (base / "passwd").write_text(
+            "".join(f"{user}:{{PLAIN}}{pw}::::::\n" for user, pw in USERS.items()),
+            encoding="utf-8",
+        )
+        imap_port, imaps_port, pid, config = _start(base, tls_cert)
+        try:
+            yield DovecotServer(
+                host=LOOPBACK,
+                imap_port=imap_port,
+                imaps_port=imaps_port,
+                users=USERS,
+                log_file=base / "log" / "dovecot.log",
+                config_file=config,
+                cert=tls_cert,
+            )
+        finally:
+            _stop(pid, [imap_port, imaps_port])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

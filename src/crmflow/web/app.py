@@ -15,7 +15,11 @@ from crmflow import __version__
 from crmflow.bootstrap import Services, start_services
 from crmflow.config import Settings
 from crmflow.web import errors
+from crmflow.web import oauth as oauth_routes
 from crmflow.web.api import account, appointments, contacts
+from crmflow.web.api import credentials as credential_api
+from crmflow.web.api import integrations as integration_api
+from crmflow.web.ui import integrations as ui_integrations
 from crmflow.web.ui import routes as ui_routes
 from crmflow.web.ui.throttle import LoginThrottle
 
@@ -73,7 +77,11 @@ def create_app(
     app.include_router(appointments.router)
     app.include_router(contacts.router)
     app.include_router(account.router)
+    app.include_router(credential_api.router)
+    app.include_router(integration_api.router)
+    app.include_router(oauth_routes.router)
     app.include_router(ui_routes.router)
+    app.include_router(ui_integrations.router)
     for prefix, sub_app in (mounts or {}).items():
         app.mount(prefix, sub_app)
     app.mount(

@@ -43,6 +43,17 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 
+  // Password forms: show the help of the chosen provider.
+  for (const select of document.querySelectorAll("select[data-preset-select]")) {
+    const form = select.form;
+    if (!form) continue;
+    select.addEventListener("change", () => {
+      for (const help of form.querySelectorAll("[data-preset-help]")) {
+        help.hidden = help.dataset.presetHelp !== select.value;
+      }
+    });
+  }
+
   // An empty end time follows the start (one hour later) until edited.
   const start = document.querySelector("#new-appointment #start");
   const end = document.querySelector("#new-appointment #end");

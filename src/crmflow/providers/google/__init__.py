@@ -1,0 +1,12 @@
+"""Google: OAuth 2.0 for web-server apps (google-apis.md section 1).
+
+Public surface: :class:`GoogleOAuth`, the :class:`~crmflow.providers.base.OAuthProvider`
+adapter. Calendar and Gmail adapters join this package with the sync and mail
+work.
+"""
+
+from __future__ import annotations
+
+from crmflow.providers.google._oauth import GoogleEndpoints, GoogleOAuth
+
+__all__ = ["GoogleEndpoints", "GoogleOAuth"]
