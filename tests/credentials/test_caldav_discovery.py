@@ -37,10 +37,10 @@ async def test_discovery_from_the_server_root_finds_event_calendars(radicale):
     assert account.home_set_urls == (radicale.url + "alice/",)
     # "Chores" (VTODO only) and "Contacts" (an address book) are not offered
     assert [(c.name, c.components) for c in account.calendars] == [
-        ("Work", ("VEVENT",))
+        ("Office", ("VEVENT",))
     ]
     work = account.calendars[0]
-    assert work.url == radicale.url + "alice/work/"
+    assert work.url == radicale.url + "alice/office/"
     assert work.ctag
     assert work.sync_token
     log = radicale.log()
@@ -51,7 +51,7 @@ async def test_discovery_from_the_server_root_finds_event_calendars(radicale):
 
 async def test_discovery_from_a_principal_address(radicale):
     account = await discover(radicale.url + "alice/", *_alice(radicale))
-    assert [c.name for c in account.calendars] == ["Work"]
+    assert [c.name for c in account.calendars] == ["Office"]
 
 
 async def test_an_account_without_calendars_still_connects(radicale):

@@ -138,12 +138,12 @@ async def test_connect_calendar_returns_the_discovered_calendars(
         "alice",
     )
     assert [(c["name"], c["components"]) for c in out["calendars"]] == [
-        ("Work", ["VEVENT"])
+        ("Office", ["VEVENT"])
     ]
     assert out["calendars"][0]["sync_token"]
     assert out["settings"]["principal_url"] == radicale.url + "alice/"
     assert [c["url"] for c in out["settings"]["calendars"]] == [
-        radicale.url + "alice/work/"
+        radicale.url + "alice/office/"
     ]
     raw = _database_bytes(db_urls, request)
     basic = base64.b64encode(f"alice:{password}".encode())

@@ -822,7 +822,7 @@ async def test_calendar_connects_against_radicale_and_lists_its_calendars(
     assert done.status_code == 303, done.text
     page = (await web.get(done.headers["location"])).text
     assert (
-        "Connected CalDAV calendar as alice@example.test; found 1 calendar: Work."
+        "Connected CalDAV calendar as alice@example.test; found 1 calendar: Office."
         in flashes(page)
     )
     assert password not in page
@@ -831,7 +831,7 @@ async def test_calendar_connects_against_radicale_and_lists_its_calendars(
         r'<ul class="chip-list calendar-list">(.*?)</ul>', shown, re.S
     )
     assert calendars
-    assert words(calendars.group(1)) == "Work"
+    assert words(calendars.group(1)) == "Office"
     assert f"Server {radicale.url}" in words(shown)
     view = (await integrations.list_integrations(alice.ctx))[0]
     assert view.info.provider is ProviderKey.CALDAV

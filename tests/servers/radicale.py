@@ -6,7 +6,7 @@ refused password costs no time, ``[rights] type = owner_only``). Two fixtures,
 each started at most once per session:
 
 * ``radicale``: plain http. Seeds, through real CalDAV requests (MKCALENDAR /
-  MKCOL), alice's event calendar "Work" (VEVENT), her task list "Chores"
+  MKCOL), alice's event calendar "Office" (VEVENT), her task list "Chores"
   (VTODO only) and address book "Contacts" (not a calendar), so discovery
   tests can see what is kept and what is skipped. Bob has no collections.
 * ``radicale_tls``: https with the self-signed certificate of
@@ -166,13 +166,13 @@ def _stop(process: subprocess.Popen[bytes], port: int) -> None:
 
 
 def _seed(server: RadicaleServer) -> None:
-    """alice: calendars "Work" (VEVENT) and "Chores" (VTODO), address book."""
+    """alice: calendars "Office" (VEVENT) and "Chores" (VTODO), address book."""
     auth = ("alice", USERS["alice"])
     with httpx.Client(base_url=server.url, auth=auth, timeout=10) as client:
         for path, body, method in (
             (
-                "alice/work/",
-                _MKCALENDAR.format(name="Work", component="VEVENT"),
+                "alice/office/",
+                _MKCALENDAR.format(name="Office", component="VEVENT"),
                 "MKCALENDAR",
             ),
             (
