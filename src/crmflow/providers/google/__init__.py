@@ -7,6 +7,7 @@ work.
 
 from __future__ import annotations
 
+from crmflow.providers.google._calendar import GoogleCalendar
 from crmflow.providers.google._oauth import GoogleEndpoints, GoogleOAuth
 
-__all__ = ["GoogleEndpoints", "GoogleOAuth"]
+__all__ = ["GoogleCalendar", "GoogleEndpoints", "GoogleOAuth"]
