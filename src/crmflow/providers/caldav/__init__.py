@@ -9,11 +9,14 @@ Public surface:
   RFC 6764 / 5397 / 4791 discovery that proves the credentials and reports
   failures as ``ConnectionCheckFailed`` subclasses.
 
-Event sync (``CalDAVCalendar``) arrives with the calendar sync feature.
+* :class:`CalDAVCalendar` (``_calendar.py``): one calendar collection as a
+  ``CalendarProvider`` side of the two-way sync (iCalendar mapping in
+  ``_ical.py``).
 """
 
 from __future__ import annotations
 
+from crmflow.providers.caldav._calendar import CalDAVCalendar
 from crmflow.providers.caldav._discovery import (
     DEFAULT_TIMEOUT_S,
     CalDAVAccount,
@@ -32,6 +35,7 @@ __all__ = [
     "CALENDAR_PRESETS",
     "DEFAULT_TIMEOUT_S",
     "CalDAVAccount",
+    "CalDAVCalendar",
     "CalendarPreset",
     "DiscoveredCalendar",
     "calendar_preset",

@@ -1,0 +1,338 @@
+"""``CalendarEvent`` <-> iCalendar (RFC 5545) ``VCALENDAR`` with ``VEVENT``\\s.
+
+All parsing and serialization is the ``icalendar`` library's; this module only
+maps fields:
+
+* ``DTSTART``/``DTEND``: a timed event is written with ``TZID`` (its IANA zone)
+  and the ``VTIMEZONE`` icalendar generates for it; an all-day event as
+  ``VALUE=DATE`` with the exclusive end date. Read back, an unknown or custom
+  ``TZID`` falls back to UTC (the instant is kept), floating times are taken
+  as UTC, and all-day events get the zone ``UTC`` (all-day content hashes
+  ignore the zone).
+* ``SUMMARY``, ``DESCRIPTION``, ``LOCATION``, ``STATUS``, ``ATTENDEE``
+  (``mailto:``, ``CN``, ``PARTSTAT``), ``RRULE``/``EXRULE``/``RDATE``/``EXDATE``.
+* recurrence exceptions are further ``VEVENT``\\s with the same ``UID`` and a
+  ``RECURRENCE-ID``; a cancelled occurrence is one with ``STATUS:CANCELLED``.
+
+Everything else a server or another client adds (``DTSTAMP``, ``SEQUENCE``,
+``VALARM``, ``X-`` properties) is ignored when reading, so it never reaches the
+content hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from icalendar import Calendar, Event, vCalAddress
+
+from crmflow.domain.appointments import all_day_span, timed_span
+from crmflow.domain.calendar import (
+    Attendee,
+    CalendarEvent,
+    EventStatus,
+    RecurrenceException,
+    ResponseStatus,
+)
+from crmflow.errors import ValidationFailed
+
+PRODID = "-//crmflow//calendar sync//EN"
+
+_RECURRENCE = ("RRULE", "EXRULE", "RDATE", "EXDATE")
+
+_PARTSTAT_OUT = {
+    ResponseStatus.NEEDS_ACTION: "NEEDS-ACTION",
+    ResponseStatus.ACCEPTED: "ACCEPTED",
+    ResponseStatus.DECLINED: "DECLINED",
+    ResponseStatus.TENTATIVE: "TENTATIVE",
+}
+_PARTSTAT_IN = {value: key for key, value in _PARTSTAT_OUT.items()}
+_STATUS_IN = {
+    "CONFIRMED": EventStatus.CONFIRMED,
+    "TENTATIVE": EventStatus.TENTATIVE,
+    "CANCELLED": EventStatus.CANCELLED,
+}
+
+
+class ICalendarError(ValueError):
+    """The data is not an iCalendar object holding a usable ``VEVENT``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvent:
+    """A ``VEVENT`` series read from calendar data."""
+
+    event: CalendarEvent
+    #: ``LAST-MODIFIED`` of the master, when present
+    last_modified: dt.datetime | None
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _span_props(vevent: Event, span: Any, name_start: str = "DTSTART") -> None:
+    if span.all_day:
+        vevent.add(name_start, span.start_date)
+        vevent.add("DTEND", span.end_date)
+        return
+    tz = ZoneInfo(span.timezone)
+    vevent.add(name_start, span.start_at.astimezone(tz))
+    vevent.add("DTEND", span.end_at.astimezone(tz))
+
+
+def _attendee_props(vevent: Event, attendees: tuple[Attendee, ...]) -> None:
+    for attendee in attendees:
+        address = vCalAddress(f"mailto:{attendee.email}")
+        if attendee.name:
+            address.params["CN"] = attendee.name
+        address.params["PARTSTAT"] = _PARTSTAT_OUT[attendee.response_status]
+        vevent.add("ATTENDEE", address, encode=False)
+
+
+def _recurrence_props(vevent: Event, lines: tuple[str, ...]) -> None:
+    # let icalendar parse each line (with its parameters, e.g. TZID) and copy the
+    # parsed property over
+    for line in lines:
+        parsed = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n")
+        for name in _RECURRENCE:
+            values = parsed.get(name)
+            if values is None:
+                continue
+            for value in values if isinstance(values, list) else [values]:
+                vevent.add(name, value, encode=False)
+
+
+def _exception_start(start: dt.date | dt.datetime, timezone: str) -> dt.date:
+    if isinstance(start, dt.datetime):
+        return start.astimezone(ZoneInfo(timezone))
+    return start
+
+
+def to_ical(event: CalendarEvent, *, now: dt.datetime | None = None) -> bytes:
+    """``event`` as an iCalendar object (UTF-8), with ``VTIMEZONE``\\s as needed."""
+    stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    calendar = Calendar()
+    calendar.add("PRODID", PRODID)
+    calendar.add("VERSION", "2.0")
+    master = Event()
+    master.add("UID", event.ical_uid)
+    master.add("DTSTAMP", stamp)
+    master.add("SUMMARY", event.title)
+    _span_props(master, event.span)
+    if event.description:
+        master.add("DESCRIPTION", event.description)
+    if event.location:
+        master.add("LOCATION", event.location)
+    master.add("STATUS", str(event.status).upper())
+    _attendee_props(master, event.attendees)
+    _recurrence_props(master, event.recurrence)
+    calendar.add_component(master)
+    duration = event.span.end_at - event.span.start_at
+    for exception in event.exceptions:
+        override = Event()
+        override.add("UID", event.ical_uid)
+        override.add("DTSTAMP", stamp)
+        original = _exception_start(exception.original_start, event.span.timezone)
+        override.add("RECURRENCE-ID", original)
+        override.add("SUMMARY", exception.title or event.title)
+        if exception.span is not None:
+            _span_props(override, exception.span)
+        elif isinstance(original, dt.datetime):
+            override.add("DTSTART", original)
+            override.add("DTEND", original + duration)
+        else:
+            override.add("DTSTART", original)
+            override.add("DTEND", original + dt.timedelta(days=duration.days or 1))
+        if exception.description is not None:
+            override.add("DESCRIPTION", exception.description)
+        if exception.location is not None:
+            override.add("LOCATION", exception.location)
+        override.add("STATUS", str(exception.status).upper())
+        if exception.attendees is not None:
+            _attendee_props(override, exception.attendees)
+        calendar.add_component(override)
+    calendar.add_missing_timezones()
+    data: bytes = calendar.to_ical()
+    return data
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _zone_name(prop: Any) -> str:
+    tzid = prop.params.get("TZID")
+    if tzid:
+        try:
+            ZoneInfo(str(tzid))
+        except (ValueError, KeyError, OSError):
+            return "UTC"  # a custom or Windows zone: keep the instant, in UTC
+        else:
+            return str(tzid)
+    value = prop.dt
+    if isinstance(value, dt.datetime) and isinstance(value.tzinfo, ZoneInfo):
+        return value.tzinfo.key
+    return "UTC"
+
+
+def _instant(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:  # floating time: taken as UTC
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def _read_span(vevent: Event) -> Any:
+    start_prop = vevent.get("DTSTART")
+    if start_prop is None:
+        raise ICalendarError("A VEVENT without DTSTART.")
+    start = start_prop.dt
+    end_prop = vevent.get("DTEND")
+    duration = vevent.get("DURATION")
+    if isinstance(start, dt.datetime):
+        if end_prop is not None:
+            end = end_prop.dt
+        elif duration is not None:
+            end = start + duration.dt
+        else:
+            end = start + dt.timedelta(hours=1)
+        if not isinstance(end, dt.datetime):
+            end = dt.datetime.combine(end, dt.time(), start.tzinfo)
+        return timed_span(_instant(start), _instant(end), _zone_name(start_prop))
+    if end_prop is not None:
+        end_date = end_prop.dt
+    elif duration is not None:
+        end_date = start + duration.dt
+    else:
+        end_date = start + dt.timedelta(days=1)
+    if isinstance(end_date, dt.datetime):
+        end_date = end_date.date()
+    return all_day_span(start, end_date, "UTC")
+
+
+def _read_attendees(vevent: Event) -> tuple[Attendee, ...]:
+    values = vevent.get("ATTENDEE")
+    if values is None:
+        return ()
+    result = []
+    for value in values if isinstance(values, list) else [values]:
+        address = str(value)
+        if address.lower().startswith("mailto:"):
+            address = address[len("mailto:") :]
+        name = value.params.get("CN")
+        partstat = str(value.params.get("PARTSTAT", "NEEDS-ACTION")).upper()
+        result.append(
+            Attendee(
+                address,
+                str(name) if name else None,
+                _PARTSTAT_IN.get(partstat, ResponseStatus.NEEDS_ACTION),
+            )
+        )
+    return tuple(result)
+
+
+def _read_status(vevent: Event) -> EventStatus:
+    value = vevent.get("STATUS")
+    return _STATUS_IN.get(str(value).upper(), EventStatus.CONFIRMED)
+
+
+def _read_recurrence(vevent: Event) -> tuple[str, ...]:
+    lines = []
+    for line in vevent.content_lines():
+        if not line:
+            continue
+        name, _params, _value = line.parts()
+        if name.upper() in _RECURRENCE:
+            lines.append(str(line))
+    return tuple(lines)
+
+
+def _optional_text(vevent: Event, name: str) -> str | None:
+    value = vevent.get(name)
+    return None if value is None else str(value)
+
+
+def _read_exception(vevent: Event, master: CalendarEvent) -> RecurrenceException:
+    recurrence_prop: Any = vevent["RECURRENCE-ID"]
+    recurrence_id: dt.date = recurrence_prop.dt
+    original: dt.date | dt.datetime = (
+        _instant(recurrence_id)
+        if isinstance(recurrence_id, dt.datetime)
+        else recurrence_id
+    )
+    span = _read_span(vevent)
+    master_duration = master.span.end_at - master.span.start_at
+    same_time = span.all_day == master.span.all_day and (
+        (span.all_day and span.start_date == original)
+        or (not span.all_day and span.start_at == original)
+    )
+    if same_time and span.end_at - span.start_at == master_duration:
+        span = None  # the occurrence keeps the series' time
+    attendees = _read_attendees(vevent) if vevent.get("ATTENDEE") else None
+    return RecurrenceException(
+        original_start=original,
+        status=_read_status(vevent),
+        title=_optional_text(vevent, "SUMMARY"),
+        span=span,
+        description=_optional_text(vevent, "DESCRIPTION"),
+        location=_optional_text(vevent, "LOCATION"),
+        attendees=attendees,
+    )
+
+
+def from_ical(data: bytes | str) -> ParsedEvent:
+    """The event series in ``data`` (one UID: the master plus its exceptions).
+
+    Raises:
+        ICalendarError: not iCalendar, no ``VEVENT``, or fields that do not make
+            a valid event (e.g. the end before the start).
+    """
+    try:
+        calendar = Calendar.from_ical(data)
+        vevents = [c for c in calendar.walk("VEVENT") if isinstance(c, Event)]
+        masters = [v for v in vevents if v.get("RECURRENCE-ID") is None]
+        if not vevents:
+            raise ICalendarError("The calendar data holds no VEVENT.")
+        main = masters[0] if masters else vevents[0]
+        base = CalendarEvent(
+            ical_uid=str(main.get("UID", "")),
+            title=str(main.get("SUMMARY", "")),
+            span=_read_span(main),
+            description=_optional_text(main, "DESCRIPTION"),
+            location=_optional_text(main, "LOCATION"),
+            attendees=_read_attendees(main),
+            status=_read_status(main),
+            recurrence=_read_recurrence(main),
+        )
+        exceptions = tuple(
+            _read_exception(v, base)
+            for v in vevents
+            if v is not main and v.get("RECURRENCE-ID") is not None
+        )
+        event = CalendarEvent(
+            ical_uid=base.ical_uid,
+            title=base.title,
+            span=base.span,
+            description=base.description,
+            location=base.location,
+            attendees=base.attendees,
+            status=base.status,
+            recurrence=base.recurrence,
+            exceptions=exceptions if base.recurrence else (),
+        )
+        modified = main.get("LAST-MODIFIED")
+        last_modified = (
+            _instant(modified.dt)
+            if modified is not None and isinstance(modified.dt, dt.datetime)
+            else None
+        )
+    except ICalendarError:
+        raise
+    except (ValueError, KeyError, TypeError, ValidationFailed) as exc:
+        raise ICalendarError(
+            f"Unusable calendar data ({type(exc).__name__}: {exc})."
+        ) from None
+    return ParsedEvent(event, last_modified)
+
+
+__all__ = ["PRODID", "ICalendarError", "ParsedEvent", "from_ical", "to_ical"]

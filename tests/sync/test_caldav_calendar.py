@@ -1,0 +1,335 @@
+"""``CalDAVCalendar`` against a real Radicale: bulk fetching, idempotent creates,
+sync tokens, all-day and time zone mapping, and a full sync with a memory CRM."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from crmflow.domain.appointments import all_day_span, timed_span
+from crmflow.domain.calendar import CalendarEvent, Notify
+from crmflow.providers.base import CursorExpired, ItemAlreadyExists
+from crmflow.providers.caldav import CalDAVCalendar
+from crmflow.providers.memory import MemoryCalendar
+from crmflow.sync import sync_pair
+from crmflow.sync.status import InMemoryStatusRepository
+from tests.servers.radicale import RadicaleServer
+
+from .caldav_helpers import (
+    USER,
+    Collections,
+    CountingTransport,
+    calendar,
+    collections_of,
+    expire_sync_tokens,
+    put_raw,
+)
+from .contract import new_key, sample
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture
+def fresh_calendars(radicale: RadicaleServer) -> Iterator[Collections]:
+    with collections_of(radicale) as made:
+        yield made
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[CountingTransport]:
+    counting = CountingTransport()
+    yield counting
+    await counting.close()
+
+
+@pytest.fixture
+def url(fresh_calendars: Collections) -> str:
+    return fresh_calendars.new()
+
+
+@pytest.fixture
+def dav(
+    radicale: RadicaleServer, url: str, transport: CountingTransport
+) -> CalDAVCalendar:
+    return calendar(radicale, url, transport)
+
+
+def get_raw(radicale: RadicaleServer, href: str) -> str:
+    response = httpx.get(
+        f"{radicale.url.rstrip('/')}{href}",
+        auth=(USER, radicale.users[USER]),
+        timeout=10,
+    )
+    assert response.status_code == 200
+    return response.text
+
+
+async def create(dav: CalDAVCalendar, event: CalendarEvent) -> str:
+    written = await dav.create(event, idempotency_key=new_key(), notify=Notify.NONE)
+    return written.remote_id
+
+
+# ------------------------------------------------------------------ bulk fetch
+
+
+async def test_n_items_are_fetched_with_one_multiget(dav, transport):
+    ids = [await create(dav, sample(f"multi-{n}")) for n in range(5)]
+    transport.requests.clear()
+    items = await dav.get_many(ids)
+    assert sorted(i.event.ical_uid for i in items) == [f"multi-{n}" for n in range(5)]
+    assert transport.requests == [("REPORT", transport.requests[0][1])]
+    assert transport.requests[0][1].endswith("/")  # on the collection, no GETs
+    assert transport.multigets == [5]
+
+
+async def test_a_sync_fetches_n_changed_items_in_one_request(dav, transport):
+    crm = MemoryCalendar()
+    status = InMemoryStatusRepository()
+    for n in range(4):
+        crm.put(sample(f"changed-{n}"))
+    await sync_pair(crm, dav, status)
+    listing = await dav.list()
+    for href in listing.items:
+        event = (await dav.get_many([href]))[0].event
+        await dav.update(
+            href,
+            replace(event, title="edited on the server"),
+            if_match=listing.items[href],
+            notify=Notify.NONE,
+        )
+    transport.requests.clear()
+    transport.multigets.clear()
+    result = await sync_pair(crm, dav, status)
+    assert len(result.writes) == 4
+    methods = [method for method, _ in transport.requests]
+    assert "GET" not in methods
+    # one sync-collection REPORT for the changes, one calendar-multiget for all 4
+    assert methods.count("REPORT") == 2
+    assert transport.multigets == [4]
+    assert {e.title for e in crm.events().values()} == {"edited on the server"}
+
+
+# ------------------------------------------------------------------ create
+
+
+async def test_a_repeated_create_adopts_the_item_put_before(dav):
+    key = new_key()
+    first = await dav.create(sample("adopt"), idempotency_key=key, notify=Notify.NONE)
+    again = await dav.create(sample("adopt"), idempotency_key=key, notify=Notify.NONE)
+    assert (again.remote_id, again.adopted) == (first.remote_id, True)
+    assert again.version == (await dav.list()).items[first.remote_id]
+    assert first.version == again.version  # Radicale sends an ETag on PUT
+
+
+async def test_a_create_on_a_foreign_item_at_the_same_name_is_refused(dav):
+    key = new_key()
+    await dav.create(sample("mine"), idempotency_key=key, notify=Notify.NONE)
+    with pytest.raises(ItemAlreadyExists):
+        await dav.create(sample("other"), idempotency_key=key, notify=Notify.NONE)
+
+
+async def test_a_second_item_with_the_same_uid_is_refused(dav):
+    await create(dav, sample("same-uid"))
+    with pytest.raises(ItemAlreadyExists):
+        await create(dav, sample("same-uid"))
+    assert len((await dav.list()).items) == 1
+
+
+async def test_a_put_without_etag_gives_no_version_and_syncs_cleanly(radicale, url):
+    stripping = CountingTransport(strip_put_etags=True)
+    try:
+        dav = calendar(radicale, url, stripping)
+        written = await dav.create(
+            sample("no-etag"), idempotency_key=new_key(), notify=Notify.NONE
+        )
+        assert written.version is None
+
+        crm = MemoryCalendar()
+        status = InMemoryStatusRepository()
+        crm.put(sample("from-crm"))
+        first = await sync_pair(crm, dav, status)
+        assert len(first.writes) == 2
+        second = await sync_pair(crm, dav, status)
+        assert second.writes == ()
+        assert second.conflicts == ()
+        # the real versions are known now: nothing left to fetch
+        stripping.multigets.clear()
+        third = await sync_pair(crm, dav, status)
+        assert third.writes == ()
+        assert stripping.multigets == []
+    finally:
+        await stripping.close()
+
+
+# ------------------------------------------------------------------ sync tokens
+
+
+async def test_a_malformed_sync_token_is_expired(dav):
+    with pytest.raises(CursorExpired):
+        await dav.list_changes("http://radicale.org/ns/sync/not-a-token")
+
+
+async def test_a_forgotten_sync_token_is_expired(radicale, dav):
+    await create(dav, sample("before"))
+    cursor = (await dav.list()).cursor
+    assert cursor is not None
+    assert cursor.startswith("http://radicale.org/ns/sync/")
+    assert expire_sync_tokens(radicale, dav.url)
+    with pytest.raises(CursorExpired):
+        await dav.list_changes(cursor)
+
+
+# ------------------------------------------------------------------ mapping
+
+
+async def test_all_day_events_are_dates_with_an_exclusive_end(radicale, dav):
+    event = replace(
+        sample("all-day"),
+        span=all_day_span(dt.date(2026, 5, 3), dt.date(2026, 5, 5), "Pacific/Auckland"),
+    )
+    href = await create(dav, event)
+    text = get_raw(radicale, href)
+    assert "DTSTART;VALUE=DATE:20260503" in text
+    assert "DTEND;VALUE=DATE:20260505" in text
+    [item] = await dav.get_many([href])
+    assert item.event.span.all_day
+    assert (item.event.span.start_date, item.event.span.end_date) == (
+        dt.date(2026, 5, 3),
+        dt.date(2026, 5, 5),
+    )
+    assert item.event.content_hash() == event.content_hash()
+
+
+async def test_timed_events_carry_tzid_and_vtimezone_across_dst(radicale, dav):
+    # the clocks go forward in Berlin at 02:00 on 29 March 2026
+    event = replace(
+        sample("dst"),
+        span=timed_span(
+            dt.datetime(2026, 3, 29, 1, 30),
+            dt.datetime(2026, 3, 29, 4),
+            "Europe/Berlin",
+        ),
+    )
+    href = await create(dav, event)
+    text = get_raw(radicale, href)
+    assert "DTSTART;TZID=Europe/Berlin:20260329T013000" in text
+    assert "DTEND;TZID=Europe/Berlin:20260329T040000" in text
+    assert "BEGIN:VTIMEZONE" in text
+    assert "TZID:Europe/Berlin" in text
+    [item] = await dav.get_many([href])
+    assert item.event.span == event.span  # same instants, same zone
+    assert item.event.span.end_at - item.event.span.start_at == dt.timedelta(hours=1.5)
+
+
+FOREIGN = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VTIMEZONE\r
+TZID:My Office Time\r
+BEGIN:STANDARD\r
+DTSTART:19700101T000000\r
+TZOFFSETFROM:+0300\r
+TZOFFSETTO:+0300\r
+END:STANDARD\r
+END:VTIMEZONE\r
+BEGIN:VEVENT\r
+UID:foreign-1\r
+DTSTAMP:20260101T000000Z\r
+SEQUENCE:4\r
+DTSTART;TZID=My Office Time:20260410T120000\r
+DTEND;TZID=My Office Time:20260410T130000\r
+SUMMARY:From elsewhere\r
+X-OTHER-CLIENT:whatever\r
+ATTENDEE;CN=Ann;PARTSTAT=ACCEPTED:MAILTO:Ann@Example.com\r
+BEGIN:VALARM\r
+ACTION:DISPLAY\r
+DESCRIPTION:Reminder\r
+TRIGGER:-PT15M\r
+END:VALARM\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+async def test_custom_zones_fall_back_to_utc_and_unknown_properties_are_ignored(
+    radicale, dav
+):
+    put_raw(radicale, dav.url, "foreign.ics", FOREIGN)
+    [item] = await dav.get_many([urlsplit(dav.url).path + "foreign.ics"])
+    span = item.event.span
+    assert span.timezone == "UTC"
+    assert span.start_at == dt.datetime(2026, 4, 10, 9, tzinfo=dt.UTC)
+    assert item.event.attendees[0].email.lower() == "ann@example.com"
+    plain = CalendarEvent(
+        ical_uid="foreign-1",
+        title="From elsewhere",
+        span=timed_span(
+            dt.datetime(2026, 4, 10, 9, tzinfo=dt.UTC),
+            dt.datetime(2026, 4, 10, 10, tzinfo=dt.UTC),
+            "UTC",
+        ),
+        attendees=item.event.attendees,
+    )
+    assert item.event.content_hash() == plain.content_hash()
+
+
+# ------------------------------------------------------------------ sync_pair
+
+
+async def test_a_full_sync_with_a_memory_crm_both_ways(dav):
+    crm = MemoryCalendar()
+    status = InMemoryStatusRepository()
+    crm.put(sample("from-crm", "CRM meeting"))
+    await create(dav, sample("from-calendar", "Calendar meeting"))
+
+    first = await sync_pair(crm, dav, status)
+    assert len(first.writes) == 2
+    assert set(crm.events()) == {"from-crm", "from-calendar"}
+    assert await _calendar_titles(dav) == {
+        "from-crm": "CRM meeting",
+        "from-calendar": "Calendar meeting",
+    }
+
+    # updates both ways
+    crm.edit(crm.id_of("from-crm"), sample("from-crm", "CRM renamed"))
+    listing = await dav.list()
+    [remote] = [
+        i
+        for i in await dav.get_many(list(listing.items))
+        if i.event.ical_uid == "from-calendar"
+    ]
+    await dav.update(
+        remote.remote_id,
+        replace(remote.event, title="Calendar renamed"),
+        if_match=remote.version,
+        notify=Notify.NONE,
+    )
+    second = await sync_pair(crm, dav, status)
+    assert len(second.writes) == 2
+    assert crm.events()["from-calendar"].title == "Calendar renamed"
+    assert (await _calendar_titles(dav))["from-crm"] == "CRM renamed"
+
+    # deletes both ways
+    crm.remove(crm.id_of("from-crm"))
+    current = await dav.get_many([remote.remote_id])
+    await dav.delete(remote.remote_id, if_match=current[0].version, notify=Notify.NONE)
+    third = await sync_pair(crm, dav, status)
+    assert len(third.writes) == 2
+    assert crm.events() == {}
+    assert (await dav.list()).items == {}
+
+    # and once more: nothing to do
+    crm.put(sample("late", "Late"))
+    await sync_pair(crm, dav, status)
+    quiet = await sync_pair(crm, dav, status)
+    assert quiet.writes == ()
+
+
+async def _calendar_titles(dav: CalDAVCalendar) -> dict[str, str]:
+    items = await dav.get_many(list((await dav.list()).items))
+    return {i.event.ical_uid: i.event.title for i in items}
