@@ -1,5 +1,5 @@
 """The sync engine against two memory calendars: conformance cases 1-18, 20-22
-and 26 of /work/shared/reference/sync-peers.md §8 (test names carry the number).
+and 26 of the conformance list in docs/sync.md (test names carry the number).
 
 Side *a* is the CRM, side *b* the calendar. "Writes" are create/update/delete
 calls recorded by ``MemoryCalendar``.

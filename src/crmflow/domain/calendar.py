@@ -7,7 +7,7 @@ its own (etags, ``updated``/``lastModifiedDateTime``, ``DTSTAMP``, organizer
 bookkeeping, reminders, colours) stays out, so :meth:`CalendarEvent.content_hash`
 changes exactly when a synced field changes. This is the counterpart of
 vdirsyncer's ignored properties (``vobject.hash_item``: volatile lines removed,
-the rest sorted; see docs/sync.md and /work/shared/reference/sync-peers.md §2.1).
+the rest sorted; see docs/sync.md).
 
 :class:`CalendarProvider` is the port. Both sides of a sync pair implement it: the
 provider adapters (Google, Microsoft Graph, CalDAV, and ``providers.memory``) and

@@ -14,8 +14,8 @@ confirmed by content hash; a decision table; per-ident rollback; the
 ``StorageEmpty`` guard. crmflow adds typed policies (:class:`ConflictPolicy`,
 ``DeletePolicy``, ``ReadOnlyPolicy``), incremental listing with cursor expiry
 handling, re-planning after a stale precondition, idempotent creates and
-notification-free writes. The conformance cases it meets are numbered as in
-/work/shared/reference/sync-peers.md §8 (1-22, 26, 27); docs/sync.md maps each
+notification-free writes. It meets
+the conformance cases 1-22, 26 and 27; docs/sync.md maps each
 to its test.
 
 Modules: ``plan`` (pure decisions), ``engine`` (I/O and the status),
