@@ -1,5 +1,7 @@
 """OAuth plumbing the Google and Microsoft adapters share: authlib clients on
-httpx, token-response parsing and the translation of failed token responses.
+httpx, token-response parsing, the translation of failed token responses, and
+:class:`AuthlibOAuthProvider`, the base of both adapters (the code flow's
+steps that are the same at both vendors).
 
 The protocol itself is authlib's (``AsyncOAuth2Client``: authorization URLs
 with PKCE ``S256``, the token endpoint's grants, RFC 7009 revocation); this
@@ -13,13 +15,14 @@ which Microsoft always sends (microsoft-graph.md section 1.5).
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import json
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -31,6 +34,7 @@ from crmflow.providers._http import (
 )
 from crmflow.providers.base import (
     OAuthClientCredentials,
+    OAuthProvider,
     ProviderError,
     RateLimited,
     TokenGrant,
@@ -56,6 +60,7 @@ with warnings.catch_warnings():
     )
 
 __all__ = [
+    "AuthlibOAuthProvider",
     "ErrorTranslator",
     "authorization_url",
     "grant_from_token",
@@ -232,3 +237,133 @@ def grant_from_token(
         scopes=scopes,
         id_claims=id_token_claims(token.get("id_token")),
     )
+
+
+class OAuthEndpoints(Protocol):
+    """What :class:`AuthlibOAuthProvider` needs of a vendor's endpoints."""
+
+    @property
+    def authorize(self) -> str: ...
+
+    @property
+    def token(self) -> str: ...
+
+
+EndpointsT = TypeVar("EndpointsT", bound=OAuthEndpoints)
+
+
+class AuthlibOAuthProvider(OAuthProvider, Generic[EndpointsT]):
+    """The authorization code flow with PKCE on authlib, as Google and Microsoft
+    share it: the code exchange, and the building blocks of the authorization
+    URL, the refresh and the profile request. Subclasses name the vendor, map a
+    step to its error translator and implement the vendor-specific steps.
+    """
+
+    #: the vendor's name in error messages ("Google", "Microsoft")
+    vendor: ClassVar[str]
+
+    def __init__(
+        self,
+        credentials: OAuthClientCredentials,
+        endpoints: EndpointsT,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """
+        Args:
+            credentials: crmflow's client (app) registration.
+            endpoints: the vendor's base URLs (production or sandbox).
+            transport: an httpx transport for unit tests (``httpx.MockTransport``).
+        """
+        self._credentials = credentials
+        self._endpoints = endpoints
+        self._transport = transport
+
+    @abc.abstractmethod
+    def _translate_for(self, step: str) -> ErrorTranslator:
+        """The translator of failed token responses of ``step`` (``exchange``,
+        ``refresh``, ``account``, ``revoke``)."""
+
+    def _authorization_url(
+        self,
+        *,
+        redirect_uri: str,
+        scopes: list[str],
+        state: str,
+        code_verifier: Secret,
+        login_hint: str | None,
+        force_consent: bool,
+        params: dict[str, str],
+    ) -> str:
+        """The authorization URL with the vendor's ``params``, plus
+        ``prompt=consent`` when ``force_consent`` and ``login_hint`` when given."""
+        if force_consent:
+            params["prompt"] = "consent"
+        if login_hint:
+            params["login_hint"] = login_hint
+        return authorization_url(
+            self._credentials,
+            self._endpoints.authorize,
+            redirect_uri=redirect_uri,
+            scopes=scopes,
+            state=state,
+            code_verifier=code_verifier,
+            params=params,
+        )
+
+    async def exchange_code(
+        self, *, code: str, redirect_uri: str, code_verifier: Secret
+    ) -> TokenGrant:
+        async with oauth_client(
+            self._credentials,
+            self._translate_for("exchange"),
+            transport=self._transport,
+        ) as client:
+            token = await client.fetch_token(
+                self._endpoints.token,
+                grant_type="authorization_code",
+                code=code,
+                redirect_uri=redirect_uri,
+                code_verifier=code_verifier.reveal(),
+            )
+        return grant_from_token(token, self.canonical_scope)
+
+    async def _refresh_grant(
+        self, refresh_token: Secret, params: Mapping[str, str]
+    ) -> TokenGrant:
+        """Redeem ``refresh_token`` (with the extra token ``params``); the grant's
+        refresh token is None when the response carried none."""
+        async with oauth_client(
+            self._credentials, self._translate_for("refresh"), transport=self._transport
+        ) as client:
+            token = await client.refresh_token(
+                self._endpoints.token, refresh_token=refresh_token.reveal(), **params
+            )
+            grant = grant_from_token(token, self.canonical_scope)
+        if grant.refresh_token is not None and grant.refresh_token == refresh_token:
+            # authlib copies the old refresh token into a response without one;
+            # report "none sent", as the port promises.
+            grant = TokenGrant(
+                access_token=grant.access_token,
+                refresh_token=None,
+                expires_in_s=grant.expires_in_s,
+                scopes=grant.scopes,
+                id_claims=grant.id_claims,
+            )
+        return grant
+
+    async def _fetch_profile(
+        self, grant: TokenGrant, url: str, params: Mapping[str, str] | None = None
+    ) -> Any:
+        """The decoded JSON of the profile endpoint ``url``, read with ``grant``'s
+        access token (a failed request raises the port's error)."""
+        token = {"access_token": grant.access_token.reveal(), "token_type": "Bearer"}
+        async with oauth_client(
+            self._credentials,
+            self._translate_for("account"),
+            transport=self._transport,
+            token=token,
+        ) as client:
+            response = await client.get(url, params=params)
+            raise_for_profile(response, self.vendor)
+            return response.json()

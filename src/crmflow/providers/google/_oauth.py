@@ -26,19 +26,15 @@ import httpx
 from crmflow.domain.integrations import ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.providers._oauth import (
+    AuthlibOAuthProvider,
     ErrorTranslator,
-    authorization_url,
-    grant_from_token,
     oauth_client,
     protocol_error,
-    raise_for_profile,
 )
 from crmflow.providers.base import (
     ClientRejected,
     GrantRejected,
     OAuthAccount,
-    OAuthClientCredentials,
-    OAuthProvider,
     ProviderError,
     RevokeOutcome,
     TokenGrant,
@@ -119,27 +115,18 @@ def _translate_for(step: str) -> ErrorTranslator:
     return translate
 
 
-class GoogleOAuth(OAuthProvider):
-    """OAuth 2.0 authorization code flow with PKCE against Google."""
+class GoogleOAuth(AuthlibOAuthProvider[GoogleEndpoints]):
+    """OAuth 2.0 authorization code flow with PKCE against Google.
+
+    Built with crmflow's client registration, :class:`GoogleEndpoints`
+    (production or sandbox) and optionally an httpx transport for unit tests.
+    """
 
     key: ClassVar[ProviderKey] = ProviderKey.GOOGLE
+    vendor: ClassVar[str] = "Google"
 
-    def __init__(
-        self,
-        credentials: OAuthClientCredentials,
-        endpoints: GoogleEndpoints,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        """
-        Args:
-            credentials: crmflow's client registration.
-            endpoints: Google's base URLs (production or sandbox).
-            transport: an httpx transport for unit tests (``httpx.MockTransport``).
-        """
-        self._credentials = credentials
-        self._endpoints = endpoints
-        self._transport = transport
+    def _translate_for(self, step: str) -> ErrorTranslator:
+        return _translate_for(step)
 
     def canonical_scope(self, scope: str) -> str:
         return _ALIASES.get(scope, scope)
@@ -154,35 +141,15 @@ class GoogleOAuth(OAuthProvider):
         login_hint: str | None = None,
         force_consent: bool = False,
     ) -> str:
-        params = {"access_type": "offline", "include_granted_scopes": "true"}
-        if force_consent:
-            params["prompt"] = "consent"
-        if login_hint:
-            params["login_hint"] = login_hint
-        return authorization_url(
-            self._credentials,
-            self._endpoints.authorize,
+        return self._authorization_url(
             redirect_uri=redirect_uri,
             scopes=list(scopes),
             state=state,
             code_verifier=code_verifier,
-            params=params,
+            login_hint=login_hint,
+            force_consent=force_consent,
+            params={"access_type": "offline", "include_granted_scopes": "true"},
         )
-
-    async def exchange_code(
-        self, *, code: str, redirect_uri: str, code_verifier: Secret
-    ) -> TokenGrant:
-        async with oauth_client(
-            self._credentials, _translate_for("exchange"), transport=self._transport
-        ) as client:
-            token = await client.fetch_token(
-                self._endpoints.token,
-                grant_type="authorization_code",
-                code=code,
-                redirect_uri=redirect_uri,
-                code_verifier=code_verifier.reveal(),
-            )
-        return grant_from_token(token, self.canonical_scope)
 
     async def refresh(
         self, refresh_token: Secret, *, scopes: Sequence[str] = ()
@@ -190,24 +157,7 @@ class GoogleOAuth(OAuthProvider):
         # No scope parameter: Google refreshes "as granted" (narrowing is optional
         # and crmflow never needs it).
         del scopes
-        async with oauth_client(
-            self._credentials, _translate_for("refresh"), transport=self._transport
-        ) as client:
-            token = await client.refresh_token(
-                self._endpoints.token, refresh_token=refresh_token.reveal()
-            )
-            grant = grant_from_token(token, self.canonical_scope)
-        if grant.refresh_token is not None and grant.refresh_token == refresh_token:
-            # authlib copies the old refresh token into a response without one;
-            # report "none sent", as the port promises.
-            grant = TokenGrant(
-                access_token=grant.access_token,
-                refresh_token=None,
-                expires_in_s=grant.expires_in_s,
-                scopes=grant.scopes,
-                id_claims=grant.id_claims,
-            )
-        return grant
+        return await self._refresh_grant(refresh_token, {})
 
     async def fetch_account(self, grant: TokenGrant) -> OAuthAccount:
         claims = grant.id_claims
@@ -216,16 +166,7 @@ class GoogleOAuth(OAuthProvider):
             # userinfo without the email scope would only say "sub": the ID token
             # says as much, without a request.
             return _account(claims)
-        token = {"access_token": grant.access_token.reveal(), "token_type": "Bearer"}
-        async with oauth_client(
-            self._credentials,
-            _translate_for("account"),
-            transport=self._transport,
-            token=token,
-        ) as client:
-            response = await client.get(self._endpoints.userinfo)
-            raise_for_profile(response, "Google")
-            data = response.json()
+        data = await self._fetch_profile(grant, self._endpoints.userinfo)
         if not isinstance(data, dict):
             return _account(claims)
         return _account({**claims, **data})

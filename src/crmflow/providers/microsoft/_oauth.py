@@ -28,19 +28,14 @@ import httpx
 from crmflow.domain.integrations import ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.providers._oauth import (
+    AuthlibOAuthProvider,
     ErrorTranslator,
-    authorization_url,
-    grant_from_token,
-    oauth_client,
     protocol_error,
-    raise_for_profile,
 )
 from crmflow.providers.base import (
     ClientRejected,
     GrantRejected,
     OAuthAccount,
-    OAuthClientCredentials,
-    OAuthProvider,
     ProviderError,
     RevokeOutcome,
     TokenGrant,
@@ -159,27 +154,19 @@ def _translate_for(step: str) -> ErrorTranslator:
     return translate
 
 
-class MicrosoftOAuth(OAuthProvider):
-    """OAuth 2.0 authorization code flow with PKCE against Microsoft Entra ID."""
+class MicrosoftOAuth(AuthlibOAuthProvider[MicrosoftEndpoints]):
+    """OAuth 2.0 authorization code flow with PKCE against Microsoft Entra ID.
+
+    Built with crmflow's app registration, :class:`MicrosoftEndpoints` (base
+    URLs and tenant, production or sandbox) and optionally an httpx transport
+    for unit tests.
+    """
 
     key: ClassVar[ProviderKey] = ProviderKey.MICROSOFT
+    vendor: ClassVar[str] = "Microsoft"
 
-    def __init__(
-        self,
-        credentials: OAuthClientCredentials,
-        endpoints: MicrosoftEndpoints,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        """
-        Args:
-            credentials: crmflow's app registration.
-            endpoints: base URLs and tenant (production or sandbox).
-            transport: an httpx transport for unit tests (``httpx.MockTransport``).
-        """
-        self._credentials = credentials
-        self._endpoints = endpoints
-        self._transport = transport
+    def _translate_for(self, step: str) -> ErrorTranslator:
+        return _translate_for(step)
 
     def canonical_scope(self, scope: str) -> str:
         low = scope.casefold()
@@ -202,35 +189,15 @@ class MicrosoftOAuth(OAuthProvider):
         wanted = list(scopes)
         if "offline_access" not in {s.casefold() for s in wanted}:
             wanted.append("offline_access")  # the refresh token
-        params = {"response_mode": "query"}
-        if force_consent:
-            params["prompt"] = "consent"
-        if login_hint:
-            params["login_hint"] = login_hint
-        return authorization_url(
-            self._credentials,
-            self._endpoints.authorize,
+        return self._authorization_url(
             redirect_uri=redirect_uri,
             scopes=wanted,
             state=state,
             code_verifier=code_verifier,
-            params=params,
+            login_hint=login_hint,
+            force_consent=force_consent,
+            params={"response_mode": "query"},
         )
-
-    async def exchange_code(
-        self, *, code: str, redirect_uri: str, code_verifier: Secret
-    ) -> TokenGrant:
-        async with oauth_client(
-            self._credentials, _translate_for("exchange"), transport=self._transport
-        ) as client:
-            token = await client.fetch_token(
-                self._endpoints.token,
-                grant_type="authorization_code",
-                code=code,
-                redirect_uri=redirect_uri,
-                code_verifier=code_verifier.reveal(),
-            )
-        return grant_from_token(token, self.canonical_scope)
 
     async def refresh(
         self, refresh_token: Secret, *, scopes: Sequence[str] = ()
@@ -238,43 +205,19 @@ class MicrosoftOAuth(OAuthProvider):
         wanted = list(dict.fromkeys(self.canonical_scope(s) for s in scopes))
         if wanted and "offline_access" not in wanted:
             wanted.append("offline_access")  # keep getting rotated refresh tokens
-        async with oauth_client(
-            self._credentials, _translate_for("refresh"), transport=self._transport
-        ) as client:
-            kwargs: dict[str, str] = {"scope": " ".join(wanted)} if wanted else {}
-            token = await client.refresh_token(
-                self._endpoints.token, refresh_token=refresh_token.reveal(), **kwargs
-            )
-            grant = grant_from_token(token, self.canonical_scope)
-        if grant.refresh_token is not None and grant.refresh_token == refresh_token:
-            # authlib copies the old token into a response without one.
-            grant = TokenGrant(
-                access_token=grant.access_token,
-                refresh_token=None,
-                expires_in_s=grant.expires_in_s,
-                scopes=grant.scopes,
-                id_claims=grant.id_claims,
-            )
-        return grant
+        params = {"scope": " ".join(wanted)} if wanted else {}
+        return await self._refresh_grant(refresh_token, params)
 
     async def fetch_account(self, grant: TokenGrant) -> OAuthAccount:
         claims = grant.id_claims
         granted = {s.casefold() for s in grant.scopes or ()}
         if grant.scopes is not None and "user.read" not in granted:
             return _account({}, claims)
-        token = {"access_token": grant.access_token.reveal(), "token_type": "Bearer"}
-        async with oauth_client(
-            self._credentials,
-            _translate_for("account"),
-            transport=self._transport,
-            token=token,
-        ) as client:
-            response = await client.get(
-                self._endpoints.me,
-                params={"$select": "id,mail,userPrincipalName,displayName"},
-            )
-            raise_for_profile(response, "Microsoft")
-            data = response.json()
+        data = await self._fetch_profile(
+            grant,
+            self._endpoints.me,
+            params={"$select": "id,mail,userPrincipalName,displayName"},
+        )
         return _account(data if isinstance(data, dict) else {}, claims)
 
     async def revoke(self, token: Secret) -> RevokeOutcome:

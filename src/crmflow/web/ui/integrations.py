@@ -37,7 +37,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -689,6 +689,10 @@ SECURITY_CHOICES: tuple[tuple[str, str], ...] = (
 class MailForm:
     """The IMAP/SMTP form as typed (never the password)."""
 
+    KIND: ClassVar[IntegrationKind] = IntegrationKind.MAIL
+    PRESETS: ClassVar[tuple[MailPreset, ...]] = MAIL_PRESETS
+    TEMPLATE: ClassVar[str] = "integration_mail.html"
+
     preset: str = "icloud"
     email: str = ""
     username: str = ""
@@ -763,6 +767,10 @@ class MailForm:
 class CalendarForm:
     """The CalDAV form as typed (never the password)."""
 
+    KIND: ClassVar[IntegrationKind] = IntegrationKind.CALENDAR
+    PRESETS: ClassVar[tuple[CalendarPreset, ...]] = CALENDAR_PRESETS
+    TEMPLATE: ClassVar[str] = "integration_caldav.html"
+
     preset: str = "icloud"
     url: str = ""
     username: str = ""
@@ -836,27 +844,57 @@ async def _reconnecting(
     return view
 
 
-def _mail_page(
+def _form_page(
     request: Request,
     viewer: Viewer,
-    form: MailForm,
+    form: MailForm | CalendarForm,
     *,
     status_code: int = 200,
     reconnecting: bool = False,
 ) -> Response:
-    return render(
-        request,
-        "integration_mail.html",
-        {
-            **_base(request, viewer),
-            "form": form,
-            "presets": MAIL_PRESETS,
-            "custom": CUSTOM,
-            "security_choices": SECURITY_CHOICES,
-            "reconnecting": reconnecting,
-        },
-        status_code=status_code,
-    )
+    """The IMAP/SMTP or the CalDAV form page, whichever ``form`` is."""
+    context: dict[str, Any] = {
+        **_base(request, viewer),
+        "form": form,
+        "presets": form.PRESETS,
+        "custom": CUSTOM,
+        "reconnecting": reconnecting,
+    }
+    if isinstance(form, MailForm):
+        context["security_choices"] = SECURITY_CHOICES
+    return render(request, form.TEMPLATE, context, status_code=status_code)
+
+
+_PasswordForm = TypeVar("_PasswordForm", MailForm, CalendarForm)
+
+
+async def _initial_form(
+    form_type: type[_PasswordForm],
+    integrations: IntegrationsDep,
+    viewer: Viewer,
+    reconnect: uuid.UUID | None,
+    preset: str | None,
+) -> tuple[_PasswordForm, bool]:
+    """The form to show first, and whether it reconnects: filled in from the
+    stored integration ``reconnect``, else empty with ``preset`` chosen when it
+    is one of the form's presets (or the own-server choice)."""
+    view = await _reconnecting(integrations, viewer, reconnect, form_type.KIND)
+    if view is not None:
+        return form_type.from_view(view), True
+    form = form_type()
+    if preset == CUSTOM or any(p.key == preset for p in form_type.PRESETS):
+        form.preset = str(preset)
+    return form, False
+
+
+def _summarise(errors: dict[str, str]) -> None:
+    """Add the form-wide message that points to the fields marked below."""
+    if errors and FORM not in errors:
+        errors[FORM] = (
+            "Nothing was connected: please correct the "
+            + ("field" if len(errors) == 1 else "fields")
+            + " marked below."
+        )
 
 
 @router.get(PAGE + "/imap")
@@ -868,14 +906,10 @@ async def mail_form(
     preset: str | None = None,
 ) -> Response:
     """The IMAP/SMTP form (``reconnect``: filled in from a stored integration)."""
-    view = await _reconnecting(integrations, viewer, reconnect, IntegrationKind.MAIL)
-    if view is not None:
-        form = MailForm.from_view(view)
-    else:
-        form = MailForm()
-        if preset == CUSTOM or any(p.key == preset for p in MAIL_PRESETS):
-            form.preset = str(preset)
-    return _mail_page(request, viewer, form, reconnecting=view is not None)
+    form, reconnecting = await _initial_form(
+        MailForm, integrations, viewer, reconnect, preset
+    )
+    return _form_page(request, viewer, form, reconnecting=reconnecting)
 
 
 @router.post(PAGE + "/imap", dependencies=Csrf)
@@ -923,35 +957,8 @@ async def connect_mail(
                 f"{imap.get('host')} (IMAP) and {smtp.get('host')} (SMTP).",
             )
             return RedirectResponse(PAGE, status_code=303)
-    if errors and FORM not in errors:
-        errors[FORM] = (
-            "Nothing was connected: please correct the "
-            + ("field" if len(errors) == 1 else "fields")
-            + " marked below."
-        )
-    return _mail_page(request, viewer, form, status_code=422)
-
-
-def _calendar_page(
-    request: Request,
-    viewer: Viewer,
-    form: CalendarForm,
-    *,
-    status_code: int = 200,
-    reconnecting: bool = False,
-) -> Response:
-    return render(
-        request,
-        "integration_caldav.html",
-        {
-            **_base(request, viewer),
-            "form": form,
-            "presets": CALENDAR_PRESETS,
-            "custom": CUSTOM,
-            "reconnecting": reconnecting,
-        },
-        status_code=status_code,
-    )
+    _summarise(errors)
+    return _form_page(request, viewer, form, status_code=422)
 
 
 @router.get(PAGE + "/caldav")
@@ -963,16 +970,10 @@ async def calendar_form(
     preset: str | None = None,
 ) -> Response:
     """The CalDAV form (``reconnect``: filled in from a stored integration)."""
-    view = await _reconnecting(
-        integrations, viewer, reconnect, IntegrationKind.CALENDAR
+    form, reconnecting = await _initial_form(
+        CalendarForm, integrations, viewer, reconnect, preset
     )
-    if view is not None:
-        form = CalendarForm.from_view(view)
-    else:
-        form = CalendarForm()
-        if preset == CUSTOM or any(p.key == preset for p in CALENDAR_PRESETS):
-            form.preset = str(preset)
-    return _calendar_page(request, viewer, form, reconnecting=view is not None)
+    return _form_page(request, viewer, form, reconnecting=reconnecting)
 
 
 @router.post(PAGE + "/caldav", dependencies=Csrf)
@@ -1028,10 +1029,5 @@ async def connect_calendar(
                 f"{info.email}; {found}.",
             )
             return RedirectResponse(PAGE, status_code=303)
-    if errors and FORM not in errors:
-        errors[FORM] = (
-            "Nothing was connected: please correct the "
-            + ("field" if len(errors) == 1 else "fields")
-            + " marked below."
-        )
-    return _calendar_page(request, viewer, form, status_code=422)
+    _summarise(errors)
+    return _form_page(request, viewer, form, status_code=422)
