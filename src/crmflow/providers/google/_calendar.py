@@ -48,8 +48,9 @@ from crmflow.errors import ValidationFailed
 from crmflow.providers._http import (
     errors_from_response,
     new_client,
+    raise_for_conditional_write,
     retry_after_s,
-    transport_error,
+    send_with_bearer,
 )
 from crmflow.providers.base import (
     AuthError,
@@ -57,7 +58,6 @@ from crmflow.providers.base import (
     ItemAlreadyExists,
     ItemNotFound,
     MissingScope,
-    PreconditionFailed,
     ProviderError,
     RateLimited,
     TransientProviderError,
@@ -340,14 +340,7 @@ class GoogleCalendar(CalendarProvider):
 
     @staticmethod
     def _raise_for_write(response: httpx.Response, what: str) -> None:
-        status = response.status_code
-        if status in (200, 204):
-            return
-        if status == 412:
-            raise PreconditionFailed(f"{what}: the event changed at Google meanwhile.")
-        if status in (404, 410):
-            raise ItemNotFound(f"{what}: the event no longer exists at Google.")
-        raise _error(response, what)
+        raise_for_conditional_write(response, what, "at Google", _error)
 
     async def _send(
         self,
@@ -360,23 +353,17 @@ class GoogleCalendar(CalendarProvider):
         headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> httpx.Response:
-        token = await self._access_token()
-        all_headers = {"Authorization": f"Bearer {token.reveal()}", **(headers or {})}
-        try:
-            if client is not None:
-                return await client.request(
-                    method, url, params=params, json=json, headers=all_headers
-                )
-            async with new_client(self._transport) as own:
-                return await own.request(
-                    method, url, params=params, json=json, headers=all_headers
-                )
-        except httpx.TransportError as exc:
-            raise transport_error(exc, what) from None
-        except httpx.HTTPError as exc:  # e.g. a malformed response
-            raise TransientProviderError(
-                f"{what}: HTTP error ({type(exc).__name__}); retrying later."
-            ) from None
+        return await send_with_bearer(
+            self._transport,
+            self._access_token,
+            method,
+            url,
+            what,
+            params=params,
+            json=json,
+            headers=headers,
+            client=client,
+        )
 
     async def _pages(self, query: Mapping[str, str], what: str) -> tuple[_Items, str]:
         """Every item of an events.list query, following ``nextPageToken``."""

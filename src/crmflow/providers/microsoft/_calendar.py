@@ -48,13 +48,12 @@ from crmflow.errors import ValidationFailed
 from crmflow.providers._http import (
     errors_from_response,
     new_client,
+    raise_for_conditional_write,
     retry_after_s,
-    transport_error,
+    send_with_bearer,
 )
 from crmflow.providers.base import (
     AuthError,
-    ItemNotFound,
-    PreconditionFailed,
     ProviderError,
     RateLimited,
     TransientProviderError,
@@ -257,14 +256,7 @@ class GraphCalendar(CalendarProvider):
 
     @staticmethod
     def _raise_for_write(response: httpx.Response, what: str) -> None:
-        status = response.status_code
-        if status in (200, 204):
-            return
-        if status == 412:
-            raise PreconditionFailed(f"{what}: the event changed in Outlook meanwhile.")
-        if status in (404, 410):
-            raise ItemNotFound(f"{what}: the event no longer exists in Outlook.")
-        raise _error(response, what)
+        raise_for_conditional_write(response, what, "in Outlook", _error)
 
     async def _send(
         self,
@@ -277,27 +269,17 @@ class GraphCalendar(CalendarProvider):
         headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> httpx.Response:
-        token = await self._access_token()
-        all_headers = {
-            "Authorization": f"Bearer {token.reveal()}",
-            "Prefer": _PREFER,
-            **(headers or {}),
-        }
-        try:
-            if client is not None:
-                return await client.request(
-                    method, url, params=params, json=json, headers=all_headers
-                )
-            async with new_client(self._transport) as own:
-                return await own.request(
-                    method, url, params=params, json=json, headers=all_headers
-                )
-        except httpx.TransportError as exc:
-            raise transport_error(exc, what) from None
-        except httpx.HTTPError as exc:  # e.g. a malformed response
-            raise TransientProviderError(
-                f"{what}: HTTP error ({type(exc).__name__}); retrying later."
-            ) from None
+        return await send_with_bearer(
+            self._transport,
+            self._access_token,
+            method,
+            url,
+            what,
+            params=params,
+            json=json,
+            headers={"Prefer": _PREFER, **(headers or {})},
+            client=client,
+        )
 
     async def _pages(self, params: Mapping[str, str | int], what: str) -> _Items:
         """Every item of an events query, following ``@odata.nextLink``."""
