@@ -138,6 +138,19 @@ def tenant_row(
             appointment_id=refs.get("appointments"),
             calendar_account_id=refs["calendar_accounts"],
             external_event_id=f"evt-{tag}",
+            ical_uid=f"uid-{tag}",
+        ),
+        "calendar_sync_conflicts": lambda: full_row(
+            table,
+            **personal,
+            calendar_account_id=refs["calendar_accounts"],
+            appointment_id=refs.get("appointments"),
+            ical_uid=f"uid-{tag}",
+            external_event_id=f"evt-{tag}",
+            crm_version="1",
+            crm_event={},
+            calendar_version="e1",
+            calendar_event={},
         ),
         "calendar_sync_log": lambda: full_row(
             table,
@@ -239,6 +252,7 @@ SEED_ORDER = [
     "calendar_accounts",
     "calendar_event_mappings",
     "calendar_sync_log",
+    "calendar_sync_conflicts",
     "integration_events",
     "oauth_flows",
 ]

@@ -303,6 +303,15 @@ TABLE = [
         ),
     ),
     (
+        "conflict, custom: a resolver that declines leaves it to a person",
+        ROW,
+        fetched(CRM),
+        fetched(CALENDAR, OTHER),
+        Rules(ConflictPolicy.CUSTOM, resolver=lambda crm, calendar: None),
+        (False, False),
+        ConflictRecord("x", remote(fetched(CRM)), remote(fetched(CALENDAR, OTHER))),
+    ),
+    (
         "conflict, manual, the CRM side not read yet: fetch it",
         ROW,
         replace(fetched(CRM), event=None),

@@ -65,6 +65,7 @@ async def detach_accounts(
             integration_id=None,
             is_enabled=False,
             sync_cursor=None,
+            sync_cursor_listing={},
             updated_at=models.utcnow(),
         )
         .execution_options(synchronize_session=False)

@@ -56,6 +56,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def new_ical_uid() -> str:
+    """A fresh iCalendar UID for an appointment made in the CRM."""
+    return f"{uuid.uuid4()}@crmflow"
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """An aware datetime stored in UTC on every database.
 
@@ -219,6 +224,9 @@ class Appointment(Base):
             "status IN ('confirmed', 'tentative', 'cancelled')", name="status"
         ),
         Index(None, "organization_id", "start_at"),
+        # one appointment per meeting in an organization (calendar sync matches
+        # events on their iCalendar UID)
+        UniqueConstraint("organization_id", "ical_uid"),
         # shared reads; changes by the owner or an admin only (store/rls.py)
         {"info": {"tenancy": "shared", "owner_writes": True}},
     )
@@ -242,6 +250,15 @@ class Appointment(Base):
     status: Mapped[str] = mapped_column(String(20), default="confirmed")
     #: RFC 5545 RRULE value without the ``RRULE:`` prefix
     recurrence_rule: Mapped[str | None] = mapped_column(String(500))
+    #: every recurrence line (``RRULE:..``, ``EXDATE;TZID=..:..``); the RRULE
+    #: among them is ``recurrence_rule``
+    recurrence: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    #: overridden or cancelled occurrences (``store/calendar_json.py`` format)
+    recurrence_exceptions: Mapped[list[Any]] = mapped_column(
+        default=list, server_default="[]"
+    )
+    #: the iCalendar UID: the event's identity in every synced calendar
+    ical_uid: Mapped[str] = mapped_column(String(1024), default=new_ical_uid)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
     #: incremented by every write (optimistic concurrency, sync change detection)
@@ -459,6 +476,9 @@ class CalendarAccount(Base):
             "'manual')",
             name="conflict_strategy",
         ),
+        CheckConstraint("export_scope IN ('own', 'none')", name="export_scope"),
+        CheckConstraint("delete_mode IN ('cancel', 'delete')", name="delete_mode"),
+        UniqueConstraint("user_id", "integration_id", "external_calendar_id"),
         {"info": {"tenancy": "personal"}},
     )
 
@@ -475,16 +495,39 @@ class CalendarAccount(Base):
     conflict_strategy: Mapped[str] = mapped_column(String(20), default="manual")
     #: provider cursor (Google syncToken, Graph deltaLink, CalDAV sync-token)
     sync_cursor: Mapped[str | None] = mapped_column(Text)
+    #: the listing ``sync_cursor`` is relative to: ``{remote id: version}``
+    sync_cursor_listing: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default="{}"
+    )
+    #: which CRM appointments go to this calendar: ``own`` (the user's own,
+    #: not synced with another of their calendars) or ``none`` (only what came
+    #: from it)
+    export_scope: Mapped[str] = mapped_column(
+        String(10), default="own", server_default="own"
+    )
+    #: what an event deleted in the calendar does to its appointment
+    delete_mode: Mapped[str] = mapped_column(
+        String(10), default="cancel", server_default="cancel"
+    )
     is_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_synced_at: Mapped[dt.datetime | None]
+    #: ``success``, ``partial`` or ``failed``: how the last run ended
+    last_sync_status: Mapped[str | None] = mapped_column(String(20))
+    #: the last run's failure in words for the user
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: one sync at a time: a run holds this lease until it ends or expires
+    sync_lease_until: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
 
 class CalendarEventMapping(Base):
+    """One synced event: the sync status row of its ident (``sync/status.py``)."""
+
     __tablename__ = "calendar_event_mappings"
     __table_args__ = (
         UniqueConstraint("calendar_account_id", "external_event_id"),
+        UniqueConstraint("calendar_account_id", "ical_uid"),
         {"info": {"tenancy": "personal"}},
     )
 
@@ -499,6 +542,17 @@ class CalendarEventMapping(Base):
     )
     external_event_id: Mapped[str] = mapped_column(String(1024))
     external_event_etag: Mapped[str | None] = mapped_column(String(500))
+    #: the event's iCalendar UID: the sync ident
+    ical_uid: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    #: the appointment id as the sync saw it (kept when the appointment is gone)
+    crm_item_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: the appointment's version at the last sync (None: the write gave none)
+    crm_version: Mapped[str | None] = mapped_column(String(64))
+    #: content hashes (``CalendarEvent.content_hash``) of both sides then
+    crm_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    external_hash: Mapped[str] = mapped_column(
+        String(64), default="", server_default=""
+    )
     sync_direction: Mapped[str] = mapped_column(String(20), default="two_way")
     sync_status: Mapped[str] = mapped_column(String(20), default="synced")
     last_synced: Mapped[dt.datetime | None]
@@ -526,6 +580,48 @@ class CalendarSyncLog(Base):
     status: Mapped[str] = mapped_column(String(20), default="running")
     started_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[dt.datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class CalendarSyncConflict(Base):
+    """An event both sides changed differently, waiting for a person (strategy
+    ``manual``); one row per calendar account and event."""
+
+    __tablename__ = "calendar_sync_conflicts"
+    __table_args__ = (
+        UniqueConstraint("calendar_account_id", "ical_uid"),
+        CheckConstraint("status IN ('open', 'resolved')", name="status"),
+        CheckConstraint(
+            "resolution IS NULL OR resolution IN ('keep_crm', 'keep_calendar')",
+            name="resolution",
+        ),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    calendar_account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("calendar_accounts.id", ondelete="CASCADE"), index=True
+    )
+    ical_uid: Mapped[str] = mapped_column(String(1024))
+    appointment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="SET NULL")
+    )
+    external_event_id: Mapped[str] = mapped_column(String(1024))
+    #: both versions as the conflict was found (``store/calendar_json.py``)
+    crm_version: Mapped[str] = mapped_column(String(64))
+    crm_event: Mapped[dict[str, Any]] = mapped_column()
+    crm_updated_at: Mapped[dt.datetime | None]
+    calendar_version: Mapped[str] = mapped_column(String(500))
+    calendar_event: Mapped[dict[str, Any]] = mapped_column()
+    calendar_updated_at: Mapped[dt.datetime | None]
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    #: the person's choice; applied by the next sync while both versions are
+    #: still the ones shown
+    resolution: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = _created()
+    resolved_at: Mapped[dt.datetime | None]
 
 
 class VaultKey(Base):

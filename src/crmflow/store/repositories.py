@@ -149,6 +149,12 @@ class AppointmentRepository:
             for a in draft.attendees
         ]
         row.status = draft.status.value
+        if rule != row.recurrence_rule or (rule and not row.recurrence):
+            # a new rule replaces every recurrence line and drops the exceptions,
+            # which belonged to the old rule; an unchanged rule keeps the
+            # EXDATEs and overridden occurrences a calendar sync brought
+            row.recurrence = [f"RRULE:{rule}"] if rule else []
+            row.recurrence_exceptions = []
         row.recurrence_rule = rule
 
     async def create(self, draft: crm.AppointmentDraft) -> crm.Appointment:

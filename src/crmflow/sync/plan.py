@@ -121,8 +121,9 @@ class SyncDirection(enum.StrEnum):
 
 
 #: merges the CRM's and the calendar's version of a conflicting event; must be
-#: pure. The result's ``ical_uid`` is ignored (the ident stays).
-Resolver = Callable[[RemoteEvent, RemoteEvent], CalendarEvent]
+#: pure. The result's ``ical_uid`` is ignored (the ident stays). None leaves the
+#: conflict to a person, as the manual policy does (a :class:`ConflictRecord`).
+Resolver = Callable[[RemoteEvent, RemoteEvent], CalendarEvent | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,11 +535,15 @@ def _resolve(
     calendar_item = _remote(ident, CALENDAR, in_calendar)
     if isinstance(calendar_item, NeedsFetch):
         return calendar_item
-    if rules.resolver is None:
-        # manual: write nothing, hand both versions to a person
+    resolved = (
+        None if rules.resolver is None else rules.resolver(crm_item, calendar_item)
+    )
+    if resolved is None:
+        # manual (or a resolver that declines): write nothing, hand both
+        # versions to a person
         return ConflictRecord(ident, crm_item, calendar_item)
     # custom: write the merge to each side that differs from it
-    merged = replace(rules.resolver(crm_item, calendar_item), ical_uid=ident)
+    merged = replace(resolved, ical_uid=ident)
     merged_hash = merged.content_hash()
     return Action(
         ident,

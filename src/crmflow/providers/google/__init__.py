@@ -8,6 +8,12 @@ work.
 from __future__ import annotations
 
 from crmflow.providers.google._calendar import GoogleCalendar
+from crmflow.providers.google._calendars import list_calendars
 from crmflow.providers.google._oauth import GoogleEndpoints, GoogleOAuth
 
-__all__ = ["GoogleCalendar", "GoogleEndpoints", "GoogleOAuth"]
+__all__ = [
+    "GoogleCalendar",
+    "GoogleEndpoints",
+    "GoogleOAuth",
+    "list_calendars",
+]

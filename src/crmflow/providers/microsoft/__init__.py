@@ -9,6 +9,12 @@ joins this package with the mail work.
 from __future__ import annotations
 
 from crmflow.providers.microsoft._calendar import GraphCalendar
+from crmflow.providers.microsoft._calendars import list_calendars
 from crmflow.providers.microsoft._oauth import MicrosoftEndpoints, MicrosoftOAuth
 
-__all__ = ["GraphCalendar", "MicrosoftEndpoints", "MicrosoftOAuth"]
+__all__ = [
+    "GraphCalendar",
+    "MicrosoftEndpoints",
+    "MicrosoftOAuth",
+    "list_calendars",
+]

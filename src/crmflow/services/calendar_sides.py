@@ -1,0 +1,292 @@
+"""The CRM side of a sync pair and its status, over the database.
+
+* :class:`CrmCalendar` — the acting user's appointments as a ``CalendarProvider``
+  (remote id = appointment id, version = the row's version counter);
+* :class:`DbStatusRepository` — the engine's status in
+  ``calendar_event_mappings`` plus the calendar account's cursor columns;
+* :class:`CheckpointedCalendar` — wraps the provider's calendar: before each of
+  its calls the run's open transaction is committed, so no provider request
+  runs inside a database transaction while consecutive CRM writes still share
+  one (see ``store/appointment_sync.py``). It also reports progress.
+
+All three share one :class:`~crmflow.store.appointment_sync.SyncSession`; the
+engine's final status commit commits the CRM writes of the last group together
+with the status rows and the cursor, so a cursor is never saved ahead of the
+changes it covers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+from crmflow.domain.calendar import (
+    CalendarEvent,
+    CalendarProvider,
+    Capability,
+    Changes,
+    Listing,
+    Notify,
+    RemoteEvent,
+    Written,
+)
+from crmflow.errors import Conflict, NotFound, PermissionDenied
+from crmflow.providers.base import (
+    ItemNotFound,
+    PreconditionFailed,
+    UnsupportedOperation,
+)
+from crmflow.store import appointment_sync as store
+from crmflow.store.appointment_sync import CursorState, MappingState, SyncSession
+from crmflow.sync.status import (
+    SideCursor,
+    StatusRow,
+    StatusSnapshot,
+    SyncStatusRepository,
+)
+
+#: ``(stage, done, total)``; total None when unknown
+Progress = Callable[[str, int, int | None], None]
+
+
+class CrmCalendar(CalendarProvider):
+    """The appointments one calendar account syncs, as side *a* of the pair.
+
+    Lists the appointments mapped to the account and, with ``export_own``, the
+    user's own appointments no other of their calendars syncs. A create whose
+    UID an appointment of the organization has already is answered with that
+    appointment (``adopted``): one meeting seen by two users is one appointment.
+    A deletion from the calendar cancels the appointment (``cancel``) or deletes
+    it. Another user's appointment is not changed (``UnsupportedOperation``:
+    its owner's sync keeps it up to date).
+    """
+
+    def __init__(
+        self,
+        uow: SyncSession,
+        account_id: uuid.UUID,
+        *,
+        export_own: bool,
+        cancel: bool,
+        progress: Progress | None = None,
+    ) -> None:
+        self._uow = uow
+        self._account_id = account_id
+        self._export_own = export_own
+        self._cancel = cancel
+        self._progress = progress
+        self._uids: dict[str, tuple[uuid.UUID, int]] | None = None
+        self.writes = 0
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.RETURNS_VERSION_ON_WRITE})
+
+    async def list(self) -> Listing:
+        session = await self._uow.session()
+        return Listing(
+            await store.listing(session, self._account_id, export_own=self._export_own)
+        )
+
+    async def list_changes(self, cursor: str) -> Changes:
+        raise UnsupportedOperation("The CRM side has no change feed; list it.")
+
+    async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
+        session = await self._uow.session()
+        return [
+            RemoteEvent(str(s.id), str(s.version), s.event, s.updated_at)
+            for s in await store.fetch(session, remote_ids)
+        ]
+
+    def _wrote(self) -> None:
+        self.writes += 1
+        if self._progress is not None:
+            self._progress("Saving appointments", self.writes, None)
+
+    async def create(
+        self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
+    ) -> Written:
+        session = await self._uow.session()
+        if self._uids is None:
+            self._uids = await store.uid_index(session)
+        found = self._uids.get(event.ical_uid)
+        if found is not None:
+            return Written(str(found[0]), str(found[1]), adopted=True)
+        appointment_id = store.insert_event(session, event)
+        self._uids[event.ical_uid] = (appointment_id, 1)
+        self._wrote()
+        return Written(str(appointment_id), "1")
+
+    async def update(
+        self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
+    ) -> str | None:
+        session = await self._uow.session()
+        try:
+            version = await store.update_event(
+                session, remote_id, event, expected_version=if_match
+            )
+        except (NotFound, Conflict, PermissionDenied) as exc:
+            raise _port_error(exc) from None
+        self._wrote()
+        return str(version)
+
+    async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
+        session = await self._uow.session()
+        try:
+            await store.remove_event(
+                session, remote_id, expected_version=if_match, cancel=self._cancel
+            )
+        except (NotFound, Conflict, PermissionDenied) as exc:
+            raise _port_error(exc) from None
+        self._wrote()
+
+
+def _port_error(exc: NotFound | Conflict | PermissionDenied) -> Exception:
+    if isinstance(exc, NotFound):
+        return ItemNotFound(str(exc))
+    if isinstance(exc, Conflict):
+        return PreconditionFailed(str(exc))
+    return UnsupportedOperation(str(exc))
+
+
+class DbStatusRepository(SyncStatusRepository):
+    """The pair's status in ``calendar_event_mappings`` (one row per ident) and
+    the account's cursor columns.
+
+    :meth:`commit` writes only the rows that changed since :meth:`load` and then
+    commits the run's transaction (with the CRM writes not yet committed).
+    ``forget_cursor`` loads no cursor: the next listing is a full one (a
+    ``full`` sync), and whatever it lacks counts as deleted.
+    """
+
+    def __init__(
+        self,
+        uow: SyncSession,
+        account_id: uuid.UUID,
+        *,
+        synced_at: object,
+        forget_cursor: bool = False,
+    ) -> None:
+        self._uow = uow
+        self._account_id = account_id
+        self._synced_at = synced_at
+        self._forget_cursor = forget_cursor
+        self._loaded = StatusSnapshot()
+
+    async def load(self) -> StatusSnapshot:
+        session = await self._uow.session()
+        states, cursor = await store.load_mappings(session, self._account_id)
+        rows = {
+            s.ical_uid: StatusRow(
+                s.ical_uid,
+                s.crm_item_id,
+                s.crm_version,
+                s.crm_hash,
+                s.external_event_id,
+                s.external_version,
+                s.external_hash,
+            )
+            for s in states
+        }
+        side = None
+        if cursor is not None and not self._forget_cursor:
+            side = SideCursor(cursor.token, cursor.listing)
+        self._loaded = StatusSnapshot(rows=rows, cursor_b=side)
+        return self._loaded
+
+    async def commit(self, snapshot: StatusSnapshot) -> None:
+        old = self._loaded.rows
+        new = snapshot.rows
+        written = [
+            MappingState(
+                row.ident,
+                row.id_a,
+                row.ver_a,
+                row.hash_a,
+                row.id_b,
+                row.ver_b,
+                row.hash_b,
+            )
+            for ident, row in new.items()
+            if old.get(ident) != row
+        ]
+        cursor = snapshot.cursor_b
+        session = await self._uow.session()
+        await store.save_mappings(
+            session,
+            self._account_id,
+            removed=[ident for ident in old if ident not in new],
+            written=written,
+            cursor=CursorState(cursor.token, cursor.listing) if cursor else None,
+            synced_at=self._synced_at,
+        )
+        await self._uow.commit()
+        self._loaded = snapshot
+
+
+class CheckpointedCalendar(CalendarProvider):
+    """A provider calendar whose every call first commits the run's open
+    database transaction (see the module doc), and that reports progress."""
+
+    def __init__(
+        self,
+        inner: CalendarProvider,
+        uow: SyncSession,
+        progress: Progress | None = None,
+    ) -> None:
+        self._inner = inner
+        self._uow = uow
+        self._progress = progress
+        self._listed: int | None = None
+        self._fetched = 0
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self._inner.capabilities
+
+    @property
+    def get_many_limit(self) -> int | None:
+        return self._inner.get_many_limit
+
+    def _report(self, stage: str, done: int, total: int | None) -> None:
+        if self._progress is not None:
+            self._progress(stage, done, total)
+
+    async def list(self) -> Listing:
+        await self._uow.commit()
+        self._report("Listing calendar events", 0, None)
+        listing = await self._inner.list()
+        self._listed = len(listing.items)
+        self._report("Listing calendar events", self._listed, self._listed)
+        return listing
+
+    async def list_changes(self, cursor: str) -> Changes:
+        await self._uow.commit()
+        return await self._inner.list_changes(cursor)
+
+    async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
+        await self._uow.commit()
+        found = await self._inner.get_many(remote_ids)
+        self._fetched += len(remote_ids)
+        self._report("Reading calendar events", self._fetched, self._listed)
+        return found
+
+    async def create(
+        self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
+    ) -> Written:
+        await self._uow.commit()
+        return await self._inner.create(
+            event, idempotency_key=idempotency_key, notify=notify
+        )
+
+    async def update(
+        self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
+    ) -> str | None:
+        await self._uow.commit()
+        return await self._inner.update(
+            remote_id, event, if_match=if_match, notify=notify
+        )
+
+    async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
+        await self._uow.commit()
+        await self._inner.delete(remote_id, if_match=if_match, notify=notify)

@@ -1,0 +1,432 @@
+"""The database side of a calendar sync run: appointments as events, the status
+rows (``calendar_event_mappings``) and the change-feed cursor.
+
+:class:`SyncSession` is the run's unit of work: one write-locked tenant
+transaction, opened on first use and committed by :meth:`SyncSession.commit`.
+The sync service commits before every call to the provider, so no provider
+request ever runs inside a database transaction, and consecutive CRM writes
+(an initial import of thousands of events) share one transaction and one flush.
+
+The functions below take the open session; they know nothing about the sync
+engine's types (the services layer adapts them to the engine's ports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, insert, not_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmflow.domain.appointments import AppointmentStatus, TimeSpan
+from crmflow.domain.calendar import CalendarEvent
+from crmflow.domain.tenancy import TenantContext
+from crmflow.errors import Conflict, NotFound, PermissionDenied
+from crmflow.store import models
+from crmflow.store.calendar_json import (
+    attendees_from_json,
+    attendees_to_json,
+    exceptions_from_json,
+    exceptions_to_json,
+)
+from crmflow.store.db import Database, tenant_of
+
+#: ids per ``IN (...)`` list: below SQLite's and PostgreSQL's parameter limits
+_CHUNK = 500
+_TITLE_MAX = 500
+_LOCATION_MAX = 500
+
+
+class SyncSession:
+    """One run's database work, committed in groups (see the module doc).
+
+    Not safe for concurrent use: the engine calls one side at a time.
+    """
+
+    def __init__(self, db: Database, ctx: TenantContext) -> None:
+        self.db = db
+        self.ctx = ctx
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._session: AsyncSession | None = None
+        #: how many transactions this run committed
+        self.commits = 0
+
+    async def session(self) -> AsyncSession:
+        """The open transaction, begun now if none is open."""
+        if self._session is not None:
+            return self._session
+        stack = contextlib.AsyncExitStack()
+        session: AsyncSession = await stack.enter_async_context(
+            self.db.tenant(self.ctx, write_lock=True)
+        )
+        self._session, self._stack = session, stack
+        return session
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a transaction is open."""
+        return self._session is not None
+
+    async def commit(self) -> None:
+        """Commit the open transaction, if any."""
+        stack, self._stack, self._session = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+            self.commits += 1
+
+    async def rollback(self) -> None:
+        """Roll the open transaction back, if any."""
+        stack, self._stack, self._session = self._stack, None, None
+        if stack is not None:
+            # leaving the transaction's context with an error rolls it back
+            with contextlib.suppress(_Rollback):
+                await stack.__aexit__(_Rollback, _Rollback(), None)
+
+
+class _Rollback(Exception):
+    """Raised into the transaction's context to roll it back."""
+
+
+# ------------------------------------------------------------------ appointments
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An appointment as the sync sees it."""
+
+    id: uuid.UUID
+    version: int
+    owner_id: uuid.UUID
+    event: CalendarEvent
+    updated_at: Any
+
+
+def _mapped_here(account_id: uuid.UUID) -> Any:
+    return select(models.CalendarEventMapping.appointment_id).where(
+        models.CalendarEventMapping.calendar_account_id == account_id,
+        models.CalendarEventMapping.appointment_id.is_not(None),
+    )
+
+
+async def listing(
+    session: AsyncSession, account_id: uuid.UUID, *, export_own: bool
+) -> dict[str, str]:
+    """The appointments this calendar account syncs: ``{id: version}``.
+
+    Those mapped to it, plus, when ``export_own``, the acting user's own
+    appointments that are not cancelled and that no other of their calendar
+    accounts syncs (those are the ones to export).
+    """
+    ctx = _ctx(session)
+    a = models.Appointment
+    m = models.CalendarEventMapping
+    condition: Any = a.id.in_(_mapped_here(account_id))
+    if export_own:
+        elsewhere = exists().where(
+            m.appointment_id == a.id,
+            m.user_id == ctx.user_id,
+            m.calendar_account_id != account_id,
+        )
+        condition = or_(
+            condition,
+            and_(
+                a.user_id == ctx.user_id,
+                a.status != AppointmentStatus.CANCELLED.value,
+                not_(elsewhere),
+            ),
+        )
+    rows = await session.execute(
+        select(a.id, a.version).where(
+            a.organization_id == ctx.organization_id, condition
+        )
+    )
+    return {str(row_id): str(version) for row_id, version in rows}
+
+
+async def uid_index(session: AsyncSession) -> dict[str, tuple[uuid.UUID, int]]:
+    """Every appointment of the organization by iCalendar UID: ``(id, version)``."""
+    ctx = _ctx(session)
+    a = models.Appointment
+    rows = await session.execute(
+        select(a.ical_uid, a.id, a.version).where(
+            a.organization_id == ctx.organization_id
+        )
+    )
+    return {uid: (row_id, version) for uid, row_id, version in rows}
+
+
+def _uuids(ids: Iterable[str]) -> list[uuid.UUID]:
+    out: list[uuid.UUID] = []
+    for text in ids:
+        try:
+            out.append(uuid.UUID(text))
+        except ValueError:
+            continue  # not an appointment id: it does not exist
+    return out
+
+
+async def fetch(session: AsyncSession, ids: Sequence[str]) -> list[StoredEvent]:
+    """The appointments with these ids in the organization; unknown ids are left
+    out."""
+    ctx = _ctx(session)
+    wanted = _uuids(ids)
+    out: list[StoredEvent] = []
+    for start in range(0, len(wanted), _CHUNK):
+        rows = await session.scalars(
+            select(models.Appointment).where(
+                models.Appointment.organization_id == ctx.organization_id,
+                models.Appointment.id.in_(wanted[start : start + _CHUNK]),
+            )
+        )
+        out.extend(
+            StoredEvent(r.id, r.version, r.user_id, event_of(r), r.updated_at)
+            for r in rows
+        )
+    return out
+
+
+def event_of(row: models.Appointment) -> CalendarEvent:
+    """An appointment's synced fields."""
+    recurrence = tuple(row.recurrence or ())
+    if not recurrence and row.recurrence_rule:
+        recurrence = (f"RRULE:{row.recurrence_rule}",)
+    return CalendarEvent(
+        ical_uid=row.ical_uid,
+        title=row.title,
+        span=TimeSpan(row.start_at, row.end_at, row.timezone, row.all_day),
+        description=row.description,
+        location=row.location,
+        attendees=attendees_from_json(row.attendees),
+        status=AppointmentStatus(row.status),
+        recurrence=recurrence,
+        exceptions=exceptions_from_json(row.recurrence_exceptions or [])
+        if recurrence
+        else (),
+    )
+
+
+def _fill(row: models.Appointment, event: CalendarEvent) -> None:
+    # the columns are bounded; a longer provider value is cut rather than
+    # refused, so one odd event cannot block a whole calendar
+    row.title = (event.title.strip() or "(no title)")[:_TITLE_MAX]
+    row.description = event.description
+    row.location = event.location[:_LOCATION_MAX] if event.location else None
+    row.start_at = event.span.start_at
+    row.end_at = event.span.end_at
+    row.timezone = event.span.timezone
+    row.all_day = event.span.all_day
+    row.attendees = attendees_to_json(event.attendees)
+    row.status = event.status.value
+    row.recurrence = list(event.recurrence)
+    rule = next(
+        (line[6:] for line in event.recurrence if line.upper().startswith("RRULE:")),
+        None,
+    )
+    row.recurrence_rule = rule[:500] if rule else None
+    row.recurrence_exceptions = exceptions_to_json(event.exceptions)
+
+
+def insert_event(session: AsyncSession, event: CalendarEvent) -> uuid.UUID:
+    """Add an appointment owned by the acting user for ``event`` (version 1).
+
+    Not flushed: consecutive inserts go to the database in one batch at the next
+    query or commit. The caller has checked that the UID is free.
+    """
+    ctx = _ctx(session)
+    row = models.Appointment(
+        id=uuid.uuid4(),
+        organization_id=ctx.organization_id,
+        user_id=ctx.user_id,
+        ical_uid=event.ical_uid,
+    )
+    _fill(row, event)
+    session.add(row)
+    return row.id
+
+
+async def _writable_row(
+    session: AsyncSession, appointment_id: str, expected_version: str
+) -> models.Appointment:
+    ctx = _ctx(session)
+    ids = _uuids([appointment_id])
+    row = None
+    if ids:
+        row = await session.scalar(
+            select(models.Appointment).where(
+                models.Appointment.organization_id == ctx.organization_id,
+                models.Appointment.id == ids[0],
+            )
+        )
+    if row is None:
+        raise NotFound("The appointment no longer exists.")
+    if str(row.version) != expected_version:
+        raise Conflict("The appointment changed since it was read.")
+    if row.user_id != ctx.user_id and not ctx.is_admin:
+        raise PermissionDenied(
+            f"The appointment {row.title!r} belongs to another user; changes from "
+            "your calendar are not applied to it (its owner's sync keeps it "
+            "up to date)."
+        )
+    return row
+
+
+async def update_event(
+    session: AsyncSession,
+    appointment_id: str,
+    event: CalendarEvent,
+    *,
+    expected_version: str,
+) -> int:
+    """Overwrite the appointment's synced fields if it is still at
+    ``expected_version``; returns the new version.
+
+    Raises:
+        NotFound: no such appointment in the organization.
+        Conflict: it is at another version.
+        PermissionDenied: it belongs to another user (and the actor is no admin).
+    """
+    row = await _writable_row(session, appointment_id, expected_version)
+    _fill(row, event)
+    await session.flush()
+    return row.version
+
+
+async def remove_event(
+    session: AsyncSession,
+    appointment_id: str,
+    *,
+    expected_version: str,
+    cancel: bool,
+) -> None:
+    """Cancel (``cancel``) or delete the appointment if it is still at
+    ``expected_version`` (same errors as :func:`update_event`)."""
+    row = await _writable_row(session, appointment_id, expected_version)
+    if cancel:
+        row.status = AppointmentStatus.CANCELLED.value
+    else:
+        await session.delete(row)
+    await session.flush()
+
+
+# ------------------------------------------------------------------ status rows
+
+
+@dataclass(frozen=True, slots=True)
+class MappingState:
+    """One status row: both sides of an event when it was last in sync."""
+
+    ical_uid: str
+    crm_item_id: str
+    crm_version: str | None
+    crm_hash: str
+    external_event_id: str
+    external_version: str | None
+    external_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """The calendar side's change-feed cursor and the listing it continues."""
+
+    token: str
+    listing: Mapping[str, str]
+
+
+async def load_mappings(
+    session: AsyncSession, account_id: uuid.UUID
+) -> tuple[list[MappingState], CursorState | None]:
+    """The account's status rows and cursor."""
+    m = models.CalendarEventMapping
+    rows = await session.execute(
+        select(
+            m.ical_uid,
+            m.crm_item_id,
+            m.crm_version,
+            m.crm_hash,
+            m.external_event_id,
+            m.external_event_etag,
+            m.external_hash,
+        ).where(m.calendar_account_id == account_id, m.ical_uid != "")
+    )
+    states = [MappingState(*row) for row in rows]
+    account = await _account(session, account_id)
+    cursor = None
+    if account.sync_cursor:
+        cursor = CursorState(account.sync_cursor, dict(account.sync_cursor_listing))
+    return states, cursor
+
+
+async def save_mappings(
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    removed: Iterable[str],
+    written: Sequence[MappingState],
+    cursor: CursorState | None,
+    synced_at: Any,
+) -> None:
+    """Replace status rows: delete ``removed`` and ``written`` idents, insert
+    ``written`` anew, store the cursor. Deletions go first, so an external id
+    that moved from one ident to another never clashes."""
+    ctx = _ctx(session)
+    m = models.CalendarEventMapping
+    gone = sorted(set(removed) | {s.ical_uid for s in written})
+    for start in range(0, len(gone), _CHUNK):
+        await session.execute(
+            delete(m)
+            .where(
+                m.calendar_account_id == account_id,
+                m.ical_uid.in_(gone[start : start + _CHUNK]),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    if written:
+        values = [
+            {
+                "id": uuid.uuid4(),
+                "organization_id": ctx.organization_id,
+                "user_id": ctx.user_id,
+                "calendar_account_id": account_id,
+                "appointment_id": next(iter(_uuids([s.crm_item_id])), None),
+                "ical_uid": s.ical_uid,
+                "crm_item_id": s.crm_item_id,
+                "crm_version": s.crm_version,
+                "crm_hash": s.crm_hash,
+                "external_event_id": s.external_event_id,
+                "external_event_etag": s.external_version,
+                "external_hash": s.external_hash,
+                "sync_status": "synced",
+                "last_synced": synced_at,
+                "created_at": synced_at,
+            }
+            for s in written
+        ]
+        for start in range(0, len(values), _CHUNK):
+            await session.execute(insert(m), values[start : start + _CHUNK])
+    account = await _account(session, account_id)
+    account.sync_cursor = cursor.token if cursor else None
+    account.sync_cursor_listing = dict(cursor.listing) if cursor else {}
+
+
+async def _account(
+    session: AsyncSession, account_id: uuid.UUID
+) -> models.CalendarAccount:
+    ctx = _ctx(session)
+    row = await session.scalar(
+        select(models.CalendarAccount).where(
+            models.CalendarAccount.id == account_id,
+            models.CalendarAccount.organization_id == ctx.organization_id,
+            models.CalendarAccount.user_id == ctx.user_id,
+        )
+    )
+    if row is None:
+        raise NotFound("Calendar account not found.")
+    return row
+
+
+def _ctx(session: AsyncSession) -> TenantContext:
+    return tenant_of(session)

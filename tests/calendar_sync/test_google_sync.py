@@ -1,0 +1,357 @@
+"""The calendar sync service against the Google sandbox, on SQLite and PostgreSQL.
+
+Every outcome is read back from the database (appointments, mappings, the sync
+log, conflicts) and from the sandbox (its calendar, its request log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from crmflow.bootstrap import Services
+from crmflow.domain.appointments import timed_span
+from crmflow.domain.calendar_accounts import (
+    ConflictStatus,
+    DeleteMode,
+    Resolution,
+    RunStatus,
+)
+from crmflow.domain.crm import AppointmentDraft
+from crmflow.errors import NotFound
+from crmflow.services.calendar_sync import CalendarSync, SyncInProgress
+from crmflow.store import models
+from crmflow.store.repositories import AppointmentRepository
+from tests.calendar_sync.conftest import GOOGLE_EMAIL, GoogleAccount
+from tests.servers.sandbox import Sandbox
+
+
+async def _appointments(services: Services, ctx) -> dict[str, models.Appointment]:
+    async with services.db.tenant(ctx) as session:
+        rows = await session.scalars(select(models.Appointment))
+        return {r.ical_uid: r for r in rows}
+
+
+async def _sandbox_events(sandbox: Sandbox, email: str = GOOGLE_EMAIL) -> list[dict]:
+    response = await sandbox.control("google", "GET", f"calendars/{email}/events")
+    return list(response.json()["items"])
+
+
+async def test_first_sync_imports_series_all_day_and_zoned_events(
+    google: GoogleAccount, calendar_sync: CalendarSync, services: Services
+):
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.status is RunStatus.SUCCESS, run.errors
+    assert run.events_imported == 4
+    assert (run.events_exported, run.events_updated, run.events_deleted) == (0, 0, 0)
+    rows = await _appointments(services, google.ctx)
+    assert len(rows) == 4
+    by_title = {r.title: r for r in rows.values()}
+    standup = next(r for t, r in by_title.items() if "Standup" in t)
+    assert standup.recurrence_rule
+    assert "FREQ=WEEKLY" in standup.recurrence_rule
+    # one moved and one cancelled occurrence came along as exceptions
+    statuses = sorted(e["status"] for e in standup.recurrence_exceptions)
+    assert statuses == ["cancelled", "confirmed"]
+    offsite = next(r for t, r in by_title.items() if "Offsite" in t)
+    assert offsite.all_day
+    assert offsite.end_at - offsite.start_at == dt.timedelta(days=1)
+    zones = {r.timezone for r in rows.values()}
+    assert {"America/New_York", "Asia/Tokyo"} <= zones
+    # every event is mapped, the log row says what happened
+    account = await calendar_sync.account(google.ctx, google.account.id)
+    assert account.mapped_events == 4
+    assert account.last_sync_status is RunStatus.SUCCESS
+    [logged] = await calendar_sync.runs(google.ctx, google.account.id)
+    assert logged.id == run.id
+    assert logged.events_imported == 4
+    assert logged.duration_ms is not None
+    assert logged.finished_at is not None
+
+
+async def test_second_sync_without_changes_writes_nothing_and_sends_one_request(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    before = len(await sandbox.requests())
+
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.status is RunStatus.SUCCESS
+    assert (run.events_imported, run.events_exported, run.events_updated) == (0, 0, 0)
+    sent = (await sandbox.requests())[before:]
+    assert [e["apiMethod"] for e in sent] == ["calendar.events.list"]
+
+
+async def test_one_changed_event_costs_exactly_one_provider_request(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    [call_ny, _] = google.demo.client_call_ids
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
+        json={"summary": "Renamed in Google"},
+    )
+    before = len(await sandbox.requests())
+
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.events_updated == 1
+    assert run.status is RunStatus.SUCCESS
+    sent = (await sandbox.requests())[before:]
+    assert [e["apiMethod"] for e in sent] == ["calendar.events.list"]
+    titles = {r.title for r in (await _appointments(services, google.ctx)).values()}
+    assert "Renamed in Google" in titles
+
+
+async def test_crm_appointment_is_exported_once_without_invitations(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    start = dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)
+    async with services.db.tenant(google.ctx) as session:
+        created = await AppointmentRepository(session).create(
+            AppointmentDraft(
+                title="Demo for ACME",
+                span=timed_span(start, start + dt.timedelta(hours=1), "Europe/Berlin"),
+            )
+        )
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+    assert run.events_exported == 1, run.errors
+
+    rows = await _appointments(services, google.ctx)
+    uid = next(u for u, r in rows.items() if r.id == created.id)
+    matching = [e for e in await _sandbox_events(sandbox) if e["iCalUID"] == uid]
+    assert len(matching) == 1
+    assert matching[0]["summary"] == "Demo for ACME"
+    inserts = await sandbox.requests("calendar.events.insert")
+    assert inserts
+    assert all(["sendUpdates", "none"] in e["query"] for e in inserts)
+    # the export is not imported back, and a third sync changes nothing
+    again = await calendar_sync.sync(google.ctx, google.account.id)
+    assert (again.events_imported, again.events_updated, again.events_exported) == (
+        0,
+        0,
+        0,
+    )
+    assert len(await _appointments(services, google.ctx)) == 5
+
+
+async def test_calendar_deletion_cancels_or_deletes_the_appointment(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    call_ny, call_tokyo = google.demo.client_call_ids
+    await sandbox.control(
+        "google", "DELETE", f"calendars/{GOOGLE_EMAIL}/events/{call_ny}"
+    )
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+    assert run.events_deleted == 1
+    rows = await _appointments(services, google.ctx)
+    assert len(rows) == 4
+    cancelled = [r for r in rows.values() if r.status == "cancelled"]
+    assert len(cancelled) == 1
+    # a cancelled appointment that left the calendar is not exported again
+    again = await calendar_sync.sync(google.ctx, google.account.id)
+    assert again.events_exported == 0
+
+    await calendar_sync.update_account(
+        google.ctx, google.account.id, {"delete_mode": DeleteMode.DELETE.value}
+    )
+    await sandbox.control(
+        "google", "DELETE", f"calendars/{GOOGLE_EMAIL}/events/{call_tokyo}"
+    )
+    await calendar_sync.sync(google.ctx, google.account.id)
+    assert len(await _appointments(services, google.ctx)) == 3
+
+
+async def test_manual_conflict_waits_then_keep_calendar_wins(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    call_ny, _ = google.demo.client_call_ids
+    rows = await _appointments(services, google.ctx)
+    row = next(r for r in rows.values() if r.timezone == "America/New_York")
+    async with services.db.tenant(google.ctx) as session:
+        repo = AppointmentRepository(session)
+        current = await repo.get(row.id)
+        await repo.update(
+            row.id,
+            AppointmentDraft(title="CRM title", span=current.span),
+            expected_version=current.version,
+        )
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
+        json={"summary": "Google title"},
+    )
+
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.conflicts == 1
+    assert run.status is RunStatus.SUCCESS
+    [conflict] = await calendar_sync.conflicts(google.ctx)
+    assert conflict.crm_event.title == "CRM title"
+    assert conflict.calendar_event.title == "Google title"
+    # nothing was overwritten on either side
+    assert (await _appointments(services, google.ctx))[
+        row.ical_uid
+    ].title == "CRM title"
+    google_titles = {e["summary"] for e in await _sandbox_events(sandbox)}
+    assert "Google title" in google_titles
+    # still a conflict on the next sync, not a silent overwrite
+    assert (await calendar_sync.sync(google.ctx, google.account.id)).conflicts == 1
+
+    resolved, applied = await calendar_sync.resolve(
+        google.ctx, conflict.id, Resolution.KEEP_CALENDAR
+    )
+
+    assert applied.status is RunStatus.SUCCESS
+    assert applied.conflicts == 0
+    assert resolved.status is ConflictStatus.RESOLVED
+    assert (await _appointments(services, google.ctx))[row.ical_uid].title == (
+        "Google title"
+    )
+    assert await calendar_sync.conflicts(google.ctx) == []
+
+
+async def test_keep_crm_writes_the_crm_version_to_google(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    _, call_tokyo = google.demo.client_call_ids
+    rows = await _appointments(services, google.ctx)
+    row = next(r for r in rows.values() if r.timezone == "Asia/Tokyo")
+    async with services.db.tenant(google.ctx) as session:
+        repo = AppointmentRepository(session)
+        current = await repo.get(row.id)
+        await repo.update(
+            row.id,
+            AppointmentDraft(title="Kept from CRM", span=current.span),
+            expected_version=current.version,
+        )
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{GOOGLE_EMAIL}/events/{call_tokyo}",
+        json={"location": "Changed in Google"},
+    )
+    await calendar_sync.sync(google.ctx, google.account.id)
+    [conflict] = await calendar_sync.conflicts(google.ctx)
+
+    await calendar_sync.resolve(google.ctx, conflict.id, Resolution.KEEP_CRM)
+
+    event = next(
+        e for e in await _sandbox_events(sandbox) if e["iCalUID"] == row.ical_uid
+    )
+    assert event["summary"] == "Kept from CRM"
+    assert "location" not in event or event["location"] != "Changed in Google"
+
+
+async def test_a_calendar_that_suddenly_lists_nothing_needs_confirmation(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    for event in await _sandbox_events(sandbox):
+        if "recurringEventId" not in event:
+            await sandbox.control(
+                "google", "DELETE", f"calendars/{GOOGLE_EMAIL}/events/{event['id']}"
+            )
+
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.status is RunStatus.FAILED
+    assert run.errors[0].code == "mass_delete"
+    assert "confirm" in run.errors[0].message
+    rows = await _appointments(services, google.ctx)
+    assert all(r.status != "cancelled" for r in rows.values())
+
+    confirmed = await calendar_sync.sync(
+        google.ctx, google.account.id, confirm_mass_delete=True
+    )
+    assert confirmed.status is RunStatus.SUCCESS
+    assert confirmed.events_deleted == 4
+    rows = await _appointments(services, google.ctx)
+    assert all(r.status == "cancelled" for r in rows.values())
+
+
+async def test_one_sync_at_a_time_per_calendar(
+    google: GoogleAccount, calendar_sync: CalendarSync, services
+):
+    results = await asyncio.gather(
+        calendar_sync.sync(google.ctx, google.account.id),
+        calendar_sync.sync(google.ctx, google.account.id),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, SyncInProgress)]
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert len(refused) == 1
+    assert len(done) == 1
+    assert "being synced" in str(refused[0])
+    assert len(await _appointments(services, google.ctx)) == 4
+    # the lease is released: the next sync runs
+    assert (await calendar_sync.sync(google.ctx, google.account.id)).status is (
+        RunStatus.SUCCESS
+    )
+
+
+async def test_other_users_never_see_or_sync_the_account(
+    google: GoogleAccount, calendar_sync: CalendarSync, tenants
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    for other in (tenants.amy.ctx, tenants.bob.ctx):
+        assert await calendar_sync.accounts(other) == []
+        with pytest.raises(NotFound):
+            await calendar_sync.sync(other, google.account.id)
+        with pytest.raises(NotFound):
+            await calendar_sync.account(other, google.account.id)
+        assert await calendar_sync.runs(other) == []
+
+
+async def test_a_revoked_grant_fails_the_run_with_reconnect_advice(
+    google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
+):
+    await sandbox.control(
+        "google", "POST", "grants/revoke", json={"email": GOOGLE_EMAIL}
+    )
+    await sandbox.control(
+        "google", "POST", "tokens/expire", json={"email": GOOGLE_EMAIL}
+    )
+
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.status is RunStatus.FAILED
+    assert run.errors[0].code == "reconnect"
+    assert "reconnect" in run.errors[0].message.lower()
+    assert await _appointments(services, google.ctx) == {}
+    account = await calendar_sync.account(google.ctx, google.account.id)
+    assert account.last_sync_status is RunStatus.FAILED
+    assert account.last_error
+
+
+async def test_mappings_are_the_status_rows(
+    google: GoogleAccount, calendar_sync: CalendarSync, services
+):
+    await calendar_sync.sync(google.ctx, google.account.id)
+    async with services.db.tenant(google.ctx) as session:
+        mappings = list(await session.scalars(select(models.CalendarEventMapping)))
+        count = await session.scalar(
+            select(func.count()).select_from(models.Appointment)
+        )
+    assert len(mappings) == count == 4
+    for m in mappings:
+        assert m.appointment_id is not None
+        assert str(m.appointment_id) == m.crm_item_id
+        assert m.ical_uid
+        assert m.external_event_etag
+        assert len(m.crm_hash) == 64
+        assert m.crm_hash == m.external_hash
+        uuid.UUID(m.crm_item_id)
