@@ -1,4 +1,4 @@
-"""``crmflow``: serve | demo | db | users | keys | config | sandbox.
+"""``crmflow``: serve | demo | db | users | keys | sync | config | sandbox.
 
 Every command reads the same settings (``CRMFLOW_*`` and ``.env``). Problems a
 user can fix (missing or malformed settings, wrong keys, duplicate users) end the
@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+)
 from rich.table import Table
 
 from crmflow.config import Settings, load_settings
@@ -248,6 +254,108 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(settings, host, port, banner, sandbox)
 
 
+def cmd_sync_calendar(args: argparse.Namespace) -> int:
+    from crmflow.bootstrap import start_services
+    from crmflow.connections.service import Integrations
+    from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo, SyncType
+    from crmflow.errors import NotFound
+    from crmflow.services.calendar_sync import CalendarSync
+    from crmflow.store.db import Database
+    from crmflow.store.identity import enter_organization, find_organization, find_user
+
+    settings = load_settings()
+
+    async def run() -> list[tuple[str, SyncRunInfo]]:
+        admin = Database(settings.effective_admin_database_url)
+        try:
+            user_id = await find_user(admin, args.user)
+            org_id = await find_organization(admin, args.org) if args.org else None
+        finally:
+            await admin.dispose()
+        if user_id is None:
+            raise NotFound(f"No active user {args.user!r}.")
+        if args.org and org_id is None:
+            raise NotFound(f"No organization {args.org!r}.")
+        services = await start_services(settings)
+        try:
+            ctx = await enter_organization(services.db, user_id, org_id)
+            service = CalendarSync(Integrations(services.db, services.vault, settings))
+            accounts = [
+                a
+                for a in await service.accounts(ctx)
+                if a.is_enabled and (args.account is None or str(a.id) == args.account)
+            ]
+            if args.account is not None and not accounts:
+                raise NotFound(
+                    f"{args.user} has no enabled calendar account {args.account}."
+                )
+            runs: list[tuple[str, SyncRunInfo]] = []
+            for account in accounts:
+                with Progress(
+                    TextColumn(f"{account.name}: " + "{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    console=err,
+                    transient=True,
+                ) as progress:
+                    task = progress.add_task("starting", total=None)
+
+                    def report(
+                        stage: str,
+                        done: int,
+                        total: int | None,
+                        progress: Progress = progress,
+                        task: TaskID = task,
+                    ) -> None:
+                        progress.update(
+                            task, description=stage, completed=done, total=total
+                        )
+
+                    run = await service.sync(
+                        ctx,
+                        account.id,
+                        sync_type=SyncType.FULL if args.full else SyncType.MANUAL,
+                        confirm_mass_delete=args.confirm_mass_delete,
+                        progress=report,
+                    )
+                    runs.append((account.name, run))
+            return runs
+        finally:
+            await services.close()
+
+    runs = asyncio.run(run())
+    if not runs:
+        out.print(f"{args.user} has no enabled calendar to sync.")
+        return 0
+    table = Table(box=None)
+    table.add_column("calendar", overflow="fold")
+    for heading in ("status", "imported", "exported", "updated", "deleted"):
+        table.add_column(heading)
+    table.add_column("conflicts")
+    table.add_column("ms")
+    for name, r in runs:
+        table.add_row(
+            name,
+            r.status.value,
+            *(
+                str(n)
+                for n in (
+                    r.events_imported,
+                    r.events_exported,
+                    r.events_updated,
+                    r.events_deleted,
+                    r.conflicts,
+                    r.duration_ms or 0,
+                )
+            ),
+        )
+    out.print(table)
+    for name, r in runs:
+        for e in r.errors:
+            err.print(f"[yellow]{name}: {e.message}[/]", soft_wrap=True)
+    return 0 if all(r.status is RunStatus.SUCCESS for _, r in runs) else 1
+
+
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     from crmflow.sandbox.serve import run
 
@@ -333,6 +441,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse http:// push and subscription addresses, as Google and Microsoft do",
     )
     p.set_defaults(func=cmd_sandbox_serve)
+
+    sync = sub.add_parser("sync", help="run syncs now").add_subparsers(
+        dest="sync_command", required=True
+    )
+    p = sync.add_parser(
+        "calendar",
+        help="sync a user's calendars now (exit 1 if a run failed or was partial)",
+    )
+    p.add_argument("--user", required=True, help="the user's e-mail address")
+    p.add_argument("--org", help="organization slug (default: the user's first)")
+    p.add_argument("--account", help="one calendar account id (default: all enabled)")
+    p.add_argument(
+        "--full", action="store_true", help="list everything instead of the changes"
+    )
+    p.add_argument(
+        "--confirm-mass-delete",
+        action="store_true",
+        help="carry out deletions although one side suddenly lists nothing",
+    )
+    p.set_defaults(func=cmd_sync_calendar)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True

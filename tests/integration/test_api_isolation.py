@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import re
 
+import datetime as dt
+
+from crmflow.domain.appointments import timed_span
+from crmflow.domain.calendar import CalendarEvent, RemoteEvent
+from crmflow.domain.calendar_accounts import (
+    DeleteMode,
+    Direction,
+    ExportScope,
+    Strategy,
+)
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
+from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.store.integrations import IntegrationStore
 from crmflow.web.app import create_app
 
@@ -27,6 +38,8 @@ BODIES = {
     ("PUT", "/api/contacts/{contact_id}"): {"name": "Hijacked"},
     ("PATCH", "/api/contacts/{contact_id}"): {"name": "Hijacked"},
     ("PATCH", "/api/members/{user_id}"): {"role": "member"},
+    ("PATCH", "/api/calendar-accounts/{account_id}"): {"strategy": "crm_wins"},
+    ("POST", "/api/calendar-conflicts/{conflict_id}/resolve"): {"keep": "crm"},
 }
 
 #: endpoints whose path names no stored object but the caller's own namespace:
@@ -37,6 +50,11 @@ OWN_NAMESPACE = {
     ("POST", "/api/integrations/callback/{provider}"),
     ("PUT", "/api/organization/oauth-clients/{provider}"),
 }
+
+
+#: collection-looking paths that name an object in their query instead (their
+#: isolation is tested where the object exists: tests/calendar_sync/test_api.py)
+NEEDS_AN_ID_IN_THE_QUERY = {"/api/calendar-accounts/choices"}
 
 
 def api_routes(settings):
@@ -69,6 +87,45 @@ async def _objects_of_alice(client, tenants):
 async def _integration_of_alice(client, tenants, services):
     """Alice's Gmail integration and her organization's own Google client."""
     async with services.db.tenant(tenants.alice.ctx) as session:
+        calendar_integration = await IntegrationStore(session, services.vault).save(
+            ProviderKey.GOOGLE,
+            IntegrationKind.CALENDAR,
+            email="alice@gmail.example.com",
+            account_id="1234",
+            access_token=Secret("ya29.alice-cal"),
+            refresh_token=Secret("1//alice-cal"),
+            expires_at=None,
+            scopes=[],
+        )
+        store = CalendarAccountStore(session)
+        account = await store.create(
+            integration_id=calendar_integration,
+            provider=ProviderKey.GOOGLE,
+            external_calendar_id="alice@gmail.example.com",
+            name="Alice's calendar",
+            direction=Direction.TWO_WAY,
+            strategy=Strategy.MANUAL,
+            export_scope=ExportScope.OWN,
+            delete_mode=DeleteMode.CANCEL,
+        )
+        start = dt.datetime(2026, 5, 4, 10, tzinfo=dt.UTC)
+        event = CalendarEvent(
+            "uid-secret",
+            "Secret deal",
+            timed_span(start, start + dt.timedelta(hours=1), "UTC"),
+        )
+        await store.record_conflicts(
+            account.id,
+            [
+                (
+                    RemoteEvent("a1", "1", event),
+                    RemoteEvent("e1", "etag", event),
+                )
+            ],
+            start,
+        )
+        [conflict] = await store.conflicts()
+    async with services.db.tenant(tenants.alice.ctx) as session:
         await IntegrationStore(session, services.vault).save(
             ProviderKey.GOOGLE,
             IntegrationKind.GMAIL,
@@ -85,7 +142,12 @@ async def _integration_of_alice(client, tenants, services):
         headers=tenants.alice.headers,
     )
     assert put.status_code == 200, put.text
-    return {"kind": "gmail", "provider": "google"}
+    return {
+        "kind": "gmail",
+        "provider": "google",
+        "account_id": str(account.id),
+        "conflict_id": str(conflict.id),
+    }
 
 
 async def test_every_object_endpoint_hides_other_tenants(
@@ -145,6 +207,8 @@ async def test_collections_show_only_own_tenant(client, tenants, settings):
     listed = 0
     for template, methods in api_routes(settings):
         if "GET" not in methods or "{" in template:
+            continue
+        if template in NEEDS_AN_ID_IN_THE_QUERY:
             continue
         resp = await client.get(template, headers=tenants.bob.headers)
         assert resp.status_code == 200, template

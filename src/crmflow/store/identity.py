@@ -255,6 +255,18 @@ async def provision_user(
         return user.id
 
 
+async def find_user(admin: Database, email: str) -> uuid.UUID | None:
+    """The id of the active user with ``email`` (admin database)."""
+    async with admin.admin() as session:
+        found: uuid.UUID | None = await session.scalar(
+            select(models.User.id).where(
+                models.User.email == email.strip().lower(),
+                models.User.is_active.is_(True),
+            )
+        )
+        return found
+
+
 async def find_organization(admin: Database, slug: str) -> uuid.UUID | None:
     """The id of the organization with ``slug`` (admin database)."""
     async with admin.admin() as session:

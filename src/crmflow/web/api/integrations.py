@@ -21,7 +21,7 @@ or a client secret.
 
 ``provider`` is needed only when ``kind`` alone is ambiguous (Google and
 Microsoft calendars): then the answer is 409 saying so. Provider failures map
-to HTTP here (:class:`_ProviderErrors`): a grant that needs reconnecting is 409,
+to HTTP here (:class:`ProviderErrorRoute`): a grant that needs reconnecting is 409,
 rate limits 429 with ``Retry-After``, an unavailable provider 503, a provider
 that refuses crmflow's client 502, a provider without an OAuth client 409.
 """
@@ -88,7 +88,7 @@ def provider_error_status(exc: Exception) -> int:
     return 502
 
 
-class _ProviderErrors(APIRoute):
+class ProviderErrorRoute(APIRoute):
     """Answers provider failures with ``{"detail", "error"}`` like every other
     API error (``web/errors.py`` maps the application's own errors)."""
 
@@ -111,7 +111,7 @@ class _ProviderErrors(APIRoute):
         return guarded
 
 
-router = APIRouter(prefix="/api", tags=["integrations"], route_class=_ProviderErrors)
+router = APIRouter(prefix="/api", tags=["integrations"], route_class=ProviderErrorRoute)
 
 ProviderQuery = Annotated[
     ProviderKey | None,
