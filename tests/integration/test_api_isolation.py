@@ -7,9 +7,8 @@ whoever adds it to say whose object it names.
 
 from __future__ import annotations
 
-import re
-
 import datetime as dt
+import re
 
 from crmflow.domain.appointments import timed_span
 from crmflow.domain.calendar import CalendarEvent, RemoteEvent
