@@ -4,16 +4,25 @@
   is read-only); ``iCalUId`` is the fallback for events made elsewhere;
 * timed events are written as local wall-clock time plus the IANA ``timeZone``
   and read back in UTC (``Prefer: outlook.timezone="UTC"``) with the zone from
-  ``originalStartTimeZone``; all-day events are midnight to midnight
-  (exclusive end) with ``isAllDay``;
+  ``originalStartTimeZone`` (common Windows names are mapped to IANA, unknown
+  ones read as UTC); all-day events are midnight to midnight (exclusive end)
+  with ``isAllDay``;
 * body text is written as ``text`` and read back from Outlook's HTML form;
 * attendees with their response; the organizer cannot set responses, so the
   responses crmflow wrote are kept in an extended property and used while Graph
   reports none;
 * ``showAs: tentative`` / ``isCancelled`` -> status;
-* ``recurrence``: daily, weekly, absoluteMonthly and absoluteYearly patterns with
-  ``COUNT``/``UNTIL``/no end. Anything else (EXDATE, RDATE, EXRULE, BYSETPOS,
-  recurrence exceptions, other RRULE parts) raises ``UnsupportedOperation``.
+* ``recurrence``: one RRULE with a daily, weekly, absoluteMonthly or
+  absoluteYearly pattern and ``COUNT``/``UNTIL``/no end, plus EXDATE lines.
+  RDATE (Outlook has no extra dates outside a pattern), EXRULE, BYSETPOS and
+  other RRULE parts raise ``UnsupportedOperation``;
+* recurrence exceptions are the series' ``exception`` instances (keyed by
+  ``originalStart``); cancelled occurrences are the master's
+  ``cancelledOccurrences`` (``OID.<master id>.<date>``), placed on the rule's
+  occurrences that ``/instances`` no longer lists. Outlook does not tell an
+  EXDATE from a cancelled exception, so the EXDATE lines crmflow wrote are kept
+  verbatim in an extended property: a cancelled occurrence they name reads back
+  as that EXDATE, any other as a cancelled ``RecurrenceException``.
 
 Pure functions, no I/O.
 """
@@ -21,11 +30,16 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from dateutil.rrule import rrulestr
+from tzlocal.windows_tz import win_tz
 
 from crmflow.domain.appointments import (
     ResponseStatus,
@@ -34,7 +48,12 @@ from crmflow.domain.appointments import (
     timed_span,
     zone,
 )
-from crmflow.domain.calendar import Attendee, CalendarEvent, EventStatus
+from crmflow.domain.calendar import (
+    Attendee,
+    CalendarEvent,
+    EventStatus,
+    RecurrenceException,
+)
 from crmflow.errors import ValidationFailed
 from crmflow.providers.base import UnsupportedOperation
 
@@ -45,7 +64,9 @@ UID_PROPERTY = f"String {_GUID} Name crmflowUid"
 KEY_PROPERTY = f"String {_GUID} Name crmflowKey"
 #: extended property holding the attendee responses crmflow wrote (JSON)
 RESPONSES_PROPERTY = f"String {_GUID} Name crmflowResponses"
-PROPERTIES = (UID_PROPERTY, KEY_PROPERTY, RESPONSES_PROPERTY)
+#: extended property holding the EXDATE lines crmflow wrote (JSON list)
+EXDATES_PROPERTY = f"String {_GUID} Name crmflowExdates"
+PROPERTIES = (UID_PROPERTY, KEY_PROPERTY, RESPONSES_PROPERTY, EXDATES_PROPERTY)
 
 _TO_GRAPH_RESPONSE = {
     ResponseStatus.ACCEPTED: "accepted",
@@ -77,20 +98,44 @@ _FREQ = {
 _KNOWN_PARTS = frozenset(
     {"FREQ", "INTERVAL", "COUNT", "UNTIL", "BYDAY", "WKST", "BYMONTHDAY", "BYMONTH"}
 )
+#: Windows time zone names (Outlook reports them in ``originalStartTimeZone``
+#: for events made in Outlook) -> IANA: CLDR's ``windowsZones`` table, territory
+#: 001, as tzlocal ships it. Names not listed read as UTC: the instants stay
+#: right, only the zone is lost.
+WINDOWS_ZONES: dict[str, str] = {**win_tz, "UTC": "UTC"}
+_WINDOWS_FOLDED = {k.casefold(): v for k, v in WINDOWS_ZONES.items()}
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.IGNORECASE | re.DOTALL)
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]+>")
+_OCCURRENCE_ID = re.compile(r"\.(\d{4}-\d{2}-\d{2})$")
+
+#: an occurrence's original start: a date (all-day series) or a UTC instant
+Original = dt.date | dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The stretch of time in which series are expanded: ``[start, end)``, UTC."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    def holds(self, start: dt.datetime, length: dt.timedelta) -> bool:
+        """Whether an occurrence at ``start`` lasting ``length`` overlaps the window
+        (Graph's calendarView and ``/instances`` rule)."""
+        return start < self.end and start + length > self.start
 
 
 def _zone_or_utc(name: Any) -> str:
     if not isinstance(name, str) or not name:
         return "UTC"
+    mapped = _WINDOWS_FOLDED.get(name.strip().casefold(), name)
     try:
-        zone(name)
+        zone(mapped)
     except ValidationFailed:
-        return "UTC"  # Windows or custom zone names: UTC
-    return name
+        return "UTC"  # custom or unknown zone names: keep the instants, in UTC
+    return mapped
 
 
 def _wall(value: dt.datetime, tz: str) -> str:
@@ -161,21 +206,61 @@ def body_text(body: Any) -> str | None:
     return content.strip() or None
 
 
-# ------------------------------------------------------------------ recurrence
+# ------------------------------------------------------------------ recurrence lines
+
+
+def _split_line(line: str) -> tuple[str, dict[str, str], str]:
+    """``NAME;P=V:value`` as (NAME, {P: V}, value); names and keys upper-cased."""
+    head, _, value = line.partition(":")
+    name, *raw_params = head.split(";")
+    params = {}
+    for param in raw_params:
+        key, _, val = param.partition("=")
+        params[key.strip().upper()] = val.strip()
+    return name.strip().upper(), params, value.strip()
+
+
+def split_recurrence(event: CalendarEvent) -> tuple[str | None, tuple[str, ...]]:
+    """The event's RRULE line (None: not recurring) and its EXDATE lines.
+
+    Raises:
+        UnsupportedOperation: an RDATE or EXRULE line, more than one RRULE, or
+            EXDATE lines without an RRULE: Outlook series are one pattern minus
+            cancelled occurrences.
+    """
+    rules: list[str] = []
+    exdates: list[str] = []
+    for line in event.recurrence:
+        name = _split_line(line)[0]
+        if name == "RRULE":
+            rules.append(line)
+        elif name == "EXDATE":
+            exdates.append(line)
+        elif name == "RDATE":
+            raise UnsupportedOperation(
+                "Outlook series cannot hold RDATE dates (extra occurrences outside "
+                "the rule); Microsoft Graph has no counterpart, so crmflow does not "
+                "write this event to Outlook."
+            )
+        else:
+            raise UnsupportedOperation(
+                f"Outlook calendars take no {name} lines from crmflow."
+            )
+    if len(rules) > 1 or (exdates and not rules):
+        raise UnsupportedOperation(
+            "An Outlook series is exactly one RRULE (plus EXDATE lines)."
+        )
+    return (rules[0] if rules else None), tuple(exdates)
 
 
 def _rrule_parts(line: str) -> dict[str, str]:
-    name, _, value = line.partition(":")
-    if name.upper() != "RRULE":
-        raise UnsupportedOperation(
-            f"Outlook calendars take no {name.upper()} lines from crmflow yet."
-        )
+    name, _, value = _split_line(line)
     parts: dict[str, str] = {}
     for part in value.split(";"):
         key, _, val = part.partition("=")
         parts[key.strip().upper()] = val.strip().upper()
     unknown = set(parts) - _KNOWN_PARTS
-    if unknown or parts.get("FREQ") not in _FREQ:
+    if name != "RRULE" or unknown or parts.get("FREQ") not in _FREQ:
         raise UnsupportedOperation(
             f"The recurrence {line!r} has no Outlook pattern crmflow maps."
         )
@@ -183,18 +268,18 @@ def _rrule_parts(line: str) -> dict[str, str]:
 
 
 def recurrence_to_graph(event: CalendarEvent) -> dict[str, Any] | None:
-    """``patternedRecurrence`` for the event's single RRULE (None: not recurring).
+    """``patternedRecurrence`` for the event's RRULE (None: not recurring).
+
+    EXDATE lines and exceptions are written separately, on the instances.
 
     Raises:
-        UnsupportedOperation: the recurrence has no mapped Outlook pattern.
+        UnsupportedOperation: the recurrence has no mapped Outlook pattern, or
+            holds RDATE/EXRULE lines (:func:`split_recurrence`).
     """
-    if not event.recurrence:
+    rule, _ = split_recurrence(event)
+    if rule is None:
         return None
-    if len(event.recurrence) != 1 or event.exceptions:
-        raise UnsupportedOperation(
-            "Outlook series with EXDATE, RDATE or exceptions are not mapped yet."
-        )
-    parts = _rrule_parts(event.recurrence[0])
+    parts = _rrule_parts(rule)
     span = event.span
     tz = span.timezone
     local_start = span.start_at.astimezone(zone(tz))
@@ -220,7 +305,7 @@ def recurrence_to_graph(event: CalendarEvent) -> dict[str, Any] | None:
             raise KeyError("BYMONTH")
     except (KeyError, ValueError):
         raise UnsupportedOperation(
-            f"The recurrence {event.recurrence[0]!r} has no Outlook pattern crmflow maps."
+            f"The recurrence {rule!r} has no Outlook pattern crmflow maps."
         ) from None
     rng: dict[str, Any] = {
         "startDate": local_start.date().isoformat(),
@@ -300,6 +385,148 @@ def recurrence_from_graph(raw: Any, span: TimeSpan) -> tuple[str, ...]:
     return ("RRULE:" + ";".join(parts),)
 
 
+def timing_key(event: CalendarEvent) -> str:
+    """A digest of what decides a series' occurrences: its span and its RRULE.
+
+    Changing either makes Outlook rebuild the series, dropping its exceptions
+    and cancellations; equal keys mean a PATCH may leave the timing alone.
+    """
+    rules = tuple(line for line in event.recurrence if _is_rrule(line))
+    stripped = CalendarEvent(event.ical_uid, "", event.span, recurrence=rules)
+    return stripped.content_hash()
+
+
+def _is_rrule(line: str) -> bool:
+    return _split_line(line)[0] == "RRULE"
+
+
+# ------------------------------------------------------------------ occurrences
+
+
+def occurrence_key(original: Original) -> str:
+    """The text key of an original start, as ``RecurrenceException.key`` has it."""
+    if isinstance(original, dt.datetime):
+        return original.astimezone(dt.UTC).isoformat()
+    return original.isoformat()
+
+
+def _original(instant: dt.datetime, span: TimeSpan) -> Original:
+    """An occurrence's original start: its date for all-day series."""
+    if span.all_day:
+        return instant.astimezone(zone(span.timezone)).date()
+    return instant.astimezone(dt.UTC)
+
+
+def original_instant(original: Original, span: TimeSpan) -> dt.datetime:
+    """The UTC instant Graph's ``originalStart`` has for an original start."""
+    if isinstance(original, dt.datetime):
+        return original.astimezone(dt.UTC)
+    return dt.datetime.combine(original, dt.time(), zone(span.timezone)).astimezone(
+        dt.UTC
+    )
+
+
+def instance_original(raw: Mapping[str, Any], span: TimeSpan) -> Original | None:
+    """The original start of an occurrence or exception (None: unreadable)."""
+    try:
+        return _original(_parse_utc(raw["originalStart"]), span)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _exdate_value(value: str, params: Mapping[str, str], span: TimeSpan) -> Original:
+    """One EXDATE value as an original start of the series ``span`` starts.
+
+    Raises:
+        ValueError: the value is unreadable.
+    """
+    text = value.strip().upper()
+    tz = zone(span.timezone)
+    if len(text) == 8:  # a DATE: the series' occurrence on that day
+        day = dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        if span.all_day:
+            return day
+        clock = span.start_at.astimezone(tz).timetz().replace(tzinfo=None)
+        return dt.datetime.combine(day, clock, tz).astimezone(dt.UTC)
+    # a UTC value ends in Z; a local one is in its TZID, else in the series' zone
+    where = dt.UTC if text.endswith("Z") else zone(params.get("TZID") or span.timezone)
+    aware = dt.datetime.strptime(text.rstrip("Z"), "%Y%m%dT%H%M%S").replace(
+        tzinfo=where
+    )
+    return _original(aware, span)
+
+
+def exdate_originals(line: str, span: TimeSpan) -> list[tuple[str, Original]]:
+    """The values of an EXDATE line with their original starts.
+
+    Raises:
+        UnsupportedOperation: a value is unreadable.
+    """
+    _, params, values = _split_line(line)
+    out = []
+    for value in values.split(","):
+        try:
+            out.append((value, _exdate_value(value, params, span)))
+        except (ValueError, ValidationFailed):
+            raise UnsupportedOperation(
+                f"Unreadable EXDATE value in {line!r}."
+            ) from None
+    return out
+
+
+def cancelled_originals(event: CalendarEvent) -> dict[str, Original]:
+    """The occurrences ``event`` cancels (EXDATE values and cancelled exceptions),
+    by :func:`occurrence_key`.
+
+    Raises:
+        UnsupportedOperation: see :func:`split_recurrence` and
+            :func:`exdate_originals`.
+    """
+    _, exdates = split_recurrence(event)
+    out: dict[str, Original] = {}
+    for line in exdates:
+        for _, original in exdate_originals(line, event.span):
+            out[occurrence_key(original)] = original
+    for exception in event.exceptions:
+        if exception.status is EventStatus.CANCELLED:
+            out[exception.key] = exception.original_start
+    return out
+
+
+def rule_starts(rule: str, span: TimeSpan, window: Window) -> list[dt.datetime]:
+    """UTC starts of the occurrences ``rule`` gives a series starting at ``span``
+    that overlap ``window`` (empty for a rule dateutil cannot expand).
+
+    Expanded on the wall clock of the series' zone, as Outlook does: a 09:00
+    meeting stays at 09:00 across daylight-saving changes.
+    """
+    tz = zone(span.timezone)
+    length = span.end_at - span.start_at
+    # all-day series expand naive local dates (their UNTIL is a DATE); timed
+    # ones aware, because their UNTIL is in UTC
+    first = span.start_at.astimezone(tz)
+    if span.all_day:
+        first = first.replace(tzinfo=None)
+    low = (window.start - length - dt.timedelta(days=1)).astimezone(tz)
+    high = (window.end + dt.timedelta(days=1)).astimezone(tz)
+    if span.all_day:
+        low, high = low.replace(tzinfo=None), high.replace(tzinfo=None)
+    try:
+        expanded = rrulestr(rule.partition(":")[2], dtstart=first).between(
+            low, high, inc=True
+        )
+    except (ValueError, TypeError):
+        return []
+    out = []
+    for local in expanded:
+        instant = (local if local.tzinfo else local.replace(tzinfo=tz)).astimezone(
+            dt.UTC
+        )
+        if window.holds(instant, length):
+            out.append(instant)
+    return out
+
+
 # ------------------------------------------------------------------ events
 
 
@@ -313,41 +540,110 @@ def _extended(raw: Mapping[str, Any], prop: str) -> str | None:
     return None
 
 
+def _response_property(attendees: Iterable[Attendee]) -> str:
+    return json.dumps(
+        {a.email.strip().lower(): str(a.response_status) for a in attendees}
+    )
+
+
+def _attendees_to_graph(attendees: Iterable[Attendee]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "required",
+            "status": {"response": _TO_GRAPH_RESPONSE[a.response_status]},
+            "emailAddress": {"address": a.email} | ({"name": a.name} if a.name else {}),
+        }
+        for a in attendees
+    ]
+
+
+def _show_as(status: EventStatus) -> str:
+    return "tentative" if status is EventStatus.TENTATIVE else "busy"
+
+
 def event_to_graph(event: CalendarEvent) -> dict[str, Any]:
-    """The body for POST/PATCH (without ``transactionId`` and the key).
+    """The master's body for POST/PATCH (without ``transactionId`` and the key).
+
+    Exceptions and EXDATEs are not in it: they are written on the instances
+    after the master. The EXDATE lines go into an extended property, so that
+    they read back as EXDATEs.
 
     Raises:
         UnsupportedOperation: the recurrence has no mapped Outlook pattern.
     """
-    responses = {
-        a.email.strip().lower(): str(a.response_status) for a in event.attendees
-    }
+    _, exdates = split_recurrence(event)
     return {
         "subject": event.title,
         "body": {"contentType": "text", "content": event.description or ""},
         "location": {"displayName": event.location or ""},
         **span_to_graph(event.span),
-        "showAs": "tentative" if event.status is EventStatus.TENTATIVE else "busy",
-        "attendees": [
-            {
-                "type": "required",
-                "status": {"response": _TO_GRAPH_RESPONSE[a.response_status]},
-                "emailAddress": {"address": a.email}
-                | ({"name": a.name} if a.name else {}),
-            }
-            for a in event.attendees
-        ],
+        "showAs": _show_as(event.status),
+        "attendees": _attendees_to_graph(event.attendees),
         "recurrence": recurrence_to_graph(event),
         "singleValueExtendedProperties": [
             {"id": UID_PROPERTY, "value": event.ical_uid},
-            {"id": RESPONSES_PROPERTY, "value": json.dumps(responses)},
+            {"id": RESPONSES_PROPERTY, "value": _response_property(event.attendees)},
+            {"id": EXDATES_PROPERTY, "value": json.dumps(list(exdates))},
         ],
     }
 
 
-def _attendees(raw: Mapping[str, Any]) -> tuple[Attendee, ...]:
+#: the master's fields that decide its occurrences; a PATCH without them
+#: keeps the series' exceptions
+TIMING_FIELDS = ("start", "end", "isAllDay", "recurrence")
+
+
+def exception_to_graph(
+    exception: RecurrenceException, series: CalendarEvent
+) -> dict[str, Any]:
+    """The PATCH body that makes an instance hold ``exception`` exactly.
+
+    Fields the exception leaves ``None`` are written with the series' values, and
+    a missing span puts the occurrence back at its rule time, so the same body
+    also reverts an earlier override. A cancelled exception has no body: the
+    instance is deleted instead.
+    """
+    span = exception.span or rule_span(exception.original_start, series.span)
+    times = span_to_graph(span)
+    attendees = (
+        exception.attendees if exception.attendees is not None else series.attendees
+    )
+    description = (
+        exception.description
+        if exception.description is not None
+        else series.description
+    )
+    location = exception.location if exception.location is not None else series.location
+    return {
+        "subject": exception.title if exception.title is not None else series.title,
+        "body": {"contentType": "text", "content": description or ""},
+        "location": {"displayName": location or ""},
+        "start": times["start"],
+        "end": times["end"],
+        "showAs": _show_as(exception.status),
+        "attendees": _attendees_to_graph(attendees),
+    }
+
+
+def rule_span(original: Original, series: TimeSpan) -> TimeSpan:
+    """The span the rule gives the occurrence starting at ``original``."""
+    length = series.end_at - series.start_at
+    if series.all_day and not isinstance(original, dt.datetime):
+        days = (series.end_date - series.start_date).days
+        return all_day_span(
+            original, original + dt.timedelta(days=days), series.timezone
+        )
+    start = original_instant(original, series)
+    return timed_span(start, start + length, series.timezone)
+
+
+def _attendees(
+    raw: Mapping[str, Any], stored_in: Mapping[str, Any] | None = None
+) -> tuple[Attendee, ...]:
+    """Attendees of ``raw``; responses crmflow wrote come from ``stored_in``
+    (the series master for an instance, whose extended properties are not read)."""
     try:
-        stored = json.loads(_extended(raw, RESPONSES_PROPERTY) or "{}")
+        stored = json.loads(_extended(stored_in or raw, RESPONSES_PROPERTY) or "{}")
     except ValueError:
         stored = {}
     out = []
@@ -370,33 +666,230 @@ def _attendees(raw: Mapping[str, Any]) -> tuple[Attendee, ...]:
     return tuple(out)
 
 
-def event_from_graph(raw: Mapping[str, Any]) -> CalendarEvent:
-    """A ``CalendarEvent`` from a Graph event (extended properties expanded).
+def _status(raw: Mapping[str, Any]) -> EventStatus:
+    if raw.get("isCancelled"):
+        return EventStatus.CANCELLED
+    if raw.get("showAs") == "tentative":
+        return EventStatus.TENTATIVE
+    return EventStatus.CONFIRMED
 
-    Raises:
-        ValidationFailed: the event cannot be represented (no times).
-    """
+
+def _location(raw: Mapping[str, Any]) -> str | None:
+    location = raw.get("location") or {}
+    if not isinstance(location, Mapping):
+        return None
+    return location.get("displayName") or None
+
+
+def _master_event(raw: Mapping[str, Any]) -> CalendarEvent:
     span = span_from_graph(raw)
     uid = _extended(raw, UID_PROPERTY) or raw.get("iCalUId") or f"{raw['id']}@graph"
-    if raw.get("isCancelled"):
-        status = EventStatus.CANCELLED
-    elif raw.get("showAs") == "tentative":
-        status = EventStatus.TENTATIVE
-    else:
-        status = EventStatus.CONFIRMED
-    location = raw.get("location") or {}
     return CalendarEvent(
         ical_uid=str(uid),
         title=str(raw.get("subject") or ""),
         span=span,
         description=body_text(raw.get("body")),
-        location=(location.get("displayName") or None)
-        if isinstance(location, Mapping)
-        else None,
+        location=_location(raw),
         attendees=_attendees(raw),
-        status=status,
+        status=_status(raw),
         recurrence=recurrence_from_graph(raw.get("recurrence"), span),
     )
+
+
+def event_from_graph(
+    raw: Mapping[str, Any],
+    instances: Sequence[Mapping[str, Any]] | None = None,
+    window: Window | None = None,
+) -> CalendarEvent:
+    """A ``CalendarEvent`` from a Graph event (extended properties expanded).
+
+    For a series master, ``instances`` are its ``/instances`` inside ``window``
+    and ``raw`` carries ``cancelledOccurrences``: the exceptions and
+    cancellations inside the window are read from them (those outside are not;
+    EXDATE values crmflow wrote outside the window are kept as written).
+
+    Raises:
+        ValidationFailed: the event cannot be represented (no times).
+    """
+    master = _master_event(raw)
+    if not master.recurrence or instances is None or window is None:
+        return master
+    overrides = _overrides(raw, master, instances)
+    cancelled = _cancelled(raw, master, instances, window)
+    exdates, cancelled = _exdate_lines(raw, master.span, cancelled, window)
+    exceptions = overrides | {
+        key: RecurrenceException(original, EventStatus.CANCELLED)
+        for key, original in cancelled.items()
+        if key not in overrides
+    }
+    return CalendarEvent(
+        ical_uid=master.ical_uid,
+        title=master.title,
+        span=master.span,
+        description=master.description,
+        location=master.location,
+        attendees=master.attendees,
+        status=master.status,
+        recurrence=master.recurrence + exdates,
+        exceptions=tuple(exceptions[k] for k in sorted(exceptions)),
+    )
+
+
+def _overrides(
+    raw: Mapping[str, Any],
+    master: CalendarEvent,
+    instances: Sequence[Mapping[str, Any]],
+) -> dict[str, RecurrenceException]:
+    out: dict[str, RecurrenceException] = {}
+    for item in instances:
+        if item.get("type") != "exception":
+            continue
+        exception = _exception_from_graph(item, raw, master)
+        if exception is not None:
+            out[exception.key] = exception
+    return out
+
+
+def _attendee_set(attendees: Iterable[Attendee]) -> list[tuple[str, str, str]]:
+    return sorted(
+        (a.email.strip().lower(), (a.name or "").strip(), str(a.response_status))
+        for a in attendees
+    )
+
+
+def _exception_from_graph(
+    item: Mapping[str, Any], raw_master: Mapping[str, Any], master: CalendarEvent
+) -> RecurrenceException | None:
+    """An ``exception`` instance as the fields it overrides (None: it overrides
+    nothing, e.g. an override crmflow reverted)."""
+    original = instance_original(item, master.span)
+    if original is None:
+        return None
+    try:
+        span: TimeSpan | None = span_from_graph(item)
+    except ValidationFailed:
+        span = None
+    if span == rule_span(original, master.span):
+        span = None
+    title = str(item.get("subject") or "")
+    description = body_text(item.get("body"))
+    location = _location(item)
+    attendees = _attendees(item, raw_master)
+    status = _status(item)
+    exception = RecurrenceException(
+        original,
+        status,
+        title=None if title == master.title else title,
+        span=span,
+        description=None if description == master.description else description,
+        location=None if location == master.location else location,
+        attendees=None
+        if _attendee_set(attendees) == _attendee_set(master.attendees)
+        else attendees,
+    )
+    unchanged = RecurrenceException(original, master.status)
+    return None if exception == unchanged else exception
+
+
+def _cancelled_dates(raw: Mapping[str, Any]) -> set[str] | None:
+    """The dates of ``cancelledOccurrences`` (None: Graph did not send the field)."""
+    values = raw.get("cancelledOccurrences")
+    if not isinstance(values, list):
+        return None
+    dates = set()
+    for value in values:
+        match = _OCCURRENCE_ID.search(str(value))
+        if match:
+            dates.add(match.group(1))
+    return dates
+
+
+def _cancelled(
+    raw: Mapping[str, Any],
+    master: CalendarEvent,
+    instances: Sequence[Mapping[str, Any]],
+    window: Window,
+) -> dict[str, Original]:
+    """Cancelled occurrences inside ``window``, by :func:`occurrence_key`.
+
+    A rule occurrence is cancelled when ``/instances`` no longer lists it and
+    ``cancelledOccurrences`` names its date. The date is matched both as the
+    occurrence's local date and as its UTC date, since Graph does not document
+    which one the occurrence id carries; the gap in ``/instances`` settles which
+    occurrence is meant. Without ``cancelledOccurrences`` nothing is read as
+    cancelled (a gap alone may be an exception moved out of the window).
+    """
+    dates = _cancelled_dates(raw)
+    if not dates:
+        return {}
+    listed = set()
+    for item in instances:
+        try:
+            listed.add(_parse_utc(item["originalStart"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    tz = zone(master.span.timezone)
+    out: dict[str, Original] = {}
+    for start in rule_starts(master.recurrence[0], master.span, window):
+        named = {start.date().isoformat(), start.astimezone(tz).date().isoformat()}
+        if start not in listed and named & dates:
+            original = _original(start, master.span)
+            out[occurrence_key(original)] = original
+    return out
+
+
+def _exdate_lines(
+    raw: Mapping[str, Any],
+    span: TimeSpan,
+    cancelled: Mapping[str, Original],
+    window: Window,
+) -> tuple[tuple[str, ...], dict[str, Original]]:
+    """The EXDATE lines crmflow wrote that still hold, and the cancellations
+    left over (cancelled exceptions).
+
+    A value inside the window stays when its occurrence is cancelled; one
+    outside cannot be checked and stays as written. A line keeps its exact
+    text (parameters, value format) so that the content hash survives.
+    """
+    try:
+        stored = json.loads(_extended(raw, EXDATES_PROPERTY) or "[]")
+    except ValueError:
+        stored = []
+    left = dict(cancelled)
+    length = span.end_at - span.start_at
+    lines: list[str] = []
+    for line in stored if isinstance(stored, list) else ():
+        try:
+            values = exdate_originals(str(line), span)
+        except UnsupportedOperation:
+            continue
+        kept = []
+        for value, original in values:
+            key = occurrence_key(original)
+            if key in cancelled:
+                left.pop(key, None)
+                kept.append(value)
+            elif not window.holds(original_instant(original, span), length):
+                kept.append(value)
+        if len(kept) == len(values):
+            lines.append(str(line))
+        elif kept:
+            lines.append(str(line).rpartition(":")[0] + ":" + ",".join(kept))
+    return tuple(lines), left
+
+
+def exceptions_digest(items: Iterable[Mapping[str, Any]]) -> str:
+    """A digest of a series' ``exception`` instances and their etags.
+
+    Part of a series' version (next to the master's etag): an exception edited
+    in Outlook changes it even where the master's change key stays.
+    """
+    lines = sorted(
+        f"{item.get('id')} {item.get('@odata.etag')}"
+        for item in items
+        if item.get("type") == "exception"
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
 
 
 def parse_modified(value: Any) -> dt.datetime | None:
