@@ -106,13 +106,12 @@ class CrmCalendar(CalendarProvider):
     async def create(
         self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
     ) -> Written:
-        session = await self._uow.session()
         if self._uids is None:
-            self._uids = await store.uid_index(session)
+            self._uids = await store.uid_index(await self._uow.session())
         found = self._uids.get(event.ical_uid)
         if found is not None:
             return Written(str(found[0]), str(found[1]), adopted=True)
-        appointment_id = store.insert_event(session, event)
+        appointment_id = store.insert_event(self._uow, event)
         self._uids[event.ical_uid] = (appointment_id, 1)
         self._wrote()
         return Written(str(appointment_id), "1")

@@ -41,6 +41,10 @@ _TITLE_MAX = 500
 _LOCATION_MAX = 500
 
 
+_APPOINTMENTS = models.Base.metadata.tables["appointments"]
+_MAPPINGS = models.Base.metadata.tables["calendar_event_mappings"]
+
+
 class SyncSession:
     """One run's database work, committed in groups (see the module doc).
 
@@ -52,19 +56,30 @@ class SyncSession:
         self.ctx = ctx
         self._stack: contextlib.AsyncExitStack | None = None
         self._session: AsyncSession | None = None
+        #: appointments added but not sent yet: one multi-row INSERT for all
+        self._pending: list[dict[str, Any]] = []
         #: how many transactions this run committed
         self.commits = 0
 
     async def session(self) -> AsyncSession:
-        """The open transaction, begun now if none is open."""
-        if self._session is not None:
-            return self._session
-        stack = contextlib.AsyncExitStack()
-        session: AsyncSession = await stack.enter_async_context(
-            self.db.tenant(self.ctx, write_lock=True)
-        )
-        self._session, self._stack = session, stack
+        """The open transaction, begun now if none is open, with every added
+        appointment written (so queries see them)."""
+        if self._session is None:
+            stack = contextlib.AsyncExitStack()
+            opened: AsyncSession = await stack.enter_async_context(
+                self.db.tenant(self.ctx, write_lock=True)
+            )
+            self._session, self._stack = opened, stack
+        session: AsyncSession = self._session
+        if self._pending:
+            rows, self._pending = self._pending, []
+            await session.execute(insert(_APPOINTMENTS), rows)
         return session
+
+    def add_appointment(self, values: dict[str, Any]) -> None:
+        """Queue an appointment row; it is written at the next :meth:`session`
+        or :meth:`commit`."""
+        self._pending.append(values)
 
     @property
     def is_open(self) -> bool:
@@ -72,14 +87,17 @@ class SyncSession:
         return self._session is not None
 
     async def commit(self) -> None:
-        """Commit the open transaction, if any."""
+        """Write what is queued and commit the open transaction, if any."""
+        if self._pending:
+            await self.session()
         stack, self._stack, self._session = self._stack, None, None
         if stack is not None:
             await stack.aclose()
             self.commits += 1
 
     async def rollback(self) -> None:
-        """Roll the open transaction back, if any."""
+        """Drop what is queued and roll the open transaction back, if any."""
+        self._pending = []
         stack, self._stack, self._session = self._stack, None, None
         if stack is not None:
             # leaving the transaction's context with an error rolls it back
@@ -230,22 +248,42 @@ def _fill(row: models.Appointment, event: CalendarEvent) -> None:
     row.recurrence_exceptions = exceptions_to_json(event.exceptions)
 
 
-def insert_event(session: AsyncSession, event: CalendarEvent) -> uuid.UUID:
-    """Add an appointment owned by the acting user for ``event`` (version 1).
+def insert_event(uow: SyncSession, event: CalendarEvent) -> uuid.UUID:
+    """Queue an appointment owned by the acting user for ``event`` (version 1).
 
-    Not flushed: consecutive inserts go to the database in one batch at the next
-    query or commit. The caller has checked that the UID is free.
+    Consecutive inserts reach the database as one multi-row INSERT at the next
+    query or commit (``SyncSession``). The caller has checked that the UID is
+    free.
     """
-    ctx = _ctx(session)
-    row = models.Appointment(
-        id=uuid.uuid4(),
-        organization_id=ctx.organization_id,
-        user_id=ctx.user_id,
-        ical_uid=event.ical_uid,
-    )
+    ctx = uow.ctx
+    now = models.utcnow()
+    row = models.Appointment(ical_uid=event.ical_uid)
     _fill(row, event)
-    session.add(row)
-    return row.id
+    appointment_id = uuid.uuid4()
+    uow.add_appointment(
+        {
+            "id": appointment_id,
+            "organization_id": ctx.organization_id,
+            "user_id": ctx.user_id,
+            "ical_uid": event.ical_uid,
+            "title": row.title,
+            "description": row.description,
+            "location": row.location,
+            "start_at": row.start_at,
+            "end_at": row.end_at,
+            "timezone": row.timezone,
+            "all_day": row.all_day,
+            "attendees": row.attendees,
+            "status": row.status,
+            "recurrence_rule": row.recurrence_rule,
+            "recurrence": row.recurrence,
+            "recurrence_exceptions": row.recurrence_exceptions,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+    )
+    return appointment_id
 
 
 async def _writable_row(
@@ -405,8 +443,8 @@ async def save_mappings(
             }
             for s in written
         ]
-        for start in range(0, len(values), _CHUNK):
-            await session.execute(insert(m), values[start : start + _CHUNK])
+        # Core, not ORM: one executemany without per-row ORM bookkeeping
+        await session.execute(insert(_MAPPINGS), values)
     account = await _account(session, account_id)
     account.sync_cursor = cursor.token if cursor else None
     account.sync_cursor_listing = dict(cursor.listing) if cursor else {}
