@@ -1,0 +1,857 @@
+"""Benchmark: crmflow's CalDAV sync against vdirsyncer and the server's floor.
+
+Run from the repository root (it reuses the test suite's server helpers):
+``.venv/bin/python -m benchmarks.caldav_sync [--events N] [--changes K]
+[--repeat R] [--repeat-initial I] [--profile]``
+
+Starts a Radicale on 127.0.0.1 (``tests/servers/radicale.py``), fills one
+calendar with N events (default 1,000) through plain PUTs, then measures three
+phases, each for three clients:
+
+=========== =================================================================
+phase       what changed on the server since the client's last sync
+=========== =================================================================
+initial     everything: the client has never synced (empty CRM side, fresh
+            vdirsyncer folder)
+incremental K events (default 10) rewritten with new content
+no change   nothing
+=========== =================================================================
+
+* **crmflow**: :func:`crmflow.sync.sync_pair` with ``CalDAVCalendar`` against
+  the CRM side of :func:`make_crm_side` (in memory for now).
+* **vdirsyncer**: ``vdirsyncer sync`` of the same calendar to a local folder
+  (``tests/servers/vdirsyncer.py``), timed as a subprocess, so its ~0.5 s of
+  interpreter start-up and imports is included.
+* **floor**: the least work Radicale must do for the phase, requested with raw
+  httpx on an open client and not parsed beyond the hrefs the next request
+  needs: initial = one ``calendar-query`` REPORT returning every event with its
+  calendar data; incremental = one ``sync-collection`` REPORT plus one
+  ``calendar-multiget`` of the changed events; no change = one
+  ``sync-collection`` REPORT.
+
+Each figure is the median of R repetitions (I for the initial phase, which is
+slower), the three clients taking turns first. Requests and the server's own
+time per client come from Radicale's log (every request is logged with its
+duration), read between the client's start and end. The product's goal is
+crmflow within 1.5x of the floor in every phase. A second table splits
+instrumented crmflow runs (not the timed ones) into HTTP round trips, building
+the httpx client, XML and iCalendar parsing, the CRM side, the status store and
+the engine; ``--profile`` adds a cProfile of one crmflow run per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import datetime as dt
+import io
+import pstats
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from defusedxml.ElementTree import fromstring
+from rich.console import Console
+from rich.table import Table
+from tests.servers.radicale import RadicaleServer, _running
+from tests.servers.vdirsyncer import LOCAL, Vdirsyncer, VdirWriteKind
+from tests.sync.caldav_helpers import USER, Collections
+
+from crmflow.domain.appointments import all_day_span, timed_span
+from crmflow.domain.calendar import (
+    Attendee,
+    CalendarEvent,
+    CalendarProvider,
+    Capability,
+    Changes,
+    Listing,
+    Notify,
+    RemoteEvent,
+    Written,
+)
+from crmflow.domain.secret import Secret
+from crmflow.providers.caldav import CalDAVCalendar
+from crmflow.providers.caldav._ical import to_ical
+from crmflow.providers.memory import MemoryCalendar
+from crmflow.sync import SideName, SyncResult, WriteKind, sync_pair
+from crmflow.sync.status import (
+    InMemoryStatusRepository,
+    StatusSnapshot,
+    SyncStatusRepository,
+)
+
+#: the product's goal: crmflow's time / the floor's time, in every phase
+GOAL_RATIO = 1.5
+#: the floor's requests carry this User-Agent (crmflow's are python-httpx's)
+FLOOR_AGENT = "crmflow-benchmark-floor"
+#: seconds an HTTP request of the benchmark may take
+HTTP_TIMEOUT_S = 120.0
+
+DAV = "DAV:"
+CALDAV = "urn:ietf:params:xml:ns:caldav"
+
+_CALENDAR_QUERY = b"""<?xml version="1.0" encoding="utf-8"?>
+<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
+  <d:prop><d:getetag/><c:calendar-data/></d:prop>
+  <c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"/></c:comp-filter></c:filter>
+</c:calendar-query>"""
+
+_SYNC_COLLECTION = """<?xml version="1.0" encoding="utf-8"?>
+<d:sync-collection xmlns:d="DAV:">
+  <d:sync-token>{token}</d:sync-token>
+  <d:sync-level>1</d:sync-level>
+  <d:prop><d:getetag/></d:prop>
+</d:sync-collection>"""
+
+_MULTIGET = """<?xml version="1.0" encoding="utf-8"?>
+<c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
+  <d:prop><d:getetag/><c:calendar-data/></d:prop>
+  {hrefs}
+</c:calendar-multiget>"""
+
+_TOKEN_QUERY = b"""<?xml version="1.0" encoding="utf-8"?>
+<d:propfind xmlns:d="DAV:"><d:prop><d:sync-token/></d:prop></d:propfind>"""
+
+# Radicale's INFO lines: "<METHOD> request for '<path>' ... received from ..."
+# and "<METHOD> response status for '<path>' ... in 0.002 seconds ..."
+_REQUEST_LINE = re.compile(rb"\] \[INFO\] [A-Z]+ request for ")
+_RESPONSE_TIME = re.compile(
+    rb"\] \[INFO\] [A-Z]+ response status for .* in ([0-9.]+) seconds"
+)
+
+
+def make_crm_side() -> tuple[CalendarProvider, SyncStatusRepository]:
+    """The CRM side of the pair and its sync status.
+
+    In memory for now; the CRM appointments over the store (the same
+    ``CalendarProvider`` port) and the database status repository replace them.
+    """
+    return MemoryCalendar(), InMemoryStatusRepository()
+
+
+# ---------------------------------------------------------------- the calendar
+
+
+def bench_event(i: int, revision: int = 0) -> CalendarEvent:
+    """Event ``i``: mostly one-hour meetings in Berlin time with a description,
+    a location and two attendees; every 10th all-day, every 25th weekly."""
+    day = dt.date(2026, 1, 5) + dt.timedelta(days=i % 300)
+    suffix = f" (rev {revision})" if revision else ""
+    fields: dict[str, Any] = {
+        "description": f"Account review {i}.\nAgenda: pipeline, renewals.{suffix}",
+        "location": f"Room {i % 12 + 1}",
+        "attendees": (
+            Attendee(f"owner{i % 7}@crm.example", f"Owner {i % 7}"),
+            Attendee(f"contact{i}@customer.example"),
+        ),
+    }
+    if i % 25 == 0:
+        fields["recurrence"] = ("RRULE:FREQ=WEEKLY;COUNT=10",)
+    if i % 10 == 0:
+        span = all_day_span(day, None, "Europe/Berlin")
+    else:
+        start = dt.datetime.combine(day, dt.time(8 + i % 9))
+        span = timed_span(start, start + dt.timedelta(hours=1), "Europe/Berlin")
+    return CalendarEvent(
+        ical_uid=f"bench-{i:05d}@crmflow.test",
+        title=f"Meeting {i}{suffix}",
+        span=span,
+        **fields,
+    )
+
+
+def href(url: str, i: int) -> str:
+    return f"{url}bench-{i:05d}.ics"
+
+
+def put_events(server: RadicaleServer, url: str, events: dict[int, bytes]) -> None:
+    """PUT each event's calendar data (not measured)."""
+    with httpx.Client(
+        auth=(USER, server.users[USER]),
+        headers={"Content-Type": "text/calendar; charset=utf-8"},
+        timeout=HTTP_TIMEOUT_S,
+    ) as client:
+        for i, data in events.items():
+            response = client.put(href(url, i), content=data)
+            if response.status_code not in (201, 204):
+                raise RuntimeError(f"PUT {i}: {response.status_code} {response.text}")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    """One measured run of one client."""
+
+    seconds: float
+    requests: int
+    #: the time Radicale itself spent on the requests (its log)
+    server_seconds: float
+
+
+@dataclass
+class Phase:
+    name: str
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    #: a remark printed under the table (the size of the initial calendar data)
+    note: str = ""
+
+    def add(self, client: str, sample: Sample) -> None:
+        self.samples.setdefault(client, []).append(sample)
+
+    def median(self, client: str) -> float:
+        return statistics.median(s.seconds for s in self.samples[client])
+
+    def requests(self, client: str) -> int:
+        """The most requests one run of ``client`` made."""
+        return max(s.requests for s in self.samples[client])
+
+    def server_median(self, client: str) -> float:
+        return statistics.median(s.server_seconds for s in self.samples[client])
+
+
+class Log:
+    """Radicale's log, read between two offsets."""
+
+    def __init__(self, server: RadicaleServer) -> None:
+        self.path = server.log_file
+
+    def offset(self) -> int:
+        return self.path.stat().st_size
+
+    def since(self, offset: int) -> tuple[int, float]:
+        """(requests, server seconds) logged after ``offset``."""
+        with self.path.open("rb") as log:
+            log.seek(offset)
+            text = log.read()
+        requests = len(_REQUEST_LINE.findall(text))
+        seconds = sum(float(m) for m in _RESPONSE_TIME.findall(text))
+        return requests, seconds
+
+
+@dataclass
+class Timing:
+    """What the block of :func:`measured` may say about its own duration."""
+
+    #: seconds, when the block timed itself (None: the block's wall time counts)
+    seconds: float | None = None
+
+
+@contextmanager
+def measured(log: Log, phase: Phase, client: str) -> Iterator[Timing]:
+    """Time the block; add its sample (requests from Radicale's log)."""
+    offset = log.offset()
+    timing = Timing()
+    started = time.perf_counter()
+    yield timing
+    elapsed = time.perf_counter() - started
+    if timing.seconds is not None:
+        elapsed = timing.seconds
+    # Radicale writes the response line after the body went out: wait for it
+    time.sleep(0.05)
+    requests, server_seconds = log.since(offset)
+    phase.add(client, Sample(elapsed, requests, server_seconds))
+
+
+# ---------------------------------------------------------------- the clients
+
+
+@dataclass
+class Crmflow:
+    """One crmflow pair: the CRM side, its status and the CalDAV side."""
+
+    server: RadicaleServer
+    url: str
+    crm: CalendarProvider = field(init=False)
+    status: SyncStatusRepository = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.crm, self.status = make_crm_side()
+
+    def caldav(self) -> CalDAVCalendar:
+        return CalDAVCalendar(self.url, USER, Secret(self.server.users[USER]))
+
+    async def _timed(self) -> tuple[SyncResult, float]:
+        caldav = self.caldav()
+        started = time.perf_counter()
+        result = await sync_pair(self.crm, caldav, self.status)
+        return result, time.perf_counter() - started
+
+    def sync(self, timing: Timing | None = None) -> SyncResult:
+        """One run; its time inside the event loop goes to ``timing`` (a
+        worker runs syncs in a loop that is already running)."""
+        result, seconds = asyncio.run(self._timed())
+        assert result.errors == (), result.errors
+        if timing is not None:
+            timing.seconds = seconds
+        return result
+
+
+def crm_writes(result: SyncResult, kind: WriteKind) -> int:
+    assert all(w.side is SideName.CRM for w in result.writes)
+    return sum(1 for w in result.writes if w.kind is kind)
+
+
+class Floor:
+    """The server's floor: raw requests on an open httpx client."""
+
+    def __init__(self, server: RadicaleServer, url: str) -> None:
+        self.url = url
+        self.client = httpx.Client(
+            auth=(USER, server.users[USER]),
+            headers={"User-Agent": FLOOR_AGENT},
+            timeout=HTTP_TIMEOUT_S,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _report(self, body: bytes, depth: str) -> bytes:
+        response = self.client.request(
+            "REPORT",
+            self.url,
+            content=body,
+            headers={"Depth": depth, "Content-Type": "application/xml; charset=utf-8"},
+        )
+        if response.status_code != 207:
+            raise RuntimeError(f"REPORT: {response.status_code} {response.text[:500]}")
+        return response.content
+
+    def token(self) -> str:
+        """The collection's current sync-token (not measured)."""
+        response = self.client.request(
+            "PROPFIND",
+            self.url,
+            content=_TOKEN_QUERY,
+            headers={"Depth": "0", "Content-Type": "application/xml; charset=utf-8"},
+        )
+        element = fromstring(response.content).find(f".//{{{DAV}}}sync-token")
+        assert element is not None
+        assert element.text
+        return element.text
+
+    def calendar_query(self) -> bytes:
+        return self._report(_CALENDAR_QUERY, "1")
+
+    def sync_collection(self, token: str) -> bytes:
+        return self._report(_SYNC_COLLECTION.format(token=token).encode(), "0")
+
+    def multiget(self, hrefs: list[str]) -> bytes:
+        body = _MULTIGET.format(
+            hrefs="\n  ".join(f"<d:href>{h}</d:href>" for h in hrefs)
+        )
+        return self._report(body.encode(), "1")
+
+
+def changed_hrefs(sync_report: bytes) -> list[str]:
+    """The hrefs a sync-collection answer reports as changed (not deleted)."""
+    hrefs = []
+    for response in fromstring(sync_report).iter(f"{{{DAV}}}response"):
+        href_element = response.find(f"{{{DAV}}}href")
+        if href_element is None or not href_element.text:
+            continue
+        if response.find(f"{{{DAV}}}propstat") is not None:
+            hrefs.append(href_element.text)
+    return hrefs
+
+
+def count_responses(report: bytes) -> int:
+    return sum(1 for _ in fromstring(report).iter(f"{{{DAV}}}response"))
+
+
+# ---------------------------------------------------------------- where time goes
+
+
+class Stopwatch:
+    """Seconds spent per named part of a crmflow run (parts may nest)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.totals[name] = self.totals.get(name, 0.0) + elapsed
+
+
+class TimedCalDAV(CalDAVCalendar):
+    """The adapter, timing its port methods and its HTTP requests apart."""
+
+    watch: Stopwatch
+
+    async def list(self) -> Listing:
+        with self.watch.part("caldav"):
+            return await super().list()
+
+    async def list_changes(self, cursor: str) -> Changes:
+        with self.watch.part("caldav"):
+            return await super().list_changes(cursor)
+
+    async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
+        with self.watch.part("caldav"):
+            return await super().get_many(remote_ids)
+
+    async def _request(self, *args: Any, **kwargs: Any) -> Any:
+        with self.watch.part("request"):
+            return await super()._request(*args, **kwargs)
+
+
+class TimedSide(CalendarProvider):
+    """A CRM side whose port calls are timed (writes included)."""
+
+    def __init__(self, inner: CalendarProvider, watch: Stopwatch) -> None:
+        self.inner = inner
+        self.watch = watch
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        return self.inner.capabilities
+
+    @property
+    def get_many_limit(self) -> int | None:
+        return self.inner.get_many_limit
+
+    async def list(self) -> Listing:
+        with self.watch.part("crm"):
+            return await self.inner.list()
+
+    async def list_changes(self, cursor: str) -> Changes:
+        with self.watch.part("crm"):
+            return await self.inner.list_changes(cursor)
+
+    async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
+        with self.watch.part("crm"):
+            return await self.inner.get_many(remote_ids)
+
+    async def create(
+        self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
+    ) -> Written:
+        with self.watch.part("crm"):
+            return await self.inner.create(
+                event, idempotency_key=idempotency_key, notify=notify
+            )
+
+    async def update(
+        self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
+    ) -> str | None:
+        with self.watch.part("crm"):
+            return await self.inner.update(
+                remote_id, event, if_match=if_match, notify=notify
+            )
+
+    async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
+        with self.watch.part("crm"):
+            await self.inner.delete(remote_id, if_match=if_match, notify=notify)
+
+
+class TimedStatus(SyncStatusRepository):
+    def __init__(self, inner: SyncStatusRepository, watch: Stopwatch) -> None:
+        self.inner = inner
+        self.watch = watch
+
+    async def load(self) -> StatusSnapshot:
+        with self.watch.part("status"):
+            return await self.inner.load()
+
+    async def commit(self, snapshot: StatusSnapshot) -> None:
+        with self.watch.part("status"):
+            await self.inner.commit(snapshot)
+
+
+@contextmanager
+def timed_client_setup(watch: Stopwatch) -> Iterator[None]:
+    """Time every ``httpx.AsyncClient(...)`` construction (the adapter makes
+    one per request) while the block runs."""
+    original = httpx.AsyncClient.__init__
+
+    def init(client: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        with watch.part("client setup"):
+            original(client, *args, **kwargs)
+
+    # instrumentation for this benchmark only, undone on exit; mypy forbids
+    # assigning to a method
+    httpx.AsyncClient.__init__ = init  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        httpx.AsyncClient.__init__ = original  # type: ignore[method-assign]
+
+
+@dataclass
+class Breakdown:
+    """Where one crmflow run's time went, in seconds."""
+
+    phase: str
+    total: float
+    parts: dict[str, float]
+
+    @classmethod
+    def of(cls, phase: str, total: float, watch: Stopwatch) -> Breakdown:
+        t = watch.totals
+        setup = t.get("client setup", 0.0)
+        request = t.get("request", 0.0)
+        caldav = t.get("caldav", 0.0)
+        crm = t.get("crm", 0.0)
+        status = t.get("status", 0.0)
+        return cls(
+            phase,
+            total,
+            {
+                "HTTP round trips": request - setup,
+                "new AsyncClient per request": setup,
+                "XML + iCalendar parsing": caldav - request,
+                "CRM side (MemoryCalendar)": crm,
+                "status load + commit": status,
+                "engine (plan, hashes, bookkeeping)": total - caldav - crm - status,
+            },
+        )
+
+
+def _median_breakdown(rows: list[Breakdown]) -> Breakdown:
+    return Breakdown(
+        rows[0].phase,
+        statistics.median(row.total for row in rows),
+        {
+            part: statistics.median(row.parts[part] for row in rows)
+            for part in rows[0].parts
+        },
+    )
+
+
+def breakdown(pair: Crmflow, phase: str) -> Breakdown:
+    """One instrumented crmflow run of ``pair`` (not one of the timed runs)."""
+    watch = Stopwatch()
+    caldav = TimedCalDAV(pair.url, USER, Secret(pair.server.users[USER]))
+    caldav.watch = watch
+    crm = TimedSide(pair.crm, watch)
+    status = TimedStatus(pair.status, watch)
+
+    async def run() -> float:
+        started = time.perf_counter()
+        result = await sync_pair(crm, caldav, status)
+        assert result.errors == ()
+        return time.perf_counter() - started
+
+    with timed_client_setup(watch):
+        total = asyncio.run(run())
+    return Breakdown.of(phase, total, watch)
+
+
+def breakdown_table(rows: list[Breakdown]) -> Table:
+    out = Table(
+        title="Where a crmflow run spends its time (instrumented runs, "
+        "median seconds per part)"
+    )
+    out.add_column("part")
+    for row in rows:
+        out.add_column(row.phase, justify="right")
+    for part in rows[0].parts:
+        out.add_row(part, *(f"{row.parts[part]:.3f}" for row in rows))
+    out.add_row("total", *(f"{row.total:.3f}" for row in rows), style="bold")
+    return out
+
+
+# ---------------------------------------------------------------- phases
+
+
+@dataclass
+class Bench:
+    server: RadicaleServer
+    url: str
+    events: int
+    changes: int
+    repeat: int
+    repeat_initial: int
+    work: Path
+    log: Log = field(init=False)
+    floor: Floor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = Log(self.server)
+        self.floor = Floor(self.server, self.url)
+        self._folders = 0
+
+    def vdirsyncer(self) -> Vdirsyncer:
+        """A fresh vdirsyncer pair with an empty folder (discovered, not synced)."""
+        self._folders += 1
+        vdir = Vdirsyncer(
+            self.work / f"vdirsyncer-{self._folders}",
+            self.url,
+            USER,
+            self.server.users[USER],
+        )
+        vdir.discover()
+        return vdir
+
+    @staticmethod
+    def turns(rep: int, runs: dict[str, Callable[[], None]]) -> None:
+        """Run the clients in a different order each repetition."""
+        names = list(runs)
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name]()
+
+    def initial(self) -> tuple[Phase, Crmflow, Vdirsyncer]:
+        phase = Phase("initial")
+        # warm-up, not measured: Radicale's item cache and the OS's file cache;
+        # crmflow's lazy imports and zone caches (a worker process is warm)
+        self.floor.calendar_query()
+        Crmflow(self.server, self.url).sync()
+        pairs: list[Crmflow] = []
+        folders: list[Vdirsyncer] = []
+
+        def crmflow() -> None:
+            pair = Crmflow(self.server, self.url)
+            with measured(self.log, phase, "crmflow") as timing:
+                result = pair.sync(timing)
+            assert crm_writes(result, WriteKind.CREATE) == self.events
+            pairs.append(pair)
+
+        def vdirsyncer() -> None:
+            vdir = self.vdirsyncer()
+            with measured(self.log, phase, "vdirsyncer"):
+                run = vdir.sync()
+            assert len(vdir.ics_files()) == self.events, run.output[-2000:]
+            folders.append(vdir)
+
+        def floor() -> None:
+            with measured(self.log, phase, "floor"):
+                report = self.floor.calendar_query()
+            assert count_responses(report) == self.events
+            phase.note = f"calendar data: {len(report) / 1e6:.1f} MB"
+
+        for rep in range(self.repeat_initial):
+            self.turns(
+                rep, {"crmflow": crmflow, "vdirsyncer": vdirsyncer, "floor": floor}
+            )
+        for extra in folders[:-1]:
+            shutil.rmtree(extra.base, ignore_errors=True)
+        return phase, pairs[-1], folders[-1]
+
+    def incremental(self, pair: Crmflow, vdir: Vdirsyncer) -> Phase:
+        phase = Phase("incremental")
+        for rep in range(self.repeat):
+            token = self.floor.token()
+            first = (rep * self.changes * 7) % self.events
+            changed = [(first + k * 7) % self.events for k in range(self.changes)]
+            put_events(
+                self.server,
+                self.url,
+                {i: to_ical(bench_event(i, revision=rep + 1)) for i in changed},
+            )
+
+            def crmflow() -> None:
+                with measured(self.log, phase, "crmflow") as timing:
+                    result = pair.sync(timing)
+                assert crm_writes(result, WriteKind.UPDATE) == self.changes
+
+            def vdirsyncer() -> None:
+                with measured(self.log, phase, "vdirsyncer"):
+                    run = vdir.sync()
+                updates = [w for w in run.writes if w.storage == LOCAL]
+                assert len(updates) == self.changes, run.output[-2000:]
+                assert all(w.kind is VdirWriteKind.UPDATE for w in updates)
+
+            def floor(token: str = token) -> None:
+                with measured(self.log, phase, "floor"):
+                    report = self.floor.sync_collection(token)
+                    data = self.floor.multiget(changed_hrefs(report))
+                assert count_responses(data) == self.changes
+
+            self.turns(
+                rep, {"crmflow": crmflow, "vdirsyncer": vdirsyncer, "floor": floor}
+            )
+        return phase
+
+    def no_change(self, pair: Crmflow, vdir: Vdirsyncer) -> Phase:
+        phase = Phase("no change")
+        token = self.floor.token()
+
+        def crmflow() -> None:
+            with measured(self.log, phase, "crmflow") as timing:
+                result = pair.sync(timing)
+            assert result.log == ()
+
+        def vdirsyncer() -> None:
+            with measured(self.log, phase, "vdirsyncer"):
+                run = vdir.sync()
+            assert run.writes == frozenset(), run.output[-2000:]
+
+        def floor() -> None:
+            with measured(self.log, phase, "floor"):
+                report = self.floor.sync_collection(token)
+            assert changed_hrefs(report) == []
+
+        for rep in range(self.repeat):
+            self.turns(
+                rep, {"crmflow": crmflow, "vdirsyncer": vdirsyncer, "floor": floor}
+            )
+        return phase
+
+    def breakdowns(self, pair: Crmflow) -> list[Breakdown]:
+        """Instrumented crmflow runs per phase (after the timed ones), each
+        part's median over the repetitions."""
+        runs = max(1, self.repeat_initial)
+        initial = [
+            breakdown(Crmflow(self.server, self.url), "initial") for _ in range(runs)
+        ]
+        incremental = []
+        for rep in range(runs):
+            changed = [
+                (rep * self.changes + k) % self.events for k in range(self.changes)
+            ]
+            put_events(
+                self.server,
+                self.url,
+                {i: to_ical(bench_event(i, revision=50 + rep)) for i in changed},
+            )
+            incremental.append(breakdown(pair, "incremental"))
+        breakdown(pair, "no change")  # reads back its own writes to the CRM side
+        no_change = [breakdown(pair, "no change") for _ in range(runs)]
+        return [_median_breakdown(rows) for rows in (initial, incremental, no_change)]
+
+    def profile(self, pair: Crmflow) -> str:
+        """cProfile of one crmflow run per phase, the top functions of each."""
+        out = io.StringIO()
+
+        def run(title: str, make: Callable[[], object]) -> None:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            make()
+            profiler.disable()
+            out.write(f"\n=== crmflow, {title} ===\n")
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("cumulative").print_stats(25)
+            stats.sort_stats("tottime").print_stats(15)
+
+        fresh = Crmflow(self.server, self.url)
+        run("initial", fresh.sync)
+        changed = list(range(3, 3 + self.changes))
+        put_events(
+            self.server,
+            self.url,
+            {i: to_ical(bench_event(i, revision=99)) for i in changed},
+        )
+        run("incremental", pair.sync)
+        run("no change", pair.sync)
+        return out.getvalue()
+
+
+# ---------------------------------------------------------------- report
+
+
+def table(phases: list[Phase], events: int, changes: int) -> Table:
+    out = Table(
+        title=f"CalDAV sync of {events} events on Radicale (median seconds; "
+        f"goal: crmflow <= {GOAL_RATIO}x floor)"
+    )
+    for column in (
+        "phase",
+        "crmflow s",
+        "vdirsyncer s",
+        "floor s",
+        "crmflow / floor",
+        "vdirsyncer / floor",
+        "requests c / v / f",
+        "server s c / v / f",
+    ):
+        out.add_column(column, justify="left" if column == "phase" else "right")
+    for phase in phases:
+        crm, vdir, floor = (phase.median(c) for c in ("crmflow", "vdirsyncer", "floor"))
+        ratio = crm / floor
+        style = "green" if ratio <= GOAL_RATIO else "red"
+        name = phase.name
+        if phase.name == "incremental":
+            name += f" ({changes} changed)"
+        out.add_row(
+            name,
+            f"{crm:.3f}",
+            f"{vdir:.3f}",
+            f"{floor:.4f}",
+            f"[{style}]{ratio:.1f}x[/{style}]",
+            f"{vdir / floor:.1f}x",
+            " / ".join(
+                str(phase.requests(c)) for c in ("crmflow", "vdirsyncer", "floor")
+            ),
+            " / ".join(
+                f"{phase.server_median(c):.3f}"
+                for c in ("crmflow", "vdirsyncer", "floor")
+            ),
+        )
+    return out
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5, help="incremental, no change")
+    parser.add_argument("--repeat-initial", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    console = Console()
+    if console.width < 150:
+        console = Console(width=150)
+
+    work = Path(tempfile.mkdtemp(prefix="crmflow-bench-caldav-"))
+    try:
+        with _running(None) as server:
+            collections = Collections(server)
+            url = collections.new()
+            started = time.perf_counter()
+            put_events(
+                server, url, {i: to_ical(bench_event(i)) for i in range(args.events)}
+            )
+            console.print(
+                f"Radicale {server.url}: {args.events} events PUT in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
+            bench = Bench(
+                server,
+                url,
+                args.events,
+                args.changes,
+                args.repeat,
+                args.repeat_initial,
+                work,
+            )
+            try:
+                initial, pair, vdir = bench.initial()
+                phases = [
+                    initial,
+                    bench.incremental(pair, vdir),
+                    bench.no_change(pair, vdir),
+                ]
+                console.print(table(phases, args.events, args.changes))
+                console.print(
+                    f"floor's initial calendar-query: {initial.note}; "
+                    "requests and server time from Radicale's log; "
+                    "vdirsyncer includes its interpreter start-up"
+                )
+                console.print(breakdown_table(bench.breakdowns(pair)))
+                if args.profile:
+                    console.print(bench.profile(pair), markup=False, highlight=False)
+            finally:
+                bench.floor.close()
+                collections.remove_all()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
