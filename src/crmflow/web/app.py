@@ -20,6 +20,7 @@ from crmflow.web.api import account, appointments, contacts
 from crmflow.web.api import calendar_accounts as calendar_api
 from crmflow.web.api import credentials as credential_api
 from crmflow.web.api import integrations as integration_api
+from crmflow.web.ui import calendars as ui_calendars
 from crmflow.web.ui import integrations as ui_integrations
 from crmflow.web.ui import routes as ui_routes
 from crmflow.web.ui.throttle import LoginThrottle
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(oauth_routes.router)
     app.include_router(ui_routes.router)
     app.include_router(ui_integrations.router)
+    app.include_router(ui_calendars.router)
     for prefix, sub_app in (mounts or {}).items():
         app.mount(prefix, sub_app)
     app.mount(

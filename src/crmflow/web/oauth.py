@@ -7,23 +7,35 @@
   and comes back here. The ``state`` must belong to the signed-in user (it is
   looked up as that user, once, before it expires): a response meant for
   someone else, replayed, or forged is refused with an error page and changes
-  nothing. On success the browser is redirected to :data:`AFTER_CONNECT` with
-  a one-time message (what was connected, and which features are off because
-  access was not granted).
+  nothing. On success (or when the person cancelled at the provider) the
+  browser is redirected to the page remembered for this connect
+  (:func:`remember_return`), else to :data:`AFTER_CONNECT`, with a one-time
+  message (what was connected, and which features are off because access was
+  not granted).
 * ``POST /oauth/connect/{provider}/{kind}`` — a form button ("Connect",
   "Reconnect", "Grant access"; CSRF-protected): starts a connect for the
   signed-in user and redirects to the provider. Form field ``feature`` (any
-  number) limits the request to those features.
+  number) limits the request to those features; form field ``next`` (a path
+  on this site, checked by :func:`return_path`) is where the callback sends
+  the browser afterwards.
 
 Binding the state to the *user* rather than to one cookie is deliberate: the
 sign-in in between (an expired session) starts a new session, and the
 connect must survive it; another user's session still cannot use the state.
+
+The return path, in contrast, lives in the session (keyed by a digest of the
+state, never the state itself): it is only a convenience, so when a sign-in in
+between clears the session the connect still completes and the browser lands
+on :data:`AFTER_CONNECT` instead. Only same-origin paths are remembered, and
+they are checked again when used, so the callback cannot become an open
+redirect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -47,6 +59,75 @@ router = APIRouter(include_in_schema=False)
 AFTER_CONNECT = "/settings/integrations"
 #: headline of the error page when a connect cannot be completed
 FAILED_TITLE = "Connecting failed"
+#: session key of the pages to return to, per started connect (state digest -> path)
+RETURN_KEY = "oauth_return"
+#: pending return paths kept per session (the session is a size-limited cookie;
+#: a person rarely has more than one connect open)
+RETURN_LIMIT = 4
+#: the longest return path remembered (characters)
+RETURN_MAX_LENGTH = 500
+
+
+def return_path(target: str | None) -> str | None:
+    """``target`` if it is a path on this site that a connect may return to.
+
+    Accepts ``/path`` and ``/path?query`` only: no scheme, no host, no
+    scheme-relative ``//host``, no backslashes or control characters (browsers
+    read ``/\\host`` as another host), nothing under ``/oauth/`` (a loop) and
+    nothing longer than :data:`RETURN_MAX_LENGTH`. Returns None otherwise.
+    """
+    if (
+        not target
+        or len(target) > RETURN_MAX_LENGTH
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    ):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or parts.fragment:
+        return None
+    if parts.path == "/oauth" or parts.path.startswith("/oauth/"):
+        return None
+    return target
+
+
+def _state_key(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()[:32]
+
+
+def remember_return(request: Request, authorization_url: str, target: str) -> bool:
+    """Send the browser to ``target`` after the connect that ``authorization_url``
+    starts (instead of :data:`AFTER_CONNECT`).
+
+    Returns False (and remembers nothing) when ``target`` is not a path
+    :func:`return_path` accepts or the URL carries no ``state``.
+    """
+    path = return_path(target)
+    state = parse_qs(urlsplit(authorization_url).query).get("state", [""])[0]
+    if path is None or not state:
+        return False
+    pending = request.session.get(RETURN_KEY)
+    kept = dict(pending) if isinstance(pending, dict) else {}
+    kept[_state_key(state)] = path
+    # dicts keep insertion order: drop the oldest pending connects first
+    request.session[RETURN_KEY] = dict(list(kept.items())[-RETURN_LIMIT:])
+    return True
+
+
+def _take_return(request: Request, state: str) -> str | None:
+    """The remembered return path of the connect ``state`` (once), checked again."""
+    pending = request.session.get(RETURN_KEY)
+    if not isinstance(pending, dict):
+        return None
+    kept = dict(pending)
+    found = kept.pop(_state_key(state), None)
+    if kept:
+        request.session[RETURN_KEY] = kept
+    else:
+        request.session.pop(RETURN_KEY, None)
+    return return_path(found) if isinstance(found, str) else None
 
 
 def _provider(provider: str) -> ProviderKey:
@@ -85,13 +166,14 @@ async def oauth_callback(
             "This address is missing the sign-in response crmflow needs. Start "
             "connecting again from Settings.",
         )
+    back = _take_return(request, state)
     try:
         result = await integrations.complete_connect(
             viewer.ctx, key, state=state, code=q.get("code"), error=q.get("error")
         )
     except ConnectCancelled as exc:
         flash(request, exc.message, "error")
-        return RedirectResponse(_after("cancelled", key, None), status_code=303)
+        return RedirectResponse(back or _after("cancelled", key, None), status_code=303)
     except (ValidationFailed, ProviderError, ProviderNotConfigured) as exc:
         # Provider failures carry no secret (providers/base.py); only the class
         # is logged, the message goes to the person.
@@ -105,7 +187,7 @@ async def oauth_callback(
     if summary:
         flash(request, summary, "error")
     return RedirectResponse(
-        _after("connected", key, result.integration.kind), status_code=303
+        back or _after("connected", key, result.integration.kind), status_code=303
     )
 
 
@@ -127,6 +209,11 @@ async def oauth_connect(
         )
     except (ValidationFailed, ProviderError, ProviderNotConfigured) as exc:
         return _failed(request, exc)
+    target = form.get("next")
+    if isinstance(target, str) and target:
+        # An unacceptable path is ignored, not an error: the connect itself is
+        # fine and lands on the default page.
+        remember_return(request, started.authorization_url, target)
     return RedirectResponse(started.authorization_url, status_code=303)
 
 

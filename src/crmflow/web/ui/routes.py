@@ -48,6 +48,7 @@ from crmflow.web.ui.forms import (
     timezone_choices,
 )
 from crmflow.web.ui.pages import flash, render
+from crmflow.web.ui.recurrence import continues_after, describe_rule
 from crmflow.web.ui.session import (
     EPOCH_KEY,
     HOME,
@@ -65,6 +66,9 @@ Csrf = [Depends(require_csrf)]
 
 #: the longest list of upcoming (or past) appointments shown on one page
 LIST_LIMIT = 200
+#: how many appointments that started in the past are searched for series that
+#: still repeat (the repository lists a series by its first occurrence only)
+SERIES_SCAN_LIMIT = 1000
 #: token lifetimes offered in Settings (days; "" = never expires)
 LIFETIME_CHOICES: tuple[tuple[str, str], ...] = (
     ("30", "30 days"),
@@ -187,20 +191,53 @@ async def _appointments_context(
             page = await repo.list(end=now, limit=LIST_LIMIT, offset=offset)
             items = [a for a in reversed(page.items) if a.span.end_at <= now]
             total = probe.total
+            running: list[crm.Appointment] = []
         else:
             page = await repo.list(start=now, limit=LIST_LIMIT)
             items, total = list(page.items), page.total
+            running = await _running_series(repo, now)
         members = await MemberRepository(session).list()
     return {
         **_page(request, viewer, "appointments"),
         "show": show,
         "appointments": items,
+        "running": running,
         "total": total,
         "limit": LIST_LIMIT,
         "owners": {m.user_id: m.display_name or m.email for m in members},
         "status_labels": STATUS_LABELS,
+        "repeats": describe_rule,
         "now": now,
     }
+
+
+async def _running_series(
+    repo: AppointmentRepository, now: dt.datetime
+) -> list[crm.Appointment]:
+    """Series that started before ``now`` and still repeat after it, earliest first.
+
+    The repository lists a series once, by its first occurrence, so a weekly
+    meeting that began last month would only be under "Past". This scans the
+    :data:`SERIES_SCAN_LIMIT` appointments that ended most recently before
+    ``now`` for such series (newest first: recent series are the likeliest to
+    still run; a series older than that scan is only under "Past").
+    """
+    probe = await repo.list(end=now, limit=1)
+    found: list[crm.Appointment] = []
+    end = probe.total
+    scanned = 0
+    while end > 0 and scanned < SERIES_SCAN_LIMIT and len(found) < LIST_LIMIT:
+        start = max(0, end - LIST_LIMIT)
+        page = await repo.list(end=now, limit=end - start, offset=start)
+        found.extend(
+            a
+            for a in page.items
+            if a.span.end_at <= now and a.recurrence_rule and continues_after(a, now)
+        )
+        scanned += end - start
+        end = start
+    found.sort(key=lambda a: (a.span.start_at, a.id))
+    return found[:LIST_LIMIT]
 
 
 def _form_context(form: AppointmentForm, *extra_zones: str) -> dict[str, Any]:
