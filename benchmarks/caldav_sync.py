@@ -2,7 +2,7 @@
 
 Run from the repository root (it reuses the test suite's server helpers):
 ``.venv/bin/python -m benchmarks.caldav_sync [--events N] [--changes K]
-[--repeat R] [--repeat-initial I] [--profile]``
+[--repeat R] [--repeat-initial I] [--crm sqlite|memory] [--profile]``
 
 Starts a Radicale on 127.0.0.1 (``tests/servers/radicale.py``), fills one
 calendar with N events (default 1,000) through plain PUTs, then measures three
@@ -17,8 +17,15 @@ incremental K events (default 10) rewritten with new content
 no change   nothing
 =========== =================================================================
 
-* **crmflow**: :func:`crmflow.sync.sync_pair` with ``CalDAVCalendar`` against
-  the CRM side of :func:`make_crm_side` (in memory for now).
+* **crmflow**, ``--crm sqlite`` (the default): the product's path, one
+  :meth:`CalendarSync.sync <crmflow.services.calendar_sync.CalendarSync.sync>`
+  of a CalDAV calendar account on a fresh SQLite database per pair (migrated,
+  a user, the integration made by ``connect_caldav`` against Radicale, the
+  calendar added; none of that measured): lease, run log, the CRM
+  appointments, the status store and the engine. ``--crm memory``: only
+  :func:`crmflow.sync.sync_pair` with ``CalDAVCalendar`` (inside
+  ``async with``, as the service does) against ``MemoryCalendar`` and
+  ``InMemoryStatusRepository``, the adapter and engine alone.
 * **vdirsyncer**: ``vdirsyncer sync`` of the same calendar to a local folder
   (``tests/servers/vdirsyncer.py``), timed as a subprocess, so its ~0.5 s of
   interpreter start-up and imports is included.
@@ -35,12 +42,15 @@ time per client come from Radicale's log (every request is logged with its
 duration), read between the client's start and end. The product's goal is
 crmflow within 1.5x of the floor in every phase. A second table splits
 instrumented crmflow runs (not the timed ones) into HTTP round trips, building
-the httpx client, XML and iCalendar parsing, the CRM side, the status store and
-the engine; ``--profile`` adds a cProfile of one crmflow run per phase.
+the httpx client, XML and iCalendar parsing, the CRM side, the status store,
+the service's commits before each calendar call, the engine and the rest of
+the service; ``--profile`` adds a cProfile of one crmflow run per phase. All
+crmflow runs share one event loop (``asyncio.Runner``), as in a worker.
 """
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import cProfile
@@ -52,8 +62,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,28 +76,35 @@ from tests.servers.radicale import RadicaleServer, _running
 from tests.servers.vdirsyncer import LOCAL, Vdirsyncer, VdirWriteKind
 from tests.sync.caldav_helpers import USER, Collections
 
+from crmflow.bootstrap import Services, start_services
+from crmflow.config import load_settings
+from crmflow.connections.credentials import connect_caldav
+from crmflow.connections.service import Integrations
 from crmflow.domain.appointments import all_day_span, timed_span
-from crmflow.domain.calendar import (
-    Attendee,
-    CalendarEvent,
-    CalendarProvider,
-    Capability,
-    Changes,
-    Listing,
-    Notify,
-    RemoteEvent,
-    Written,
-)
+from crmflow.domain.calendar import Attendee, CalendarEvent
+from crmflow.domain.calendar_accounts import RunStatus
 from crmflow.domain.secret import Secret
+from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.providers.caldav import CalDAVCalendar
 from crmflow.providers.caldav._ical import to_ical
 from crmflow.providers.memory import MemoryCalendar
-from crmflow.sync import SideName, SyncResult, WriteKind, sync_pair
-from crmflow.sync.status import (
-    InMemoryStatusRepository,
-    StatusSnapshot,
-    SyncStatusRepository,
+from crmflow.services import calendar_sync
+from crmflow.services.calendar_sides import (
+    CheckpointedCalendar,
+    CrmCalendar,
+    DbStatusRepository,
 )
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.store.crypto import generate_key_entry
+from crmflow.store.db import Database
+from crmflow.store.identity import (
+    enter_organization,
+    provision_organization,
+    provision_user,
+)
+from crmflow.store.migrate import upgrade
+from crmflow.sync import SideName, WriteKind, sync_pair
+from crmflow.sync.status import InMemoryStatusRepository
 
 #: the product's goal: crmflow's time / the floor's time, in every phase
 GOAL_RATIO = 1.5
@@ -127,15 +144,6 @@ _REQUEST_LINE = re.compile(rb"\] \[INFO\] [A-Z]+ request for ")
 _RESPONSE_TIME = re.compile(
     rb"\] \[INFO\] [A-Z]+ response status for .* in ([0-9.]+) seconds"
 )
-
-
-def make_crm_side() -> tuple[CalendarProvider, SyncStatusRepository]:
-    """The CRM side of the pair and its sync status.
-
-    In memory for now; the CRM appointments over the store (the same
-    ``CalendarProvider`` port) and the database status repository replace them.
-    """
-    return MemoryCalendar(), InMemoryStatusRepository()
 
 
 # ---------------------------------------------------------------- the calendar
@@ -266,40 +274,184 @@ def measured(log: Log, phase: Phase, client: str) -> Iterator[Timing]:
 # ---------------------------------------------------------------- the clients
 
 
-@dataclass
-class Crmflow:
-    """One crmflow pair: the CRM side, its status and the CalDAV side."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one crmflow run wrote."""
 
-    server: RadicaleServer
-    url: str
-    crm: CalendarProvider = field(init=False)
-    status: SyncStatusRepository = field(init=False)
+    imported: int
+    updated: int
+    #: every write, on either side
+    writes: int
 
-    def __post_init__(self) -> None:
-        self.crm, self.status = make_crm_side()
 
-    def caldav(self) -> CalDAVCalendar:
-        return CalDAVCalendar(self.url, USER, Secret(self.server.users[USER]))
+class Crmflow(abc.ABC):
+    """One crmflow pair: a CRM side (empty at first), its sync status and the
+    Radicale calendar; :meth:`sync` runs one sync on the shared event loop."""
 
-    async def _timed(self) -> tuple[SyncResult, float]:
-        caldav = self.caldav()
+    #: what the CRM side is, for the breakdown table
+    label: str
+
+    def __init__(
+        self, runner: asyncio.Runner, server: RadicaleServer, url: str
+    ) -> None:
+        self.runner = runner
+        self.server = server
+        self.url = url
+
+    @abc.abstractmethod
+    async def run(self) -> Outcome:
+        """One sync."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release what the pair holds."""
+
+    async def timed(self) -> tuple[Outcome, float]:
         started = time.perf_counter()
-        result = await sync_pair(self.crm, caldav, self.status)
-        return result, time.perf_counter() - started
+        outcome = await self.run()
+        return outcome, time.perf_counter() - started
 
-    def sync(self, timing: Timing | None = None) -> SyncResult:
-        """One run; its time inside the event loop goes to ``timing`` (a
-        worker runs syncs in a loop that is already running)."""
-        result, seconds = asyncio.run(self._timed())
-        assert result.errors == (), result.errors
+    def sync(self, timing: Timing | None = None) -> Outcome:
+        """One run; its time inside the event loop goes to ``timing``."""
+        outcome, seconds = self.runner.run(self.timed())
         if timing is not None:
             timing.seconds = seconds
-        return result
+        return outcome
 
 
-def crm_writes(result: SyncResult, kind: WriteKind) -> int:
-    assert all(w.side is SideName.CRM for w in result.writes)
-    return sum(1 for w in result.writes if w.kind is kind)
+class MemoryPair(Crmflow):
+    """The engine alone: ``sync_pair`` with ``MemoryCalendar`` as the CRM."""
+
+    label = "MemoryCalendar"
+
+    def __init__(
+        self, runner: asyncio.Runner, server: RadicaleServer, url: str
+    ) -> None:
+        super().__init__(runner, server, url)
+        self.crm = MemoryCalendar()
+        self.status = InMemoryStatusRepository()
+
+    async def run(self) -> Outcome:
+        password = Secret(self.server.users[USER])
+        async with CalDAVCalendar(self.url, USER, password) as caldav:
+            result = await sync_pair(self.crm, caldav, self.status)
+        assert result.errors == (), result.errors
+        assert all(w.side is SideName.CRM for w in result.writes)
+        kinds = [w.kind for w in result.writes]
+        return Outcome(
+            kinds.count(WriteKind.CREATE), kinds.count(WriteKind.UPDATE), len(kinds)
+        )
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class ServicePair(Crmflow):
+    """The product's path: ``CalendarSync.sync`` of a CalDAV calendar account
+    on its own SQLite database."""
+
+    label = "SQLite appointments"
+    services: Services
+    service: CalendarSync
+    ctx: TenantContext
+
+    async def open(self, folder: Path) -> None:
+        """On the migrated database ``folder/crm.db``: a user, the CalDAV
+        integration (discovery against Radicale) and the calendar account."""
+        url = f"sqlite:///{folder / 'crm.db'}"
+        settings = load_settings(
+            database_url=url,
+            encryption_keys=generate_key_entry("bench"),
+            session_secret="b" * 40,
+            data_dir=folder,
+        )
+        admin = Database(url)
+        try:
+            org = await provision_organization(admin, "Bench")
+            user = await provision_user(
+                admin,
+                "rep@bench.test",
+                "bench-pw-123456",
+                organization_id=org,
+                role=Role.ADMIN,
+            )
+        finally:
+            await admin.dispose()
+        self.services = await start_services(settings)
+        self.ctx = await enter_organization(self.services.db, user, org)
+        connected = await connect_caldav(
+            self.services,
+            self.ctx,
+            username=USER,
+            password=Secret(self.server.users[USER]),
+            url=self.server.url,
+        )
+        self.service = CalendarSync(
+            Integrations(self.services.db, self.services.vault, settings)
+        )
+        account = await self.service.add_account(
+            self.ctx, connected.integration.id, self.url
+        )
+        self.account_id = account.id
+
+    async def run(self) -> Outcome:
+        run = await self.service.sync(self.ctx, self.account_id)
+        assert run.status is RunStatus.SUCCESS, run.errors
+        writes = (
+            run.events_imported
+            + run.events_exported
+            + run.events_updated
+            + run.events_deleted
+        )
+        return Outcome(run.events_imported, run.events_updated, writes)
+
+    async def close(self) -> None:
+        await self.services.close()
+
+
+class Pairs:
+    """Makes crmflow pairs of one kind; closes them at the end."""
+
+    def __init__(
+        self,
+        kind: str,
+        runner: asyncio.Runner,
+        server: RadicaleServer,
+        url: str,
+        work: Path,
+    ) -> None:
+        self.kind = kind
+        self.runner = runner
+        self.server = server
+        self.url = url
+        self.work = work
+        self.made: list[Crmflow] = []
+        self._template: Path | None = None
+
+    def template(self) -> Path:
+        """A migrated SQLite database, copied for each pair."""
+        if self._template is None:
+            self._template = self.work / "template.db"
+            upgrade(f"sqlite:///{self._template}")
+        return self._template
+
+    def new(self) -> Crmflow:
+        pair: Crmflow
+        if self.kind == "memory":
+            pair = MemoryPair(self.runner, self.server, self.url)
+        else:
+            service = ServicePair(self.runner, self.server, self.url)
+            folder = self.work / f"crm-{len(self.made) + 1}"
+            folder.mkdir(parents=True)
+            shutil.copyfile(self.template(), folder / "crm.db")
+            self.runner.run(service.open(folder))
+            pair = service
+        self.made.append(pair)
+        return pair
+
+    def close(self) -> None:
+        for pair in self.made:
+            self.runner.run(pair.close())
 
 
 class Floor:
@@ -373,122 +525,91 @@ def count_responses(report: bytes) -> int:
 
 
 class Stopwatch:
-    """Seconds spent per named part of a crmflow run (parts may nest)."""
+    """Seconds spent per named part of a crmflow run (a part entered again
+    inside itself is counted once)."""
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
+        self._open: set[str] = set()
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
+        if name in self._open:
+            yield
+            return
+        self._open.add(name)
         started = time.perf_counter()
         try:
             yield
         finally:
+            self._open.discard(name)
             elapsed = time.perf_counter() - started
             self.totals[name] = self.totals.get(name, 0.0) + elapsed
 
 
-class TimedCalDAV(CalDAVCalendar):
-    """The adapter, timing its port methods and its HTTP requests apart."""
+_PORT = ("list", "list_changes", "get_many", "create", "update", "delete")
 
-    watch: Stopwatch
-
-    async def list(self) -> Listing:
-        with self.watch.part("caldav"):
-            return await super().list()
-
-    async def list_changes(self, cursor: str) -> Changes:
-        with self.watch.part("caldav"):
-            return await super().list_changes(cursor)
-
-    async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
-        with self.watch.part("caldav"):
-            return await super().get_many(remote_ids)
-
-    async def _request(self, *args: Any, **kwargs: Any) -> Any:
-        with self.watch.part("request"):
-            return await super()._request(*args, **kwargs)
+#: (class, methods, part) timed by :func:`instrumented`
+_TIMED: list[tuple[type, tuple[str, ...], str]] = [
+    (CalDAVCalendar, _PORT, "caldav"),
+    (CalDAVCalendar, ("_request",), "request"),
+    (CheckpointedCalendar, _PORT, "checkpointed"),
+    (CrmCalendar, _PORT, "crm"),
+    (MemoryCalendar, _PORT, "crm"),
+    (DbStatusRepository, ("load", "commit"), "status"),
+    (InMemoryStatusRepository, ("load", "commit"), "status"),
+]
 
 
-class TimedSide(CalendarProvider):
-    """A CRM side whose port calls are timed (writes included)."""
+def _timed(original: Any, watch: Stopwatch, part: str) -> Any:
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        with watch.part(part):
+            return await original(*args, **kwargs)
 
-    def __init__(self, inner: CalendarProvider, watch: Stopwatch) -> None:
-        self.inner = inner
-        self.watch = watch
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.inner.capabilities
-
-    @property
-    def get_many_limit(self) -> int | None:
-        return self.inner.get_many_limit
-
-    async def list(self) -> Listing:
-        with self.watch.part("crm"):
-            return await self.inner.list()
-
-    async def list_changes(self, cursor: str) -> Changes:
-        with self.watch.part("crm"):
-            return await self.inner.list_changes(cursor)
-
-    async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
-        with self.watch.part("crm"):
-            return await self.inner.get_many(remote_ids)
-
-    async def create(
-        self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
-    ) -> Written:
-        with self.watch.part("crm"):
-            return await self.inner.create(
-                event, idempotency_key=idempotency_key, notify=notify
-            )
-
-    async def update(
-        self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
-    ) -> str | None:
-        with self.watch.part("crm"):
-            return await self.inner.update(
-                remote_id, event, if_match=if_match, notify=notify
-            )
-
-    async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
-        with self.watch.part("crm"):
-            await self.inner.delete(remote_id, if_match=if_match, notify=notify)
-
-
-class TimedStatus(SyncStatusRepository):
-    def __init__(self, inner: SyncStatusRepository, watch: Stopwatch) -> None:
-        self.inner = inner
-        self.watch = watch
-
-    async def load(self) -> StatusSnapshot:
-        with self.watch.part("status"):
-            return await self.inner.load()
-
-    async def commit(self, snapshot: StatusSnapshot) -> None:
-        with self.watch.part("status"):
-            await self.inner.commit(snapshot)
+    return timed
 
 
 @contextmanager
-def timed_client_setup(watch: Stopwatch) -> Iterator[None]:
-    """Time every ``httpx.AsyncClient(...)`` construction (the adapter makes
-    one per request) while the block runs."""
-    original = httpx.AsyncClient.__init__
-
-    def init(client: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
-        with watch.part("client setup"):
-            original(client, *args, **kwargs)
-
-    # instrumentation for this benchmark only, undone on exit; mypy forbids
-    # assigning to a method
-    httpx.AsyncClient.__init__ = init  # type: ignore[method-assign,assignment]
+def patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name = value`` while the block runs (instrumentation for this
+    benchmark only; an own attribute is restored, an inherited one removed
+    again)."""
+    own = name in vars(owner)
+    saved = vars(owner).get(name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        httpx.AsyncClient.__init__ = original  # type: ignore[method-assign]
+        if own:
+            setattr(owner, name, saved)
+        else:
+            delattr(owner, name)
+
+
+@contextmanager
+def instrumented(watch: Stopwatch) -> Iterator[None]:
+    """Time the adapter and its requests, the CRM side, the status store, the
+    service's calendar calls, the engine run and every ``httpx.AsyncClient``
+    made, while the block runs."""
+    client_init = httpx.AsyncClient.__init__
+
+    def init(client: httpx.AsyncClient, *args: Any, **kwargs: Any) -> None:
+        with watch.part("client setup"):
+            client_init(client, *args, **kwargs)
+
+    # the service calls the engine through its module's name for it
+    async def engine_run(*args: Any, **kwargs: Any) -> Any:
+        with watch.part("engine run"):
+            return await sync_pair(*args, **kwargs)
+
+    with ExitStack() as stack:
+        for cls, names, part in _TIMED:
+            for name in names:
+                timed = _timed(getattr(cls, name), watch, part)
+                stack.enter_context(patched(cls, name, timed))
+        stack.enter_context(patched(httpx.AsyncClient, "__init__", init))
+        stack.enter_context(patched(calendar_sync, "sync_pair", engine_run))
+        yield
 
 
 @dataclass
@@ -500,23 +621,32 @@ class Breakdown:
     parts: dict[str, float]
 
     @classmethod
-    def of(cls, phase: str, total: float, watch: Stopwatch) -> Breakdown:
+    def of(cls, phase: str, total: float, watch: Stopwatch, crm: str) -> Breakdown:
         t = watch.totals
         setup = t.get("client setup", 0.0)
         request = t.get("request", 0.0)
         caldav = t.get("caldav", 0.0)
-        crm = t.get("crm", 0.0)
+        # the service's calendar calls: a commit, then the adapter
+        calendar = max(caldav, t.get("checkpointed", 0.0))
+        store = t.get("crm", 0.0)
         status = t.get("status", 0.0)
+        # the memory pair runs the engine directly: all of its time
+        engine = t.get("engine run", total)
         return cls(
             phase,
             total,
             {
                 "HTTP round trips": request - setup,
-                "new AsyncClient per request": setup,
+                "httpx client setup": setup,
                 "XML + iCalendar parsing": caldav - request,
-                "CRM side (MemoryCalendar)": crm,
+                f"CRM side ({crm})": store,
                 "status load + commit": status,
-                "engine (plan, hashes, bookkeeping)": total - caldav - crm - status,
+                "service: commits before calendar calls": calendar - caldav,
+                "engine (plan, hashes, bookkeeping)": engine
+                - calendar
+                - store
+                - status,
+                "service: lease, run log, reads, final commit": total - engine,
             },
         )
 
@@ -535,20 +665,9 @@ def _median_breakdown(rows: list[Breakdown]) -> Breakdown:
 def breakdown(pair: Crmflow, phase: str) -> Breakdown:
     """One instrumented crmflow run of ``pair`` (not one of the timed runs)."""
     watch = Stopwatch()
-    caldav = TimedCalDAV(pair.url, USER, Secret(pair.server.users[USER]))
-    caldav.watch = watch
-    crm = TimedSide(pair.crm, watch)
-    status = TimedStatus(pair.status, watch)
-
-    async def run() -> float:
-        started = time.perf_counter()
-        result = await sync_pair(crm, caldav, status)
-        assert result.errors == ()
-        return time.perf_counter() - started
-
-    with timed_client_setup(watch):
-        total = asyncio.run(run())
-    return Breakdown.of(phase, total, watch)
+    with instrumented(watch):
+        _, total = pair.runner.run(pair.timed())
+    return Breakdown.of(phase, total, watch, pair.label)
 
 
 def breakdown_table(rows: list[Breakdown]) -> Table:
@@ -577,6 +696,7 @@ class Bench:
     repeat: int
     repeat_initial: int
     work: Path
+    pairs: Pairs
     log: Log = field(init=False)
     floor: Floor = field(init=False)
 
@@ -610,15 +730,15 @@ class Bench:
         # warm-up, not measured: Radicale's item cache and the OS's file cache;
         # crmflow's lazy imports and zone caches (a worker process is warm)
         self.floor.calendar_query()
-        Crmflow(self.server, self.url).sync()
+        self.pairs.new().sync()
         pairs: list[Crmflow] = []
         folders: list[Vdirsyncer] = []
 
         def crmflow() -> None:
-            pair = Crmflow(self.server, self.url)
+            pair = self.pairs.new()
             with measured(self.log, phase, "crmflow") as timing:
-                result = pair.sync(timing)
-            assert crm_writes(result, WriteKind.CREATE) == self.events
+                outcome = pair.sync(timing)
+            assert outcome.imported == self.events, outcome
             pairs.append(pair)
 
         def vdirsyncer() -> None:
@@ -656,8 +776,8 @@ class Bench:
 
             def crmflow() -> None:
                 with measured(self.log, phase, "crmflow") as timing:
-                    result = pair.sync(timing)
-                assert crm_writes(result, WriteKind.UPDATE) == self.changes
+                    outcome = pair.sync(timing)
+                assert outcome.updated == self.changes, outcome
 
             def vdirsyncer() -> None:
                 with measured(self.log, phase, "vdirsyncer"):
@@ -683,8 +803,8 @@ class Bench:
 
         def crmflow() -> None:
             with measured(self.log, phase, "crmflow") as timing:
-                result = pair.sync(timing)
-            assert result.log == ()
+                outcome = pair.sync(timing)
+            assert outcome.writes == 0, outcome
 
         def vdirsyncer() -> None:
             with measured(self.log, phase, "vdirsyncer"):
@@ -706,9 +826,7 @@ class Bench:
         """Instrumented crmflow runs per phase (after the timed ones), each
         part's median over the repetitions."""
         runs = max(1, self.repeat_initial)
-        initial = [
-            breakdown(Crmflow(self.server, self.url), "initial") for _ in range(runs)
-        ]
+        initial = [breakdown(self.pairs.new(), "initial") for _ in range(runs)]
         incremental = []
         for rep in range(runs):
             changed = [
@@ -738,7 +856,7 @@ class Bench:
             stats.sort_stats("cumulative").print_stats(25)
             stats.sort_stats("tottime").print_stats(15)
 
-        fresh = Crmflow(self.server, self.url)
+        fresh = self.pairs.new()
         run("initial", fresh.sync)
         changed = list(range(3, 3 + self.changes))
         put_events(
@@ -754,10 +872,10 @@ class Bench:
 # ---------------------------------------------------------------- report
 
 
-def table(phases: list[Phase], events: int, changes: int) -> Table:
+def table(phases: list[Phase], events: int, changes: int, crm_side: str) -> Table:
     out = Table(
-        title=f"CalDAV sync of {events} events on Radicale (median seconds; "
-        f"goal: crmflow <= {GOAL_RATIO}x floor)"
+        title=f"CalDAV sync of {events} events on Radicale, crmflow's CRM side: "
+        f"{crm_side} (median seconds; goal: crmflow <= {GOAL_RATIO}x floor)"
     )
     for column in (
         "phase",
@@ -802,6 +920,13 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5, help="incremental, no change")
     parser.add_argument("--repeat-initial", type=int, default=3)
+    parser.add_argument(
+        "--crm",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="the CRM side: the calendar sync service over SQLite, or the "
+        "engine with MemoryCalendar",
+    )
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     console = Console()
@@ -810,7 +935,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="crmflow-bench-caldav-"))
     try:
-        with _running(None) as server:
+        with _running(None) as server, asyncio.Runner() as runner:
             collections = Collections(server)
             url = collections.new()
             started = time.perf_counter()
@@ -821,6 +946,7 @@ def main() -> None:
                 f"Radicale {server.url}: {args.events} events PUT in "
                 f"{time.perf_counter() - started:.1f} s"
             )
+            pairs = Pairs(args.crm, runner, server, url, work)
             bench = Bench(
                 server,
                 url,
@@ -829,6 +955,7 @@ def main() -> None:
                 args.repeat,
                 args.repeat_initial,
                 work,
+                pairs,
             )
             try:
                 initial, pair, vdir = bench.initial()
@@ -837,7 +964,8 @@ def main() -> None:
                     bench.incremental(pair, vdir),
                     bench.no_change(pair, vdir),
                 ]
-                console.print(table(phases, args.events, args.changes))
+                side = "MemoryCalendar" if args.crm == "memory" else "SQLite service"
+                console.print(table(phases, args.events, args.changes, side))
                 console.print(
                     f"floor's initial calendar-query: {initial.note}; "
                     "requests and server time from Radicale's log; "
@@ -848,6 +976,7 @@ def main() -> None:
                     console.print(bench.profile(pair), markup=False, highlight=False)
             finally:
                 bench.floor.close()
+                pairs.close()
                 collections.remove_all()
     finally:
         shutil.rmtree(work, ignore_errors=True)

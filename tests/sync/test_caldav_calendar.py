@@ -1,20 +1,26 @@
 """``CalDAVCalendar`` against a real Radicale: bulk fetching, idempotent creates,
-sync tokens, all-day and time zone mapping, and a full sync with a memory CRM."""
+sync tokens, all-day and time zone mapping, a full sync with a memory CRM, the
+requests of each sync phase, the HTTP client's lifetime, the listing's data
+kept for ``get_many``, and answers past the size cap."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from icalendar import Calendar
 
 from crmflow.domain.appointments import all_day_span, timed_span
 from crmflow.domain.calendar import CalendarEvent, Notify
-from crmflow.providers.base import CursorExpired, ItemAlreadyExists
-from crmflow.providers.caldav import CalDAVCalendar
+from crmflow.providers.base import CursorExpired, ItemAlreadyExists, ProviderError
+from crmflow.providers.caldav import CalDAVCalendar, _calendar
+from crmflow.providers.caldav._ical import to_ical
 from crmflow.providers.memory import MemoryCalendar
 from crmflow.sync import sync_pair
 from crmflow.sync.status import InMemoryStatusRepository
@@ -40,11 +46,52 @@ def fresh_calendars(radicale: RadicaleServer) -> Iterator[Collections]:
         yield made
 
 
+class KindsTransport(CountingTransport):
+    """A counting transport that also names each request: its method, or the
+    REPORT it is (``sync-collection`` asking for ``calendar-data`` is
+    ``sync-collection+data``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.multigets.clear()
+        self.kinds.clear()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.content
+        kind = request.method
+        if b"sync-collection" in body:
+            kind = "sync-collection"
+            if b"calendar-data" in body:
+                kind += "+data"
+        elif b"calendar-multiget" in body:
+            kind = "calendar-multiget"
+        self.kinds.append(kind)
+        return await super().handle_async_request(request)
+
+
 @pytest.fixture
-async def transport() -> AsyncIterator[CountingTransport]:
-    counting = CountingTransport()
+async def transport() -> AsyncIterator[KindsTransport]:
+    counting = KindsTransport()
     yield counting
     await counting.close()
+
+
+@pytest.fixture
+def clients(monkeypatch: pytest.MonkeyPatch) -> list[httpx.AsyncClient]:
+    """Every ``httpx.AsyncClient`` made while the test runs."""
+    made: list[httpx.AsyncClient] = []
+
+    class Recorded(httpx.AsyncClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Recorded)
+    return made
 
 
 @pytest.fixture
@@ -54,7 +101,7 @@ def url(fresh_calendars: Collections) -> str:
 
 @pytest.fixture
 def dav(
-    radicale: RadicaleServer, url: str, transport: CountingTransport
+    radicale: RadicaleServer, url: str, transport: KindsTransport
 ) -> CalDAVCalendar:
     return calendar(radicale, url, transport)
 
@@ -333,3 +380,207 @@ async def test_a_full_sync_with_a_memory_crm_both_ways(dav):
 async def _calendar_titles(dav: CalDAVCalendar) -> dict[str, str]:
     items = await dav.get_many(list((await dav.list()).items))
     return {i.event.ical_uid: i.event.title for i in items}
+
+
+# ------------------------------------------------------------------ requests per phase
+
+
+async def test_each_sync_phase_makes_the_fewest_requests(radicale, url, dav, transport):
+    for n in range(6):
+        put_raw(radicale, url, f"ev-{n}.ics", to_ical(sample(f"phase-{n}")))
+    crm = MemoryCalendar()
+    status = InMemoryStatusRepository()
+    collection = urlsplit(url).path
+
+    # initial: one sync-collection brings every event's data, no multiget
+    transport.clear()
+    first = await sync_pair(crm, dav, status)
+    assert len(first.writes) == 6
+    assert transport.requests == [("REPORT", collection)]
+    assert transport.kinds == ["sync-collection+data"]
+    assert transport.multigets == []
+
+    # incremental: the changes' ETags, then one multiget of the changed events
+    for n in (2, 4):
+        put_raw(radicale, url, f"ev-{n}.ics", to_ical(sample(f"phase-{n}", "changed")))
+    transport.clear()
+    second = await sync_pair(crm, dav, status)
+    assert len(second.writes) == 2
+    assert transport.kinds == ["sync-collection", "calendar-multiget"]
+    assert transport.multigets == [2]
+    assert {e.title for e in crm.events().values()} == {"Contract test", "changed"}
+
+    # no change: one request
+    transport.clear()
+    third = await sync_pair(crm, dav, status)
+    assert third.writes == ()
+    assert transport.requests == [("REPORT", collection)]
+    assert transport.kinds == ["sync-collection"]
+
+
+async def test_a_server_refusing_the_initial_sync_collection_is_listed_with_propfind(
+    radicale, url
+):
+    class Refusing(KindsTransport):
+        async def handle_async_request(self, request):
+            if b"<d:sync-token></d:sync-token>" in request.content:
+                self.kinds.append("refused")
+                return httpx.Response(501, request=request)
+            return await super().handle_async_request(request)
+
+    refusing = Refusing()
+    try:
+        dav = calendar(radicale, url, refusing)
+        href = await create(dav, sample("propfind"))
+        refusing.clear()
+        first = await dav.list()
+        assert list(first.items) == [href]
+        assert first.cursor is not None
+        assert refusing.kinds == ["refused", "PROPFIND"]
+        refusing.clear()
+        assert (await dav.list()).items == first.items
+        assert refusing.kinds == ["PROPFIND"]  # refused once is enough
+        [item] = await dav.get_many([href])
+        assert item.version == first.items[href]
+        assert (await dav.list_changes(first.cursor)).changed == {}
+    finally:
+        await refusing.close()
+
+
+# ------------------------------------------------------------------ the listing's data
+
+
+async def test_the_listing_brings_the_data_get_many_needs_once(dav, transport):
+    ids = [await create(dav, sample(f"kept-{n}")) for n in range(3)]
+    transport.clear()
+    listing = await dav.list()
+    items = await dav.get_many(ids)
+    assert transport.kinds == ["sync-collection+data"]
+    assert {i.remote_id: i.version for i in items} == dict(listing.items)
+    assert sorted(i.event.ical_uid for i in items) == ["kept-0", "kept-1", "kept-2"]
+    # a second fetch asks the server: the kept data answers once
+    transport.clear()
+    again = await dav.get_many(ids[:2])
+    assert transport.kinds == ["calendar-multiget"]
+    assert transport.multigets == [2]
+    assert {i.remote_id: i.version for i in again} == {
+        i: listing.items[i] for i in ids[:2]
+    }
+
+
+async def test_writes_and_newer_listings_replace_the_kept_data(radicale, url, dav):
+    renamed = await create(dav, sample("renamed"))
+    behind = await create(dav, sample("behind"))
+    listing = await dav.list()
+    await dav.update(
+        renamed,
+        sample("renamed", "Renamed here"),
+        if_match=listing.items[renamed],
+        notify=Notify.NONE,
+    )
+    name = behind.rsplit("/", 1)[-1]
+    etag = put_raw(radicale, url, name, to_ical(sample("behind", "Changed there")))
+    newer = await dav.list()
+    items = {i.event.ical_uid: i for i in await dav.get_many([renamed, behind])}
+    assert items["renamed"].event.title == "Renamed here"
+    assert items["renamed"].version == newer.items[renamed]
+    assert items["behind"].event.title == "Changed there"
+    assert items["behind"].version == etag == newer.items[behind]
+
+
+async def test_answers_past_the_size_cap_are_asked_for_in_parts(
+    radicale, url, dav, transport, monkeypatch
+):
+    ids = [await create(dav, sample(f"big-{n}")) for n in range(4)]
+    stored = len(get_raw(radicale, ids[0]).encode())
+    # one event's answer fits, two do not
+    monkeypatch.setattr(_calendar, "MAX_REPORT_BYTES", 2 * stored + 150)
+    transport.clear()
+    listing = await dav.list()
+    assert sorted(listing.items) == sorted(ids)
+    # the data would not fit: listed again with ETags only
+    assert transport.kinds == ["sync-collection+data", "sync-collection"]
+    transport.clear()
+    items = await dav.get_many(ids)
+    assert {i.remote_id: i.version for i in items} == dict(listing.items)
+    assert transport.multigets[0] == 4
+    assert transport.multigets.count(1) == 4  # halved down to one event each
+
+    monkeypatch.setattr(_calendar, "MAX_REPORT_BYTES", stored // 2)
+    with pytest.raises(ProviderError):
+        await dav.get_many(ids[:1])
+
+
+# ------------------------------------------------------------------ the HTTP client
+
+
+async def test_one_client_serves_every_call_inside_async_with(radicale, url, clients):
+    async with calendar(radicale, url) as dav:
+        href = await create(dav, sample("one-client"))
+        listing = await dav.list()
+        [item] = await dav.get_many([href])
+        version = await dav.update(
+            href,
+            replace(item.event, title="Renamed"),
+            if_match=listing.items[href],
+            notify=Notify.NONE,
+        )
+        assert version is not None
+        await dav.delete(href, if_match=version, notify=Notify.NONE)
+        assert (await dav.list()).items == {}
+        assert len(clients) == 1
+        assert not clients[0].is_closed
+    assert clients[0].is_closed
+
+
+async def test_without_async_with_each_call_closes_its_client(radicale, url, clients):
+    dav = calendar(radicale, url)
+    key = new_key()
+    await dav.create(sample("closed"), idempotency_key=key, notify=Notify.NONE)
+    assert len(clients) == 1
+    # PUT (412), then GET: two requests of one call on one client
+    again = await dav.create(sample("closed"), idempotency_key=key, notify=Notify.NONE)
+    assert again.adopted
+    assert len(clients) == 2
+    await dav.list()
+    assert len(clients) == 3
+    assert all(client.is_closed for client in clients)
+
+
+async def test_aclose_can_be_repeated_and_the_object_stays_usable(
+    radicale, url, clients
+):
+    dav = calendar(radicale, url)
+    await dav.aclose()
+    async with dav:
+        await dav.list()
+        await dav.aclose()
+        assert (await dav.list()).items == {}
+    await dav.aclose()
+    assert len(clients) == 2
+    assert all(client.is_closed for client in clients)
+
+
+# ------------------------------------------------------------------ stored time zones
+
+
+async def test_the_stored_vtimezone_gives_strict_readers_every_transition(
+    radicale, dav
+):
+    series = replace(
+        sample("stored-zone"),
+        recurrence=("RRULE:FREQ=YEARLY;COUNT=12",),
+    )
+    href = await create(dav, series)
+    stored = Calendar.from_ical(get_raw(radicale, href))
+    [vtimezone] = stored.timezones
+    assert str(vtimezone["TZID"]) == "Europe/Berlin"
+    # a reader that knows no zone names builds the zone from the component
+    strict = vtimezone.to_tz(lookup_tzid=False)
+    berlin = ZoneInfo("Europe/Berlin")
+    for year in range(2026, 2038):
+        for month in (1, 4, 7, 11):
+            moment = dt.datetime(year, month, 15, 12)
+            assert moment.replace(tzinfo=strict).utcoffset() == (
+                moment.replace(tzinfo=berlin).utcoffset()
+            ), moment

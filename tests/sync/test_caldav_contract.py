@@ -1,9 +1,13 @@
-"""``CalDAVCalendar`` passes the provider contract against a real Radicale."""
+"""``CalDAVCalendar`` passes the provider contract against a real Radicale:
+with and without the change feed, with one HTTP client kept for the whole test
+(``async with``), and listing by ``PROPFIND`` where the server refuses the
+initial ``sync-collection``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from crmflow.domain.calendar import CalendarProvider
@@ -13,6 +17,7 @@ from tests.servers.radicale import RadicaleServer
 
 from .caldav_helpers import (
     Collections,
+    CountingTransport,
     calendar,
     collections_of,
     expire_sync_tokens,
@@ -65,3 +70,38 @@ class TestCalDAVCalendarRadicalePlain(CalendarProviderContract):
         return calendar(
             radicale, fresh_calendars.new(), incremental=False, get_many_limit=2
         )
+
+
+class TestCalDAVCalendarRadicaleKeptOpen(TestCalDAVCalendarRadicale):
+    """Every call of a test on one HTTP client (``async with``)."""
+
+    @pytest.fixture
+    async def provider(
+        self, radicale: RadicaleServer, fresh_calendars: Collections
+    ) -> AsyncIterator[CalendarProvider]:
+        async with calendar(radicale, fresh_calendars.new()) as dav:
+            yield dav
+
+
+class RefusingInitialSync(CountingTransport):
+    """Radicale, but an initial ``sync-collection`` (empty token) is answered
+    501, as by a server that offers the change feed only from a PROPFIND token."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if b"<d:sync-token></d:sync-token>" in request.content:
+            return httpx.Response(501, request=request)
+        return await super().handle_async_request(request)
+
+
+class TestCalDAVCalendarRadicalePropfindListing(TestCalDAVCalendarRadicale):
+    """Listing by PROPFIND, the change feed by sync-collection."""
+
+    @pytest.fixture
+    async def provider(
+        self, radicale: RadicaleServer, fresh_calendars: Collections
+    ) -> AsyncIterator[CalendarProvider]:
+        transport = RefusingInitialSync()
+        try:
+            yield calendar(radicale, fresh_calendars.new(), transport)
+        finally:
+            await transport.close()

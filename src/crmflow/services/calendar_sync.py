@@ -24,6 +24,7 @@ a message that says what to do; the run's summary is returned either way.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -428,9 +429,14 @@ class CalendarSync:
         progress: Progress | None,
     ) -> SyncResult:
         uow = SyncSession(self._deps.db, ctx)
-        calendar = CheckpointedCalendar(
-            await self._calendar_side(ctx, account), uow, progress
+        provider = await self._calendar_side(ctx, account)
+        # a CalDAV side keeps one HTTP client for the run, closed at its end
+        connection = (
+            provider
+            if isinstance(provider, CalDAVCalendar)
+            else contextlib.nullcontext()
         )
+        calendar = CheckpointedCalendar(provider, uow, progress)
         crm = CrmCalendar(
             uow,
             account.id,
@@ -451,21 +457,22 @@ class CalendarSync:
             policy, resolver = ConflictPolicy.CUSTOM, _chosen(choices)
         errors: list[ItemError] = []
         try:
-            return await sync_pair(
-                crm,
-                calendar,
-                status,
-                conflicts=policy,
-                resolver=resolver,
-                deletes=DeletePolicy.MODIFICATION_WINS,
-                # a one-way account leaves changes on its receiving side alone
-                # instead of reverting them (reverting would delete the events
-                # it never sends)
-                read_only=ReadOnlyPolicy.IGNORE,
-                direction=SyncDirection(account.direction.value),
-                force_delete=confirm_mass_delete,
-                on_error=errors.append,
-            )
+            async with connection:
+                return await sync_pair(
+                    crm,
+                    calendar,
+                    status,
+                    conflicts=policy,
+                    resolver=resolver,
+                    deletes=DeletePolicy.MODIFICATION_WINS,
+                    # a one-way account leaves changes on its receiving side alone
+                    # instead of reverting them (reverting would delete the events
+                    # it never sends)
+                    read_only=ReadOnlyPolicy.IGNORE,
+                    direction=SyncDirection(account.direction.value),
+                    force_delete=confirm_mass_delete,
+                    on_error=errors.append,
+                )
         finally:
             try:
                 await uow.commit()

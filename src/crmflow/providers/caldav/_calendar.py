@@ -3,32 +3,53 @@
 Remote ids are the members' paths on the server (percent-decoded, e.g.
 ``/alice/office/0f3a....ics``); versions are their ETags, verbatim (quoted).
 
-* :meth:`CalDAVCalendar.list`: ``PROPFIND`` Depth 1 for ``getetag`` plus the
-  collection's ``DAV:sync-token`` (the cursor, when ``incremental``).
-* :meth:`CalDAVCalendar.list_changes`: ``REPORT sync-collection`` (RFC 6578);
+* :meth:`CalDAVCalendar.list`, ``incremental``: one ``REPORT sync-collection``
+  (RFC 6578) with an empty token asking for ``getetag`` and
+  ``calendar-data``: every member, its data and the new sync token (the
+  cursor) in one answer. The data is kept by href for :meth:`get_many`. A
+  server that refuses the report gets the ``PROPFIND`` below (once refused,
+  for the object's lifetime); a listing whose data would pass
+  ``MAX_REPORT_BYTES`` is made again with ETags only.
+* :meth:`CalDAVCalendar.list`, not ``incremental``: ``PROPFIND`` Depth 1 for
+  ``getetag`` plus the collection's ``DAV:sync-token``.
+* :meth:`CalDAVCalendar.list_changes`: ``REPORT sync-collection`` for ETags;
   members answered 404 are deleted; ``DAV:valid-sync-token`` (403/409) ->
-  ``CursorExpired``.
-* :meth:`CalDAVCalendar.get_many`: one ``REPORT calendar-multiget`` for all ids.
+  ``CursorExpired``. Truncated answers (507 on the collection, RFC 6578
+  section 3.6) are followed with the token they give.
+* :meth:`CalDAVCalendar.get_many`: members whose data the last listing brought
+  are answered from it, each once (a second fetch asks the server again); the
+  rest with ``REPORT calendar-multiget``, at most :attr:`get_many_limit` hrefs
+  each, split in halves while an answer passes ``MAX_REPORT_BYTES``.
 * :meth:`CalDAVCalendar.create`: ``PUT <collection>/<idempotency key>.ics`` with
   ``If-None-Match: *``; 412 -> ``GET`` and adopt the item when it holds our UID
   (sync-peers.md §8 case 21). A missing ``ETag`` gives version None (case 15).
 * ``update``/``delete``: ``PUT``/``DELETE`` with ``If-Match``; a 412 is checked
   with a ``GET``: gone -> ``ItemNotFound``, else ``PreconditionFailed``.
 
-The server is untrusted: XML goes through ``defusedxml``, bodies are capped at
-``MAX_BODY_BYTES``, redirects are not followed, and ``http://`` is allowed only
-to loopback hosts. HTTP and transport errors become the
+Writes drop the member's kept data. The server is untrusted: XML goes through
+``defusedxml``, bodies are capped at ``MAX_BODY_BYTES`` (answers that grow with
+the calendar, ``REPORT`` and the listing ``PROPFIND``, at
+``MAX_REPORT_BYTES``), redirects are not followed, and ``http://`` is allowed
+only to loopback hosts. HTTP and transport errors become the
 ``crmflow.providers.base`` tree.
+
+HTTP connections: one ``httpx.AsyncClient`` per object, made on the first
+request. Inside ``async with calendar:`` the client and its connections serve
+every call until the block ends (:meth:`~CalDAVCalendar.aclose` closes them
+earlier). Outside such a block the client is closed when the port call that
+made it returns, so an object nobody closes leaks nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
@@ -73,6 +94,16 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
+#: largest ``REPORT`` answer read, in bytes: a full listing carries every
+#: member's calendar data (about 1 KB to 3 KB an event, more with attendees)
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+#: most hrefs per ``calendar-multiget`` unless the caller says otherwise
+DEFAULT_GET_MANY_LIMIT = 500
+#: most truncated ``sync-collection`` answers followed in one call
+MAX_SYNC_PAGES = 1000
+#: answers to the initial ``sync-collection`` that mean "not offered here"
+_NO_SYNC_REPORT = frozenset({400, 403, 405, 409, 412, 415, 422, 501})
+
 _XML = "application/xml; charset=utf-8"
 _ICS = "text/calendar; charset=utf-8"
 
@@ -82,10 +113,10 @@ _LIST_QUERY = b"""<?xml version="1.0" encoding="utf-8"?>
 </d:prop></d:propfind>"""
 
 _SYNC_QUERY = """<?xml version="1.0" encoding="utf-8"?>
-<d:sync-collection xmlns:d="DAV:">
+<d:sync-collection xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
   <d:sync-token>{token}</d:sync-token>
   <d:sync-level>1</d:sync-level>
-  <d:prop><d:getetag/></d:prop>
+  <d:prop><d:getetag/>{data}</d:prop>
 </d:sync-collection>"""
 
 _MULTIGET_QUERY = """<?xml version="1.0" encoding="utf-8"?>
@@ -102,6 +133,49 @@ class _Reply:
     status_code: int
     headers: httpx.Headers
     content: bytes
+
+
+class _TooLarge(ProviderError):
+    """An answer passed its size cap (callers may ask for less and retry)."""
+
+
+class _NoSyncReport(Exception):
+    """The server does not answer an initial ``sync-collection``."""
+
+
+@dataclass(slots=True)
+class _SyncPage:
+    """What ``sync-collection`` answers said, merged in order."""
+
+    #: href -> ETag of members created or changed
+    changed: dict[str, str] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    #: href -> calendar data, when it was asked for
+    data: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+    #: the server cut the answer short (507): continue from ``token``
+    truncated: bool = False
+
+    def merge(self, later: _SyncPage) -> None:
+        for href in later.deleted:
+            self.changed.pop(href, None)
+            self.data.pop(href, None)
+        for href in later.changed.keys() - later.data.keys():
+            self.data.pop(href, None)  # older data, not of this version
+        self.deleted |= later.deleted
+        self.deleted.difference_update(later.changed)
+        self.changed.update(later.changed)
+        self.data.update(later.data)
+        self.token = later.token
+        self.truncated = later.truncated
+
+
+@functools.cache
+def _plain_context() -> ssl.SSLContext:
+    """The TLS context of ``http://`` clients: never used for a handshake, but
+    made once, so that a client does not load the CA bundle (httpx would for
+    ``verify=True``)."""
+    return client_context(None)
 
 
 def _tag(ns: str, name: str) -> str:
@@ -129,8 +203,10 @@ class CalDAVCalendar(CalendarProvider):
         incremental: use RFC 6578 ``sync-collection`` (discovery saw a
             ``DAV:sync-token``); off, :meth:`list` gives no cursor.
         read_only: refuse every write (``UnsupportedOperation``).
-        get_many_limit: most hrefs per ``calendar-multiget`` (None: any).
-        transport: an httpx transport (tests inject a counting or mock one).
+        get_many_limit: most hrefs per ``calendar-multiget`` (None: any;
+            answers passing ``MAX_REPORT_BYTES`` are split either way).
+        transport: an httpx transport (tests inject a counting or mock one);
+            closing the object closes it, as httpx clients do.
 
     Raises:
         ValidationFailed: a malformed URL, or ``http://`` to a non-loopback host.
@@ -146,7 +222,7 @@ class CalDAVCalendar(CalendarProvider):
         extra_ca_file: Path | None = None,
         incremental: bool = True,
         read_only: bool = False,
-        get_many_limit: int | None = None,
+        get_many_limit: int | None = DEFAULT_GET_MANY_LIMIT,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -162,7 +238,9 @@ class CalDAVCalendar(CalendarProvider):
         self._path = unquote(parts.path)
         self._auth = httpx.BasicAuth(username, password.reveal())
         self._verify = (
-            client_context(extra_ca_file) if parts.scheme == "https" else True
+            client_context(extra_ca_file)
+            if parts.scheme == "https"
+            else _plain_context()
         )
         self._timeout_s = timeout_s
         self._transport = transport
@@ -171,6 +249,63 @@ class CalDAVCalendar(CalendarProvider):
             caps.add(Capability.READ_ONLY)
         self._capabilities = frozenset(caps)
         self._limit = get_many_limit
+        self._client: httpx.AsyncClient | None = None
+        #: ``async with`` blocks open on this object
+        self._opened = 0
+        #: port calls running
+        self._calls = 0
+        #: href -> (ETag, calendar data) from the last listing, not fetched yet
+        self._kept: dict[str, tuple[str, str]] = {}
+        #: False once the server refused an initial sync-collection
+        self._sync_listing = True
+        #: False once a listing with calendar data passed MAX_REPORT_BYTES
+        self._listing_data = True
+
+    # ---------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        """Keep the HTTP client (and its connections) across calls until the
+        block ends."""
+        self._opened += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._opened -= 1
+        if not self._opened:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and forget the data kept from the last
+        listing. Safe to repeat; a later call connects again."""
+        self._kept.clear()
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _call(self) -> AsyncIterator[None]:
+        """One port call: the client it makes is closed at its end unless an
+        ``async with`` block keeps it."""
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
+            if not self._calls and not self._opened:
+                await self._close_client()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                verify=self._verify,
+                timeout=httpx.Timeout(self._timeout_s),
+                follow_redirects=False,
+                transport=self._transport,
+            )
+        return self._client
 
     # ---------------------------------------------------------- port
 
@@ -183,8 +318,41 @@ class CalDAVCalendar(CalendarProvider):
         return self._limit
 
     async def list(self) -> Listing:
+        async with self._call():
+            if Capability.INCREMENTAL in self._capabilities and self._sync_listing:
+                try:
+                    return await self._sync_listing_of_all()
+                except _NoSyncReport:
+                    self._sync_listing = False
+            return await self._propfind_listing()
+
+    async def _sync_listing_of_all(self) -> Listing:
+        """Every member, its ETag and (normally) its data, with the new token."""
+        try:
+            try:
+                page = await self._sync("", with_data=self._listing_data)
+            except _TooLarge:
+                self._listing_data = False
+                page = await self._sync("", with_data=False)
+        except CursorExpired:
+            # a server that forgets the token of its own truncated answer
+            raise _NoSyncReport from None
+        if page.token is None:
+            raise _NoSyncReport
+        self._kept = {
+            href: (etag, page.data[href])
+            for href, etag in page.changed.items()
+            if href in page.data
+        }
+        return Listing(items=page.changed, cursor=page.token)
+
+    async def _propfind_listing(self) -> Listing:
         response = await self._request(
-            "PROPFIND", self.url, content=_LIST_QUERY, headers={"Depth": "1"}
+            "PROPFIND",
+            self.url,
+            content=_LIST_QUERY,
+            headers={"Depth": "1"},
+            limit=MAX_REPORT_BYTES,
         )
         self._expect(response, 207)
         items: dict[str, str] = {}
@@ -201,6 +369,12 @@ class CalDAVCalendar(CalendarProvider):
             etag = _text(props.get(_tag(DAV, "getetag")))
             if etag is not None:
                 items[href] = etag
+        # kept data stays only where the listing shows the same version
+        self._kept = {
+            href: kept
+            for href, kept in self._kept.items()
+            if items.get(href) == kept[0]
+        }
         cursor = token if Capability.INCREMENTAL in self._capabilities else None
         if Capability.INCREMENTAL in self._capabilities and cursor is None:
             raise UnsupportedOperation(
@@ -212,51 +386,125 @@ class CalDAVCalendar(CalendarProvider):
     async def list_changes(self, cursor: str) -> Changes:
         if Capability.INCREMENTAL not in self._capabilities:
             raise UnsupportedOperation("This CalDAV calendar has no change feed.")
-        body = _SYNC_QUERY.format(token=escape(cursor)).encode()
-        response = await self._request(
-            "REPORT", self.url, content=body, headers={"Depth": "0"}
+        async with self._call():
+            page = await self._sync(cursor, with_data=False)
+        if page.token is None:
+            raise TransientProviderError(
+                f"{self._what} answered sync-collection without a new sync token."
+            )
+        for href in (*page.changed, *page.deleted):
+            self._kept.pop(href, None)
+        return Changes(
+            changed=page.changed, deleted=frozenset(page.deleted), cursor=page.token
         )
+
+    async def _sync(self, token: str, *, with_data: bool) -> _SyncPage:
+        """``sync-collection`` from ``token`` (empty: everything), following
+        truncated answers.
+
+        Raises:
+            CursorExpired: the server no longer knows ``token``.
+            _NoSyncReport: ``token`` is empty and the server refuses the report.
+        """
+        merged = _SyncPage()
+        for _ in range(MAX_SYNC_PAGES):
+            page = await self._sync_page(token, with_data=with_data)
+            merged.merge(page)
+            if not page.truncated:
+                return merged
+            if page.token is None or page.token == token:
+                break
+            token = page.token
+        raise TransientProviderError(
+            f"{self._what} cut its sync-collection answers short without making "
+            "progress; crmflow tries again later."
+        )
+
+    async def _sync_page(self, token: str, *, with_data: bool) -> _SyncPage:
+        data = "<c:calendar-data/>" if with_data else ""
+        body = _SYNC_QUERY.format(token=escape(token), data=data).encode()
+        response = await self._request(
+            "REPORT",
+            self.url,
+            content=body,
+            headers={"Depth": "0"},
+            limit=MAX_REPORT_BYTES,
+        )
+        code = response.status_code
+        if not token and code in _NO_SYNC_REPORT:
+            raise _NoSyncReport
         # RFC 6578 section 3.2: DAV:valid-sync-token precondition (Radicale 403,
         # others 409/412); some servers answer 410 Gone for a forgotten token
-        if response.status_code == 410 or (
-            response.status_code in (403, 409, 412)
-            and b"valid-sync-token" in response.content
+        if code == 410 or (
+            code in (403, 409, 412) and b"valid-sync-token" in response.content
         ):
             raise CursorExpired(
                 f"{self._what} no longer knows the sync token; a full listing follows."
             )
         self._expect(response, 207)
         root = self._parse(response.content)
-        changed: dict[str, str] = {}
-        deleted: set[str] = set()
+        page = _SyncPage(token=_text(root.find(_tag(DAV, "sync-token"))))
         for href, status, props in self._responses(response.content, root):
             if self._is_self(href):
+                # RFC 6578 section 3.6: 507 on the collection = truncated
+                page.truncated = page.truncated or status == 507
                 continue
             if status == 404:
-                deleted.add(href)
-                changed.pop(href, None)
+                page.deleted.add(href)
+                page.changed.pop(href, None)
+                page.data.pop(href, None)
                 continue
             etag = _text(props.get(_tag(DAV, "getetag")))
-            if etag is not None:
-                changed[href] = etag
-                deleted.discard(href)
-        token = _text(root.find(_tag(DAV, "sync-token")))
-        if token is None:
-            raise TransientProviderError(
-                f"{self._what} answered sync-collection without a new sync token."
-            )
-        return Changes(changed=changed, deleted=frozenset(deleted), cursor=token)
+            if etag is None:
+                continue
+            page.changed[href] = etag
+            page.deleted.discard(href)
+            text = _calendar_data(props)
+            if text is None:
+                page.data.pop(href, None)
+            else:
+                page.data[href] = text
+        return page
 
     async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
-        if not remote_ids:
-            return []
+        found: list[RemoteEvent] = []
+        missing: list[str] = []
+        for remote_id in dict.fromkeys(remote_ids):
+            kept = self._kept.pop(remote_id, None)
+            if kept is None:
+                missing.append(remote_id)
+                continue
+            item = self._item(remote_id, *kept)
+            if item is not None:
+                found.append(item)
+        if not missing:
+            return found
+        limit = self._limit or len(missing)
+        async with self._call():
+            for start in range(0, len(missing), limit):
+                found.extend(await self._multiget(missing[start : start + limit]))
+        return found
+
+    async def _multiget(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
+        """One ``calendar-multiget``; halves of it while the answer is too large."""
         hrefs = "\n  ".join(
             f"<d:href>{escape(quote(remote_id))}</d:href>" for remote_id in remote_ids
         )
         body = _MULTIGET_QUERY.format(hrefs=hrefs).encode()
-        response = await self._request(
-            "REPORT", self.url, content=body, headers={"Depth": "1"}
-        )
+        try:
+            response = await self._request(
+                "REPORT",
+                self.url,
+                content=body,
+                headers={"Depth": "1"},
+                limit=MAX_REPORT_BYTES,
+            )
+        except _TooLarge:
+            if len(remote_ids) == 1:
+                raise
+            half = len(remote_ids) // 2
+            first = await self._multiget(remote_ids[:half])
+            return [*first, *await self._multiget(remote_ids[half:])]
         self._expect(response, 207)
         wanted = set(remote_ids)
         found: list[RemoteEvent] = []
@@ -264,22 +512,32 @@ class CalDAVCalendar(CalendarProvider):
             if href not in wanted or (status is not None and status >= 300):
                 continue
             etag = _text(props.get(_tag(DAV, "getetag")))
-            data = props.get(_tag(CALDAV, "calendar-data"))
-            if etag is None or data is None or not data.text:
+            text = _calendar_data(props)
+            if etag is None or text is None:
                 continue
-            try:
-                parsed = from_ical(data.text)
-            except ICalendarError as exc:
-                _log.warning("skipping %s on %s: %s", href, self._what, exc)
-                continue
-            found.append(RemoteEvent(href, etag, parsed.event, parsed.last_modified))
+            item = self._item(href, etag, text)
+            if item is not None:
+                found.append(item)
         return found
+
+    def _item(self, href: str, etag: str, text: str) -> RemoteEvent | None:
+        try:
+            parsed = from_ical(text)
+        except ICalendarError as exc:
+            _log.warning("skipping %s on %s: %s", href, self._what, exc)
+            return None
+        return RemoteEvent(href, etag, parsed.event, parsed.last_modified)
 
     async def create(
         self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
     ) -> Written:
         self._writable()
         href = f"{self._path}{idempotency_key}.ics"
+        self._kept.pop(href, None)
+        async with self._call():
+            return await self._create(href, event)
+
+    async def _create(self, href: str, event: CalendarEvent) -> Written:
         response = await self._request(
             "PUT",
             self._url(href),
@@ -312,24 +570,28 @@ class CalDAVCalendar(CalendarProvider):
         self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
     ) -> str | None:
         self._writable()
-        response = await self._request(
-            "PUT",
-            self._url(remote_id),
-            content=to_ical(event),
-            headers={"If-Match": if_match, "Content-Type": _ICS},
-        )
-        if response.status_code in (200, 201, 204):
-            return _etag(response)
-        raise await self._write_error(response, remote_id)
+        self._kept.pop(remote_id, None)
+        async with self._call():
+            response = await self._request(
+                "PUT",
+                self._url(remote_id),
+                content=to_ical(event),
+                headers={"If-Match": if_match, "Content-Type": _ICS},
+            )
+            if response.status_code in (200, 201, 204):
+                return _etag(response)
+            raise await self._write_error(response, remote_id)
 
     async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
         self._writable()
-        response = await self._request(
-            "DELETE", self._url(remote_id), headers={"If-Match": if_match}
-        )
-        if response.status_code in (200, 204):
-            return
-        raise await self._write_error(response, remote_id)
+        self._kept.pop(remote_id, None)
+        async with self._call():
+            response = await self._request(
+                "DELETE", self._url(remote_id), headers={"If-Match": if_match}
+            )
+            if response.status_code in (200, 204):
+                return
+            raise await self._write_error(response, remote_id)
 
     # ---------------------------------------------------------- helpers
 
@@ -350,34 +612,29 @@ class CalDAVCalendar(CalendarProvider):
         *,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        limit: int = MAX_BODY_BYTES,
     ) -> _Reply:
+        """One request on the object's client; the body read in full, at most
+        ``limit`` bytes (``_TooLarge`` beyond)."""
         all_headers = dict(headers or {})
         if content is not None and "Content-Type" not in all_headers:
             all_headers["Content-Type"] = _XML
         try:
-            async with (
-                httpx.AsyncClient(
-                    verify=self._verify,
-                    timeout=httpx.Timeout(self._timeout_s),
-                    follow_redirects=False,
-                    transport=self._transport,
-                ) as client,
-                client.stream(
-                    method,
-                    url,
-                    content=content,
-                    headers=all_headers,
-                    auth=self._auth,
-                ) as response,
-            ):
+            async with self._http().stream(
+                method,
+                url,
+                content=content,
+                headers=all_headers,
+                auth=self._auth,
+            ) as response:
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        raise ProviderError(
+                    if size > limit:
+                        raise _TooLarge(
                             f"{self._what} sent more than "
-                            f"{MAX_BODY_BYTES // (1024 * 1024)} MiB for one request."
+                            f"{limit // (1024 * 1024)} MiB for one request."
                         )
                     chunks.append(chunk)
                 return _Reply(response.status_code, response.headers, b"".join(chunks))
@@ -471,6 +728,14 @@ def _etag(reply: _Reply) -> str | None:
     return value or None
 
 
+def _calendar_data(props: Mapping[str, Element]) -> str | None:
+    """The ``C:calendar-data`` text of a response's found props."""
+    data = props.get(_tag(CALDAV, "calendar-data"))
+    if data is None or not data.text:
+        return None
+    return data.text
+
+
 def _text(element: Element | None) -> str | None:
     if element is None or element.text is None:
         return None
@@ -478,4 +743,9 @@ def _text(element: Element | None) -> str | None:
     return value or None
 
 
-__all__ = ["CalDAVCalendar"]
+__all__ = [
+    "DEFAULT_GET_MANY_LIMIT",
+    "MAX_REPORT_BYTES",
+    "MAX_SYNC_PAGES",
+    "CalDAVCalendar",
+]

@@ -4,11 +4,11 @@ All parsing and serialization is the ``icalendar`` library's; this module only
 maps fields:
 
 * ``DTSTART``/``DTEND``: a timed event is written with ``TZID`` (its IANA zone)
-  and the ``VTIMEZONE`` icalendar generates for it; an all-day event as
-  ``VALUE=DATE`` with the exclusive end date. Read back, an unknown or custom
-  ``TZID`` falls back to UTC (the instant is kept), floating times are taken
-  as UTC, and all-day events get the zone ``UTC`` (all-day content hashes
-  ignore the zone).
+  and a ``VTIMEZONE`` for it; an all-day event as ``VALUE=DATE`` with the
+  exclusive end date. Read back, a Windows zone name (Outlook's exports) is
+  mapped to its IANA zone, an unknown or custom ``TZID`` falls back to
+  UTC (the instant is kept), floating times are taken as UTC, and all-day
+  events get the zone ``UTC`` (all-day content hashes ignore the zone).
 * ``SUMMARY``, ``DESCRIPTION``, ``LOCATION``, ``STATUS``, ``ATTENDEE``
   (``mailto:``, ``CN``, ``PARTSTAT``), ``RRULE``/``EXRULE``/``RDATE``/``EXDATE``.
 * recurrence exceptions are further ``VEVENT``\\s with the same ``UID`` and a
@@ -17,16 +17,30 @@ maps fields:
 Everything else a server or another client adds (``DTSTAMP``, ``SEQUENCE``,
 ``VALARM``, ``X-`` properties) is ignored when reading, so it never reaches the
 content hash.
+
+Time zones, written: the ``VTIMEZONE`` covers the years the event's times fall
+in (up to 2038 for a series with an open or counted rule, icalendar's own
+limit), is built by icalendar once per zone and window (cached), and gives each
+``RDATE`` value a line of its own: Radicale (vobject) keeps only the first value
+of a multi-value ``RDATE`` in a stored ``VTIMEZONE``, which would leave strict
+readers with the wrong offsets. Read: a ``VTIMEZONE`` whose ``TZID`` is an IANA
+name is cut from the text before parsing, because icalendar resolves such a
+``TZID`` by name and never uses the component; custom ones are kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Event, vCalAddress
+from icalendar import Calendar, Event, Timezone, vCalAddress
+from icalendar.parser_tools import to_unicode
+from tzlocal.windows_tz import win_tz
 
 from crmflow.domain.appointments import all_day_span, timed_span
 from crmflow.domain.calendar import (
@@ -41,6 +55,22 @@ from crmflow.errors import ValidationFailed
 PRODID = "-//crmflow//calendar sync//EN"
 
 _RECURRENCE = ("RRULE", "EXRULE", "RDATE", "EXDATE")
+#: properties whose times a written VTIMEZONE must cover
+_ZONED = ("DTSTART", "DTEND", "RECURRENCE-ID", "RDATE", "EXDATE")
+#: a series with an open or counted rule is covered up to here (icalendar's
+#: default, zoneinfo knows no transitions after 2037)
+_SERIES_LAST_YEAR = Timezone.DEFAULT_LAST_DATE.year - 1
+
+# a VTIMEZONE block as a whole (content lines start at the beginning of a line;
+# folded continuations start with a blank, so they never match ^BEGIN/^END)
+_VTIMEZONE_BLOCK = re.compile(
+    r"^BEGIN:VTIMEZONE[ \t]*\r?\n.*?^END:VTIMEZONE[ \t]*(?:\r?\n|\Z)",
+    re.MULTILINE | re.DOTALL | re.IGNORECASE,
+)
+_FOLD = re.compile(r"\r?\n[ \t]")
+_TZID_LINE = re.compile(
+    r"^TZID(?:;[^:\r\n]*)?:(.*?)[ \t]*\r?$", re.MULTILINE | re.IGNORECASE
+)
 
 _PARTSTAT_OUT = {
     ResponseStatus.NEEDS_ACTION: "NEEDS-ACTION",
@@ -49,6 +79,8 @@ _PARTSTAT_OUT = {
     ResponseStatus.TENTATIVE: "TENTATIVE",
 }
 _PARTSTAT_IN = {value: key for key, value in _PARTSTAT_OUT.items()}
+#: Windows zone names -> IANA (CLDR's ``windowsZones``, as tzlocal ships it)
+_WINDOWS_ZONES = {name.casefold(): iana for name, iana in win_tz.items()}
 _STATUS_IN = {
     "CONFIRMED": EventStatus.CONFIRMED,
     "TENTATIVE": EventStatus.TENTATIVE,
@@ -110,6 +142,76 @@ def _exception_start(start: dt.date | dt.datetime, timezone: str) -> dt.date:
     return start
 
 
+@functools.lru_cache(maxsize=256)
+def _vtimezone(tzid: str, first_year: int, last_year: int) -> bytes:
+    """The ``VTIMEZONE`` of ``tzid`` for the years ``first_year`` to
+    ``last_year`` (inclusive), one ``RDATE`` value per line; empty for a zone
+    icalendar does not know (``add_missing_timezones`` skips those too)."""
+    try:
+        component = Timezone.from_tzid(
+            tzid,
+            first_date=dt.date(first_year, 1, 1),
+            last_date=dt.date(last_year + 1, 1, 1),
+        )
+    except ValueError:
+        return b""
+    for observance in component.subcomponents:
+        rdates = observance.pop("RDATE", None)
+        if rdates is None:
+            continue
+        for group in rdates if isinstance(rdates, list) else [rdates]:
+            for value in group.dts:
+                observance.add("RDATE", value.dt)
+    data: bytes = component.to_ical()
+    return data
+
+
+def _years(value: Any) -> list[int]:
+    """The years of the moments in a property value (dates, date-times,
+    periods, lists of them; a rule's ``UNTIL``)."""
+    moments: list[Any] = []
+    if hasattr(value, "dts"):
+        moments.extend(item.dt for item in value.dts)
+    elif hasattr(value, "dt"):
+        moments.append(value.dt)
+    years = []
+    for moment in moments:
+        first = moment[0] if isinstance(moment, tuple) else moment
+        if isinstance(first, dt.date):
+            years.append(first.year)
+    return years
+
+
+def _timezones(calendar: Calendar) -> bytes:
+    """The ``VTIMEZONE``\\s for every ``TZID`` the calendar uses (UTC needs none),
+    each covering the years of the calendar's times."""
+    tzids: set[str] = set()
+    years: list[int] = []
+    series = False
+    # one (name, value) per content line, subcomponents included
+    for name, value in calendar.property_items(sorted=False):
+        prop: Any = value
+        params = getattr(prop, "params", None)
+        tzid = params.get("TZID") if params is not None else None
+        if tzid:
+            tzids.add(str(tzid))
+        if name in _ZONED:
+            years.extend(_years(prop))
+        elif name in ("RRULE", "EXRULE"):
+            until = prop.get("UNTIL")
+            if until:
+                years.extend(u.year for u in until if isinstance(u, dt.date))
+            else:
+                series = True
+    tzids.discard("UTC")
+    if not tzids or not years:
+        return b""
+    first, last = min(years), max(years)
+    if series:
+        last = max(last, _SERIES_LAST_YEAR)
+    return b"".join(_vtimezone(tzid, first, last) for tzid in sorted(tzids))
+
+
 def to_ical(event: CalendarEvent, *, now: dt.datetime | None = None) -> bytes:
     """``event`` as an iCalendar object (UTF-8), with ``VTIMEZONE``\\s as needed."""
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
@@ -153,8 +255,12 @@ def to_ical(event: CalendarEvent, *, now: dt.datetime | None = None) -> bytes:
         if exception.attendees is not None:
             _attendee_props(override, exception.attendees)
         calendar.add_component(override)
-    calendar.add_missing_timezones()
     data: bytes = calendar.to_ical()
+    zones = _timezones(calendar)
+    if zones:
+        # the VTIMEZONEs go before the events that refer to them
+        head, begin, rest = data.partition(b"BEGIN:VEVENT\r\n")
+        data = head + zones + begin + rest
     return data
 
 
@@ -164,12 +270,14 @@ def to_ical(event: CalendarEvent, *, now: dt.datetime | None = None) -> bytes:
 def _zone_name(prop: Any) -> str:
     tzid = prop.params.get("TZID")
     if tzid:
+        # Outlook and Exchange export Windows zone names (case 25)
+        name = _WINDOWS_ZONES.get(str(tzid).strip().casefold(), str(tzid))
         try:
-            ZoneInfo(str(tzid))
+            ZoneInfo(name)
         except (ValueError, KeyError, OSError):
-            return "UTC"  # a custom or Windows zone: keep the instant, in UTC
+            return "UTC"  # a custom zone: keep the instant, in UTC
         else:
-            return str(tzid)
+            return name
     value = prop.dt
     if isinstance(value, dt.datetime) and isinstance(value.tzinfo, ZoneInfo):
         return value.tzinfo.key
@@ -237,13 +345,17 @@ def _read_status(vevent: Event) -> EventStatus:
 
 
 def _read_recurrence(vevent: Event) -> tuple[str, ...]:
+    """The recurrence properties as content lines, in icalendar's sorted order
+    (the lines ``content_lines()`` would give for them)."""
+    if not any(name in vevent for name in _RECURRENCE):
+        return ()
     lines = []
-    for line in vevent.content_lines():
-        if not line:
+    for name in vevent.sorted_keys():
+        if name.upper() not in _RECURRENCE:
             continue
-        name, _params, _value = line.parts()
-        if name.upper() in _RECURRENCE:
-            lines.append(str(line))
+        values = vevent[name]
+        for value in values if isinstance(values, list) else [values]:
+            lines.append(str(vevent.content_line(name, value)))
     return tuple(lines)
 
 
@@ -280,6 +392,30 @@ def _read_exception(vevent: Event, master: CalendarEvent) -> RecurrenceException
     )
 
 
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _known_zone(tzid: str) -> bool:
+    """Whether icalendar resolves ``tzid`` by name (it then ignores a
+    ``VTIMEZONE`` of that ``TZID``: ``TZP.cache_timezone_component``)."""
+    zones = _iana_zones()
+    return tzid in zones or tzid.strip("/") in zones
+
+
+def _without_known_timezones(text: str) -> str:
+    """``text`` without the ``VTIMEZONE`` blocks of IANA zones."""
+
+    def cut(block: re.Match[str]) -> str:
+        tzid = _TZID_LINE.search(_FOLD.sub("", block.group(0)))
+        if tzid is not None and _known_zone(tzid.group(1)):
+            return ""
+        return block.group(0)
+
+    return _VTIMEZONE_BLOCK.sub(cut, text)
+
+
 def from_ical(data: bytes | str) -> ParsedEvent:
     """The event series in ``data`` (one UID: the master plus its exceptions).
 
@@ -287,8 +423,10 @@ def from_ical(data: bytes | str) -> ParsedEvent:
         ICalendarError: not iCalendar, no ``VEVENT``, or fields that do not make
             a valid event (e.g. the end before the start).
     """
+    # decoded as icalendar decodes (UTF-8, a BOM dropped, bad bytes replaced)
+    text = _without_known_timezones(to_unicode(data))
     try:
-        calendar = Calendar.from_ical(data)
+        calendar = Calendar.from_ical(text)
         vevents = [c for c in calendar.walk("VEVENT") if isinstance(c, Event)]
         masters = [v for v in vevents if v.get("RECURRENCE-ID") is None]
         if not vevents:

@@ -1,0 +1,155 @@
+"""The CalDAV adapter's iCalendar mapping: the ``VTIMEZONE``\\s it writes and the
+ones it skips when reading (no server)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+import pytest
+from icalendar import Calendar
+
+from crmflow.domain.appointments import timed_span
+from crmflow.domain.calendar import CalendarEvent, RecurrenceException
+from crmflow.providers.caldav._ical import from_ical, to_ical
+
+from .contract import ROUND_TRIP, sample
+
+MOVED = dt.datetime(2027, 1, 11, 15, tzinfo=dt.UTC)
+
+EVENTS = {
+    "across DST": replace(
+        sample("dst"),
+        span=timed_span(
+            dt.datetime(2026, 3, 29, 1, 30),
+            dt.datetime(2026, 3, 29, 4),
+            "Europe/Berlin",
+        ),
+    ),
+    "new year": replace(
+        sample("new-year"),
+        span=timed_span(
+            dt.datetime(2031, 12, 31, 23, 30),
+            dt.datetime(2032, 1, 1, 0, 30),
+            "America/New_York",
+        ),
+    ),
+    "open series": replace(
+        sample("open"), recurrence=("RRULE:FREQ=MONTHLY;BYMONTHDAY=7",)
+    ),
+    "series until": replace(
+        sample("until"), recurrence=("RRULE:FREQ=YEARLY;UNTIL=20400101T000000Z",)
+    ),
+    "two zones": replace(
+        sample("two-zones"),
+        span=timed_span(
+            dt.datetime(2026, 12, 28, 9), dt.datetime(2026, 12, 28, 10), "Europe/Berlin"
+        ),
+        recurrence=("RRULE:FREQ=WEEKLY;COUNT=3",),
+        exceptions=(
+            RecurrenceException(
+                MOVED - dt.timedelta(hours=7),
+                title="In New York",
+                span=timed_span(
+                    dt.datetime(2027, 1, 11, 10),
+                    dt.datetime(2027, 1, 11, 11),
+                    "America/New_York",
+                ),
+            ),
+        ),
+    ),
+    **ROUND_TRIP,
+}
+
+
+def moments(event: CalendarEvent) -> list[dt.datetime]:
+    """Instants a reader must place correctly: the event's times, and for a
+    series the middle of every month to the end of 2037."""
+    spans = [event.span, *(e.span for e in event.exceptions if e.span)]
+    found = [t for s in spans if not s.all_day for t in (s.start_at, s.end_at)]
+    if event.recurrence and not event.span.all_day:
+        for year in range(event.span.start_at.year, 2038):
+            found += [dt.datetime(year, m, 15, 12, tzinfo=dt.UTC) for m in range(1, 13)]
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+def test_written_vtimezones_place_every_time_of_the_event(name):
+    event = EVENTS[name]
+    calendar = Calendar.from_ical(to_ical(event))
+    zones = {str(c["TZID"]): c for c in calendar.timezones}
+    used = {
+        s.timezone
+        for s in (event.span, *(e.span for e in event.exceptions if e.span))
+        if not s.all_day and s.timezone != "UTC"
+    }
+    assert set(zones) == used
+    for tzid, component in zones.items():
+        # a reader that knows no zone names builds the zone from the component
+        strict = component.to_tz(lookup_tzid=False)
+        iana = ZoneInfo(tzid)
+        for moment in moments(event):
+            local = moment.astimezone(iana).replace(tzinfo=None)
+            assert local.replace(tzinfo=strict).utcoffset() == (
+                local.replace(tzinfo=iana).utcoffset()
+            ), (tzid, moment)
+    assert from_ical(to_ical(event)).event.content_hash() == event.content_hash()
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+def test_each_vtimezone_rdate_value_has_a_line_of_its_own(name):
+    text = to_ical(EVENTS[name]).decode()
+    zone_part = text[: text.index("BEGIN:VEVENT")]
+    unfolded = zone_part.replace("\r\n ", "")
+    rdates = [line for line in unfolded.split("\r\n") if line.startswith("RDATE")]
+    assert all("," not in line for line in rdates)
+    if EVENTS[name].recurrence and "VTIMEZONE" in text:
+        assert rdates  # a series spans years of transitions
+
+
+ZONE_NAMED = """BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VTIMEZONE\r
+TZID:{tzid}\r
+BEGIN:STANDARD\r
+DTSTART:19700101T000000\r
+TZOFFSETFROM:+0500\r
+TZOFFSETTO:+0500\r
+END:STANDARD\r
+END:VTIMEZONE\r
+BEGIN:VEVENT\r
+UID:zone-named\r
+DTSTAMP:20260101T000000Z\r
+DTSTART;TZID={tzid}:20260710T120000\r
+DTEND;TZID={tzid}:20260710T130000\r
+SUMMARY:Zone named\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def test_a_vtimezone_of_an_iana_zone_leaves_the_zone_to_its_name():
+    event = from_ical(ZONE_NAMED.format(tzid="Europe/Berlin")).event
+    assert event.span.timezone == "Europe/Berlin"
+    assert event.span.start_at == dt.datetime(2026, 7, 10, 10, tzinfo=dt.UTC)
+
+
+def test_a_custom_vtimezone_gives_the_instant():
+    event = from_ical(ZONE_NAMED.format(tzid="Head Office (custom)")).event
+    assert event.span.timezone == "UTC"
+    assert event.span.start_at == dt.datetime(2026, 7, 10, 7, tzinfo=dt.UTC)
+
+
+def test_events_without_a_zone_get_no_vtimezone():
+    utc = replace(
+        sample("utc"),
+        span=timed_span(
+            dt.datetime(2026, 4, 7, 10, tzinfo=dt.UTC),
+            dt.datetime(2026, 4, 7, 11, tzinfo=dt.UTC),
+            "UTC",
+        ),
+    )
+    assert b"VTIMEZONE" not in to_ical(utc)
+    assert b"VTIMEZONE" not in to_ical(ROUND_TRIP["all-day"])
