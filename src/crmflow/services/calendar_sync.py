@@ -308,11 +308,16 @@ class CalendarSync:
     async def sync_all(
         self, ctx: TenantContext, *, sync_type: SyncType = SyncType.MANUAL
     ) -> list[SyncRunInfo]:
-        """Sync every enabled calendar of the user, one after the other."""
+        """Sync every enabled calendar of the user, one after the other; a
+        calendar that is syncing already is left to that run (no entry)."""
         runs: list[SyncRunInfo] = []
         for account in await self.accounts(ctx):
-            if account.is_enabled:
+            if not account.is_enabled or account.integration_id is None:
+                continue
+            try:
                 runs.append(await self.sync(ctx, account.id, sync_type=sync_type))
+            except SyncInProgress:
+                continue
         return runs
 
     async def sync(
@@ -356,11 +361,27 @@ class CalendarSync:
                 )
             run = await store.start_run(account_id, sync_type, account.direction)
             choices = await store.choices(account_id)
+            # read in this transaction what the calendar side needs, so a run
+            # opens as few transactions as possible (each is a connection on
+            # SQLite)
+            integrations = IntegrationStore(session, self._deps.vault)
+            info = await integrations.get(account.integration_id)
+            password = (
+                await integrations.load_password(info.id)
+                if info.provider not in (ProviderKey.GOOGLE, ProviderKey.MICROSOFT)
+                else None
+            )
         result: SyncResult | None = None
         failure: SyncError | None = None
         try:
             result = await self._run(
-                ctx, account, sync_type, choices, confirm_mass_delete, progress
+                ctx,
+                account,
+                self._calendar_side(ctx, account, info, password),
+                sync_type,
+                choices,
+                confirm_mass_delete,
+                progress,
             )
         except CrmflowError as exc:
             failure = _failure(exc, account)
@@ -385,12 +406,13 @@ class CalendarSync:
                 run = await store.finish_run(_summary(run, result, failure), _utcnow())
         return run
 
-    async def _calendar_side(
-        self, ctx: TenantContext, account: CalendarAccountInfo
+    def _calendar_side(
+        self,
+        ctx: TenantContext,
+        account: CalendarAccountInfo,
+        info: IntegrationInfo,
+        password: Secret | None,
     ) -> CalendarProvider:
-        if account.integration_id is None:  # checked by the caller
-            raise ValidationFailed("This calendar has no connection.")
-        info = await self._integration(ctx, account.integration_id)
         transport = self._deps.transport
         if info.provider is ProviderKey.GOOGLE:
             return google.GoogleCalendar(
@@ -406,9 +428,10 @@ class CalendarSync:
                 self._token(ctx, info),
                 transport=transport,
             )
-        async with self._deps.db.tenant(ctx) as session:
-            password = await IntegrationStore(session, self._deps.vault).load_password(
-                info.id
+        if password is None:
+            raise ValidationFailed(
+                "This calendar connection has no password; connect it again in "
+                "Settings -> Integrations."
             )
         username = str(info.settings.get("username") or info.account_id or "")
         return CalDAVCalendar(
@@ -423,13 +446,13 @@ class CalendarSync:
         self,
         ctx: TenantContext,
         account: CalendarAccountInfo,
+        provider: CalendarProvider,
         sync_type: SyncType,
         choices: dict[str, tuple[str, str, Resolution]],
         confirm_mass_delete: bool,
         progress: Progress | None,
     ) -> SyncResult:
         uow = SyncSession(self._deps.db, ctx)
-        provider = await self._calendar_side(ctx, account)
         # a CalDAV side keeps one HTTP client for the run, closed at its end
         connection = (
             provider

@@ -166,10 +166,20 @@ class CalendarAccountStore:
 
     async def get(self, account_id: uuid.UUID) -> CalendarAccountInfo:
         """Raises NotFound for unknown ids and other users' accounts."""
-        for info in await self.all():
-            if info.id == account_id:
-                return info
-        raise NotFound("Calendar account not found.")
+        row = await self._row(account_id)
+        m = models.CalendarEventMapping
+        c = models.CalendarSyncConflict
+        mapped = await self._s.scalar(
+            select(func.count()).where(*self._mine(m), m.calendar_account_id == row.id)
+        )
+        conflicts = await self._s.scalar(
+            select(func.count()).where(
+                *self._mine(c),
+                c.calendar_account_id == row.id,
+                c.status == ConflictStatus.OPEN.value,
+            )
+        )
+        return _account_info(row, mapped or 0, conflicts or 0)
 
     async def find(
         self, integration_id: uuid.UUID, external_calendar_id: str
