@@ -62,7 +62,6 @@ from crmflow.domain.calendar_accounts import (
     SyncRunInfo,
 )
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
-from crmflow.domain.secret import Secret
 from crmflow.errors import Conflict, NotFound, ValidationFailed
 from crmflow.providers.base import (
     AuthError,
@@ -83,6 +82,7 @@ from crmflow.web.ui.integrations import (
     CalendarForm,
     Card,
     card_of,
+    check_caldav_form,
     integration_label,
     unavailable_text,
 )
@@ -403,37 +403,6 @@ async def caldav_form(
     return _caldav_page(request, viewer, form)
 
 
-def _caldav_errors(form: CalendarForm, raw: Mapping[str, Any]) -> Secret | None:
-    """Check the CalDAV form (recording messages in ``form.errors``), as
-    Settings -> Integrations does; the password when everything is filled in."""
-    errors = form.errors
-    preset = form.chosen
-    if preset is None and form.preset != CUSTOM:
-        errors["preset"] = "Choose your calendar provider, or 'Other CalDAV server'."
-    needs_url = preset is None or preset.url is None
-    if needs_url and not form.url:
-        errors["url"] = "Enter your server's address, e.g. https://cloud.example.com."
-    elif len(form.url) > 2000:
-        errors["url"] = "This address is too long; check it."
-    if not form.username:
-        errors["username"] = "Enter the user name you sign in with."
-    elif len(form.username) > 320:
-        errors["username"] = "The user name is too long; check it."
-    if form.email and ("@" not in form.email or len(form.email) > 320):
-        errors["email"] = f"{form.email!r} is not an email address; check it."
-    password = text(raw, PASSWORD_FIELD)
-    if not password:
-        errors[PASSWORD_FIELD] = (
-            "Enter the password; for iCloud and most big providers that is an "
-            "app-specific password."
-        )
-    elif len(password) > credentials.MAX_PASSWORD_LENGTH:
-        errors[PASSWORD_FIELD] = "This password is too long; check what you pasted."
-    if errors:
-        return None
-    return Secret(password)
-
-
 @router.post(CONNECT + "/caldav", dependencies=Csrf)
 async def caldav_connect(
     request: Request, viewer: ViewerDep, services: ServicesDep
@@ -442,7 +411,7 @@ async def caldav_connect(
     choice, or show the form again with what went wrong (422)."""
     raw = await request.form()
     form = CalendarForm.from_form(raw)
-    password = _caldav_errors(form, raw)
+    password = check_caldav_form(form, raw)
     if password is not None:
         preset = form.chosen
         try:

@@ -805,6 +805,29 @@ class CalendarForm:
         return next((p for p in CALENDAR_PRESETS if p.key == self.preset), None)
 
 
+def check_caldav_form(form: CalendarForm, raw: Mapping[str, Any]) -> Secret | None:
+    """Check a CalDAV sign-in form, recording what is wrong in ``form.errors``;
+    the password when the form is complete (nothing is checked with the server
+    here)."""
+    errors = form.errors
+    preset = form.chosen
+    if preset is None and form.preset != CUSTOM:
+        errors["preset"] = "Choose your calendar provider, or 'Other CalDAV server'."
+    needs_url = preset is None or preset.url is None
+    if needs_url and not form.url:
+        errors["url"] = "Enter your server's address, e.g. https://cloud.example.com."
+    elif len(form.url) > 2000:
+        errors["url"] = "This address is too long; check it."
+    if not form.username:
+        errors["username"] = "Enter the user name you sign in with."
+    elif len(form.username) > 320:
+        errors["username"] = "The user name is too long; check it."
+    if form.email and ("@" not in form.email or len(form.email) > 320):
+        errors["email"] = f"{form.email!r} is not an email address; check it."
+    password = _password(raw, errors)
+    return None if errors else password
+
+
 def _password(form: Mapping[str, Any], errors: dict[str, str]) -> Secret | None:
     value = text(form, PASSWORD_FIELD)
     if not value:
@@ -986,21 +1009,9 @@ async def connect_calendar(
     raw = await request.form()
     form = CalendarForm.from_form(raw)
     errors = form.errors
+    password = check_caldav_form(form, raw)
     preset = form.chosen
-    if preset is None and form.preset != CUSTOM:
-        errors["preset"] = "Choose your calendar provider, or 'Other CalDAV server'."
     needs_url = preset is None or preset.url is None
-    if needs_url and not form.url:
-        errors["url"] = "Enter your server's address, e.g. https://cloud.example.com."
-    elif len(form.url) > 2000:
-        errors["url"] = "This address is too long; check it."
-    if not form.username:
-        errors["username"] = "Enter the user name you sign in with."
-    elif len(form.username) > 320:
-        errors["username"] = "The user name is too long; check it."
-    if form.email and ("@" not in form.email or len(form.email) > 320):
-        errors["email"] = f"{form.email!r} is not an email address; check it."
-    password = _password(raw, errors)
     if not errors and password is not None:
         try:
             connected = await credentials.connect_caldav(
