@@ -179,3 +179,34 @@ async def test_delta_token_age_limit(ms: Ms) -> None:
         ms.control("POST", "/clock", {"advance_s": 3601})
         graph.headers["Authorization"] = f"Bearer {ms.token(EMAIL)}"
         assert (await graph.get(delta_link)).status_code == 410
+
+
+async def test_delta_of_one_calendar_lists_only_it_and_keeps_its_path(ms: Ms) -> None:
+    """``/me/calendars/{id}/calendarView/delta`` (msgraph-sdk's
+    ``calendars.by_calendar_id.calendar_view.delta``): that calendar's events
+    only, and every next/delta link stays on that calendar."""
+    async with ms.user_client(EMAIL) as graph:
+        other = (await graph.post("/me/calendars", json={"name": "Projects"})).json()
+        in_default = (await graph.post("/me/events", json=_event("Default", 2))).json()
+        in_other = (
+            await graph.post(
+                f"/me/calendars/{other['id']}/events", json=_event("Projects", 3)
+            )
+        ).json()
+        path = f"/me/calendars/{other['id']}/calendarView/delta"
+        items, delta_link, _ = await _round(
+            graph, path, WINDOW, Prefer="odata.maxpagesize=1"
+        )
+        assert [i["id"] for i in items] == [in_other["id"]]
+        assert "/calendars/" in delta_link
+        await graph.patch(f"/me/events/{in_default['id']}", json={"subject": "X"})
+        await graph.patch(f"/me/events/{in_other['id']}", json={"subject": "Y"})
+        changes, _, _ = await _round(graph, delta_link)
+        assert [(c["id"], c["subject"]) for c in changes] == [(in_other["id"], "Y")]
+        # the default calendar's own feed does not list the other calendar
+        mine, _, _ = await _round(graph, "/me/calendar/calendarView/delta", WINDOW)
+        assert [i["id"] for i in mine] == [in_default["id"]]
+        unknown = await graph.get(
+            "/me/calendars/nope/calendarView/delta", params=WINDOW
+        )
+        assert unknown.status_code == 404

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.responses import Response
 
@@ -425,6 +425,19 @@ async def calendar_view_delta(ctx: Context) -> Response:
     with ctx.state.lock:
         deltas = _deltas(ctx)
         cals = _calendars(ctx)
+        # /me/calendarView/delta covers every calendar; /me/calendar/... the
+        # default one; /me/calendars/{id}/... that one. Links keep the path.
+        cal_id = _calendar_id(ctx)
+        link = f"{ctx.graph_base}/me/calendarView/delta"
+        if cal_id is not None:
+            cals.calendar(cal_id)  # 404 for an unknown calendar
+            link = (
+                f"{ctx.graph_base}/me/calendars/{quote(cal_id, safe='')}"
+                "/calendarView/delta"
+            )
+        elif "calendar" in ctx.route.template.split("/"):
+            cal_id = cals.ensure_default().id
+            link = f"{ctx.graph_base}/me/calendar/calendarView/delta"
         skiptoken = params.get("$skiptoken")
         deltatoken = params.get("$deltatoken")
         if skiptoken:
@@ -445,9 +458,7 @@ async def calendar_view_delta(ctx: Context) -> Response:
                     ]
                     query = urlencode(initial_window)
                     raise sync_state_not_found(
-                        f"{ctx.graph_base}/me/calendarView/delta?"
-                        + (f"{query}&" if query else "")
-                        + "$deltatoken="
+                        f"{link}?" + (f"{query}&" if query else "") + "$deltatoken="
                     ) from exc
                 window = previous.params
             else:
@@ -459,7 +470,7 @@ async def calendar_view_delta(ctx: Context) -> Response:
                     raise GraphError(400, "ErrorInvalidParameter", WINDOW_REQUIRED)
             start = parse_instant(window["startDateTime"], "startDateTime")
             end = parse_instant(window["endDateTime"], "endDateTime")
-            views = cals.calendar_view(None, start, end)
+            views = cals.calendar_view(cal_id, start, end)
             current = [
                 CurrentItem(v.id, v.change_key, v.series_master_id or v.id)
                 for v in views
@@ -472,6 +483,7 @@ async def calendar_view_delta(ctx: Context) -> Response:
                     c.event_id
                     for c in cals.changes_since(previous.seq)
                     if c.event_id not in groups
+                    and _in_calendar(cals, c.event_id, cal_id)
                 ]
                 silent = _cancelled_occurrences(cals, previous.snapshot)
             page_size = ctx.max_page_size() or DEFAULT_PAGE_SIZE
@@ -514,15 +526,23 @@ async def calendar_view_delta(ctx: Context) -> Response:
         }
         if index + 1 < len(rnd.pages):
             body["@odata.nextLink"] = (
-                f"{ctx.graph_base}/me/calendarView/delta?$skiptoken={Deltas.skiptoken(rnd, index + 1)}"
+                f"{link}?$skiptoken={Deltas.skiptoken(rnd, index + 1)}"
             )
         else:
             token = deltas.finish(rnd, now)
-            body["@odata.deltaLink"] = (
-                f"{ctx.graph_base}/me/calendarView/delta?$deltatoken={token.token}"
-            )
+            body["@odata.deltaLink"] = f"{link}?$deltatoken={token.token}"
         ctx.state.mark_dirty()
     return ctx.json(body)
+
+
+def _in_calendar(cals: Calendars, event_id: str, calendar_id: str | None) -> bool:
+    """Whether a changed event concerns a feed of ``calendar_id`` (None: every
+    calendar). A deleted event's calendar is unknown: it is reported, as Graph
+    reports ``@removed`` ids a client may never have seen."""
+    if calendar_id is None:
+        return True
+    event = cals.data.events.get(event_id)
+    return event is None or event.calendar_id == calendar_id
 
 
 def _cancelled_occurrences(cals: Calendars, snapshot: dict[str, str]) -> set[str]:
@@ -660,6 +680,13 @@ ROUTES: list[GraphRoute] = [
     GraphRoute(
         "GET",
         "/me/calendar/calendarView/delta",
+        calendar_view_delta,
+        "graph.calendarView.delta",
+        CAL_READ,
+    ),
+    GraphRoute(
+        "GET",
+        "/me/calendars/{calendar-id}/calendarView/delta",
         calendar_view_delta,
         "graph.calendarView.delta",
         CAL_READ,
