@@ -355,3 +355,75 @@ async def test_mappings_are_the_status_rows(
         assert len(m.crm_hash) == 64
         assert m.crm_hash == m.external_hash
         uuid.UUID(m.crm_item_id)
+
+
+async def test_a_shared_meeting_takes_each_users_own_response_only(
+    flow, sandbox: Sandbox, calendar_sync: CalendarSync, services, tenants
+):
+    """Case 23, per-user attendee status: alice owns the appointment; amy's
+    calendar contributes amy's answer and nothing else."""
+    from tests.calendar_sync.conftest import connect_google
+
+    amy_google = "amy@gmail.test"
+    start = dt.datetime(2026, 12, 3, 15, tzinfo=dt.UTC)
+    event = {
+        "iCalUID": "kickoff-acme@example.com",
+        "summary": "Kick-off with ACME",
+        "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
+        "attendees": [
+            {"email": GOOGLE_EMAIL, "responseStatus": "accepted"},
+            {"email": amy_google, "responseStatus": "needsAction"},
+        ],
+    }
+    alice = await connect_google(flow, sandbox, calendar_sync, tenants.alice.ctx)
+    amy = await connect_google(
+        flow, sandbox, calendar_sync, tenants.amy.ctx, amy_google
+    )
+    await sandbox.control(
+        "google", "POST", f"calendars/{GOOGLE_EMAIL}/events", json=event
+    )
+    copy = (
+        await sandbox.control(
+            "google", "POST", f"calendars/{amy_google}/events", json=event
+        )
+    ).json()
+    await calendar_sync.sync(alice.ctx, alice.account.id)
+    await calendar_sync.sync(amy.ctx, amy.account.id)
+
+    # amy accepts in her calendar and, carelessly, renames her copy
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{amy_google}/events/{copy['id']}",
+        json={
+            "summary": "Kick-off (Amy's copy)",
+            "attendees": [
+                {"email": GOOGLE_EMAIL, "responseStatus": "accepted"},
+                {"email": amy_google, "responseStatus": "accepted"},
+            ],
+        },
+    )
+    run = await calendar_sync.sync(amy.ctx, amy.account.id)
+
+    assert run.status is RunStatus.SUCCESS, run.errors
+    row = (await _appointments(services, alice.ctx))["kickoff-acme@example.com"]
+    assert row.user_id == alice.ctx.user_id
+    assert row.title == "Kick-off with ACME"
+    responses = {a["email"]: a["response_status"] for a in row.attendees}
+    assert responses == {GOOGLE_EMAIL: "accepted", amy_google: "accepted"}
+    # recording the answer changed the appointment, so amy's next sync brings
+    # her copy back to the owner's version (her answer kept); then all is quiet
+    back = await calendar_sync.sync(amy.ctx, amy.account.id)
+    assert (back.events_updated, back.errors) == (1, ())
+    [mine] = [
+        e
+        for e in (await _sandbox_events(sandbox, amy_google))
+        if e["iCalUID"] == "kickoff-acme@example.com"
+    ]
+    assert mine["summary"] == "Kick-off with ACME"
+    assert {a["email"]: a["responseStatus"] for a in mine["attendees"]}[
+        amy_google
+    ] == "accepted"
+    quiet = await calendar_sync.sync(amy.ctx, amy.account.id)
+    assert (quiet.events_updated, quiet.errors) == (0, ())

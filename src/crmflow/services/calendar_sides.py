@@ -30,7 +30,7 @@ from crmflow.domain.calendar import (
     RemoteEvent,
     Written,
 )
-from crmflow.errors import Conflict, NotFound, PermissionDenied
+from crmflow.errors import Conflict, NotFound
 from crmflow.providers.base import (
     ItemNotFound,
     PreconditionFailed,
@@ -57,8 +57,9 @@ class CrmCalendar(CalendarProvider):
     UID an appointment of the organization has already is answered with that
     appointment (``adopted``): one meeting seen by two users is one appointment.
     A deletion from the calendar cancels the appointment (``cancel``) or deletes
-    it. Another user's appointment is not changed (``UnsupportedOperation``:
-    its owner's sync keeps it up to date).
+    it. Of another user's appointment only the acting user's own response
+    (their attendee entry at ``own_addresses``) is taken; its owner's sync keeps
+    the rest, and an event leaving this user's calendar leaves it alone.
     """
 
     def __init__(
@@ -68,15 +69,20 @@ class CrmCalendar(CalendarProvider):
         *,
         export_own: bool,
         cancel: bool,
+        own_addresses: frozenset[str] = frozenset(),
         progress: Progress | None = None,
     ) -> None:
         self._uow = uow
+        self._own = frozenset(a.strip().lower() for a in own_addresses)
         self._account_id = account_id
         self._export_own = export_own
         self._cancel = cancel
         self._progress = progress
         self._uids: dict[str, tuple[uuid.UUID, int]] | None = None
         self.writes = 0
+        #: responses to record on other users' appointments after the run:
+        #: ``(owner, appointment, {address: status})`` (``store.apply_replies``)
+        self.replies: list[tuple[uuid.UUID, uuid.UUID, dict[str, str]]] = []
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -121,13 +127,23 @@ class CrmCalendar(CalendarProvider):
     ) -> str | None:
         session = await self._uow.session()
         try:
-            version = await store.update_event(
-                session, remote_id, event, expected_version=if_match
+            updated = await store.update_event(
+                session,
+                remote_id,
+                event,
+                expected_version=if_match,
+                own_addresses=self._own,
             )
-        except (NotFound, Conflict, PermissionDenied) as exc:
+        except (NotFound, Conflict) as exc:
             raise _port_error(exc) from None
-        self._wrote()
-        return str(version)
+        if updated.owner_id is not None:
+            if updated.replies:
+                self.replies.append(
+                    (updated.owner_id, uuid.UUID(remote_id), dict(updated.replies))
+                )
+        else:
+            self._wrote()
+        return str(updated.version)
 
     async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
         session = await self._uow.session()
@@ -135,17 +151,15 @@ class CrmCalendar(CalendarProvider):
             await store.remove_event(
                 session, remote_id, expected_version=if_match, cancel=self._cancel
             )
-        except (NotFound, Conflict, PermissionDenied) as exc:
+        except (NotFound, Conflict) as exc:
             raise _port_error(exc) from None
         self._wrote()
 
 
-def _port_error(exc: NotFound | Conflict | PermissionDenied) -> Exception:
+def _port_error(exc: NotFound | Conflict) -> Exception:
     if isinstance(exc, NotFound):
         return ItemNotFound(str(exc))
-    if isinstance(exc, Conflict):
-        return PreconditionFailed(str(exc))
-    return UnsupportedOperation(str(exc))
+    return PreconditionFailed(str(exc))
 
 
 class DbStatusRepository(SyncStatusRepository):

@@ -61,7 +61,7 @@ from crmflow.services.calendar_sides import (
     DbStatusRepository,
     Progress,
 )
-from crmflow.store.appointment_sync import SyncSession
+from crmflow.store.appointment_sync import SyncSession, apply_replies, login_address
 from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.store.integrations import IntegrationInfo, IntegrationStore
 from crmflow.sync import (
@@ -371,6 +371,16 @@ class CalendarSync:
                 if info.provider not in (ProviderKey.GOOGLE, ProviderKey.MICROSOFT)
                 else None
             )
+            # where this user answers invitations: their own attendee entries
+            addresses = {
+                a.strip().lower()
+                for a in (
+                    await login_address(session),
+                    info.email,
+                    str(info.settings.get("username") or ""),
+                )
+                if a and "@" in a
+            }
         result: SyncResult | None = None
         failure: SyncError | None = None
         try:
@@ -378,6 +388,7 @@ class CalendarSync:
                 ctx,
                 account,
                 self._calendar_side(ctx, account, info, password),
+                frozenset(addresses),
                 sync_type,
                 choices,
                 confirm_mass_delete,
@@ -447,6 +458,7 @@ class CalendarSync:
         ctx: TenantContext,
         account: CalendarAccountInfo,
         provider: CalendarProvider,
+        own_addresses: frozenset[str],
         sync_type: SyncType,
         choices: dict[str, tuple[str, str, Resolution]],
         confirm_mass_delete: bool,
@@ -466,6 +478,7 @@ class CalendarSync:
             export_own=account.export_scope is ExportScope.OWN
             and account.direction is not Direction.IMPORT_ONLY,
             cancel=account.delete_mode is DeleteMode.CANCEL,
+            own_addresses=own_addresses,
             progress=progress,
         )
         status = DbStatusRepository(
@@ -481,7 +494,7 @@ class CalendarSync:
         errors: list[ItemError] = []
         try:
             async with connection:
-                return await sync_pair(
+                result = await sync_pair(
                     crm,
                     calendar,
                     status,
@@ -502,6 +515,11 @@ class CalendarSync:
             except Exception:
                 await uow.rollback()
                 raise
+        # the user's own answers to other users' meetings (case 23), recorded
+        # after the run's transaction, in the owner's name
+        for owner_id, appointment_id, replies in crm.replies:
+            await apply_replies(self._deps.db, ctx, owner_id, appointment_id, replies)
+        return result
 
 
 def _chosen(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, insert, not_, or_, select
@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.appointments import AppointmentStatus, TimeSpan
 from crmflow.domain.calendar import CalendarEvent
-from crmflow.domain.tenancy import TenantContext
-from crmflow.errors import Conflict, NotFound, PermissionDenied
+from crmflow.domain.tenancy import Role, TenantContext
+from crmflow.errors import Conflict, NotFound
 from crmflow.store import models
 from crmflow.store.calendar_json import (
     attendees_from_json,
@@ -177,6 +177,14 @@ async def uid_index(session: AsyncSession) -> dict[str, tuple[uuid.UUID, int]]:
     return {uid: (row_id, version) for uid, row_id, version in rows}
 
 
+async def login_address(session: AsyncSession) -> str | None:
+    """The acting user's sign-in address (lower case)."""
+    found: str | None = await session.scalar(
+        select(models.User.email).where(models.User.id == _ctx(session).user_id)
+    )
+    return found.lower() if found else None
+
+
 def _uuids(ids: Iterable[str]) -> list[uuid.UUID]:
     out: list[uuid.UUID] = []
     for text in ids:
@@ -286,7 +294,7 @@ def insert_event(uow: SyncSession, event: CalendarEvent) -> uuid.UUID:
     return appointment_id
 
 
-async def _writable_row(
+async def _current_row(
     session: AsyncSession, appointment_id: str, expected_version: str
 ) -> models.Appointment:
     ctx = _ctx(session)
@@ -303,13 +311,36 @@ async def _writable_row(
         raise NotFound("The appointment no longer exists.")
     if str(row.version) != expected_version:
         raise Conflict("The appointment changed since it was read.")
-    if row.user_id != ctx.user_id and not ctx.is_admin:
-        raise PermissionDenied(
-            f"The appointment {row.title!r} belongs to another user; changes from "
-            "your calendar are not applied to it (its owner's sync keeps it "
-            "up to date)."
-        )
     return row
+
+
+def _replies(
+    row: models.Appointment, event: CalendarEvent, addresses: frozenset[str]
+) -> dict[str, str]:
+    """The responses of ``addresses`` in ``event`` that differ from the
+    appointment's attendee entries: ``{address: response status}``."""
+    current = {
+        str(a.get("email", "")).strip().lower(): a.get("response_status")
+        for a in row.attendees
+    }
+    return {
+        email: a.response_status.value
+        for a in event.attendees
+        if (email := a.email.strip().lower()) in addresses
+        and email in current
+        and current[email] != a.response_status.value
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Updated:
+    """What :func:`update_event` did."""
+
+    version: int
+    #: another user's appointment: its owner, and the acting user's own
+    #: responses still to apply in the owner's name (:func:`apply_replies`)
+    owner_id: uuid.UUID | None = None
+    replies: Mapping[str, str] = field(default_factory=dict)
 
 
 async def update_event(
@@ -318,19 +349,60 @@ async def update_event(
     event: CalendarEvent,
     *,
     expected_version: str,
-) -> int:
+    own_addresses: frozenset[str] = frozenset(),
+) -> Updated:
     """Overwrite the appointment's synced fields if it is still at
-    ``expected_version``; returns the new version.
+    ``expected_version``.
+
+    An appointment another user owns (a meeting both have in their calendars:
+    one appointment, case 23) is the owner's to change: nothing is written
+    here; the acting user's own response (attendees at ``own_addresses``) is
+    returned for :func:`apply_replies`, everything else stays as the owner's
+    sync keeps it.
 
     Raises:
         NotFound: no such appointment in the organization.
         Conflict: it is at another version.
-        PermissionDenied: it belongs to another user (and the actor is no admin).
     """
-    row = await _writable_row(session, appointment_id, expected_version)
+    row = await _current_row(session, appointment_id, expected_version)
+    if row.user_id != _ctx(session).user_id:
+        return Updated(row.version, row.user_id, _replies(row, event, own_addresses))
     _fill(row, event)
     await session.flush()
-    return row.version
+    return Updated(row.version)
+
+
+async def apply_replies(
+    db: Database,
+    ctx: TenantContext,
+    owner_id: uuid.UUID,
+    appointment_id: uuid.UUID,
+    replies: Mapping[str, str],
+) -> None:
+    """Record the acting user's own responses on another user's appointment.
+
+    Appointments are written by their owner only (row level security on
+    PostgreSQL), so this transaction acts as the owner, and it changes nothing
+    but the response status of the attendee entries at the addresses the
+    caller's own calendar answered for.
+    """
+    owner = TenantContext(owner_id, ctx.organization_id, Role.MEMBER)
+    async with db.tenant(owner) as session:
+        row = await session.scalar(
+            select(models.Appointment).where(
+                models.Appointment.organization_id == ctx.organization_id,
+                models.Appointment.id == appointment_id,
+                models.Appointment.user_id == owner_id,
+            )
+        )
+        if row is None:
+            return  # gone, or changed hands meanwhile: nothing to record
+        row.attendees = [
+            {**a, "response_status": replies[email]}
+            if (email := str(a.get("email", "")).strip().lower()) in replies
+            else a
+            for a in row.attendees
+        ]
 
 
 async def remove_event(
@@ -341,8 +413,12 @@ async def remove_event(
     cancel: bool,
 ) -> None:
     """Cancel (``cancel``) or delete the appointment if it is still at
-    ``expected_version`` (same errors as :func:`update_event`)."""
-    row = await _writable_row(session, appointment_id, expected_version)
+    ``expected_version`` (same errors as :func:`update_event`). Another user's
+    appointment is left alone: the event left this user's calendar, not the
+    owner's (the caller drops the link)."""
+    row = await _current_row(session, appointment_id, expected_version)
+    if row.user_id != _ctx(session).user_id:
+        return
     if cancel:
         row.status = AppointmentStatus.CANCELLED.value
     else:
