@@ -3,28 +3,36 @@
 Three parties share one CalDAV collection on a real Radicale
 (``tests/servers/radicale.py``):
 
-* crmflow's engine (:func:`crmflow.sync.sync_pair`) syncs it, through
-  :class:`~crmflow.providers.caldav.CalDAVCalendar`, with the CRM side of
-  :func:`make_crm_side`; the test changes the CRM side through its port, as the
-  CRM's own UI would;
+* crmflow, the product's path: a user's CalDAV integration connected with
+  :func:`~crmflow.connections.credentials.connect_caldav` against Radicale, the
+  collection added as a calendar account, and each run one
+  :meth:`CalendarSync.sync <crmflow.services.calendar_sync.CalendarSync.sync>`
+  on the test's database (SQLite and PostgreSQL). The test changes the CRM
+  through :class:`~crmflow.store.repositories.AppointmentRepository`, as the
+  CRM's own UI does, and reads the CRM back from the appointments table;
 * vdirsyncer, an independent CalDAV client, syncs it with a folder of ``.ics``
   files (``tests/servers/vdirsyncer.py``), which the test edits as a local
   calendar app would (files written with icalendar, alarms and ``X-``
   properties included);
 * the test reads the collection itself with one ``calendar-query`` REPORT.
 
-Rounds: events made in the CRM reach the folder; files created, edited and
-deleted in the folder reach the CRM; CRM edits and deletions reach the folder;
-an event changed on both sides is settled by the engine's conflict policy
-(``crm_wins`` once, ``calendar_wins`` once) or, when crmflow synced first, by
-vdirsyncer's ``b wins``; one round runs vdirsyncer and crmflow at the same time.
-After each settled round the CRM side, Radicale and the folder hold the same
-UIDs, each once, with the content the test expects (compared by
+Rounds: appointments made in the CRM reach the folder; files created, edited
+and deleted in the folder reach the CRM (a deletion cancels the appointment,
+the account's default); CRM edits and deletions reach the folder; an event
+changed on both sides is first held as an open conflict by the account's
+``manual`` strategy (nothing written) and then settled by the strategy the
+test switches to (``crm_wins`` once, ``calendar_wins`` once) or, when crmflow
+synced first, by vdirsyncer's ``b wins``; one round runs vdirsyncer and
+crmflow at the same time. What each crmflow run wrote is read from the
+outcome: appointment rows (new, new version, cancelled, gone) and Radicale's
+ETags before and after, checked against the run's counters in the sync log.
+After each settled round the CRM's appointments, Radicale and the folder hold
+the same UIDs, each once, with the content the test expects (compared by
 ``CalendarEvent.content_hash`` after parsing with the adapter's iCalendar
 mapping); at the end one more round writes nothing.
 
-Every crmflow sync but the conflict rounds uses the ``manual`` policy, so an
-unexpected conflict fails the test (``SyncConflict``).
+Every crmflow run but the conflict rounds uses the ``manual`` strategy and
+must succeed with no conflict.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import datetime as dt
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,28 +52,36 @@ import httpx
 import pytest
 from defusedxml.ElementTree import fromstring
 from icalendar import Alarm, Calendar, Event
+from sqlalchemy import select
 
-from crmflow.domain.appointments import all_day_span, timed_span
-from crmflow.domain.calendar import (
-    Attendee,
-    CalendarEvent,
-    CalendarProvider,
-    Notify,
-    RemoteEvent,
+from crmflow.bootstrap import Services
+from crmflow.config import Settings
+from crmflow.connections.credentials import connect_caldav
+from crmflow.connections.service import Integrations
+from crmflow.domain.appointments import (
+    AppointmentStatus,
     ResponseStatus,
+    TimeSpan,
+    all_day_span,
+    timed_span,
 )
-from crmflow.providers.caldav import CalDAVCalendar
+from crmflow.domain.calendar import CalendarEvent
+from crmflow.domain.calendar_accounts import (
+    ConflictStatus,
+    RunStatus,
+    Strategy,
+    SyncRunInfo,
+)
+from crmflow.domain.crm import AppointmentDraft, Attendee
+from crmflow.domain.secret import Secret
+from crmflow.domain.tenancy import TenantContext
 from crmflow.providers.caldav._ical import from_ical
-from crmflow.providers.memory import MemoryCalendar
-from crmflow.sync import (
-    Branch,
-    ConflictPolicy,
-    SideName,
-    SyncResult,
-    WriteKind,
-    sync_pair,
-)
-from crmflow.sync.status import InMemoryStatusRepository, SyncStatusRepository
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.store import models
+from crmflow.store.appointment_sync import event_of
+from crmflow.store.repositories import AppointmentRepository
+from crmflow.sync import WriteKind
+from tests.conftest import Tenants
 from tests.servers.radicale import RadicaleServer
 from tests.servers.vdirsyncer import (
     LOCAL,
@@ -77,12 +93,12 @@ from tests.servers.vdirsyncer import (
     Winner,
     require_vdirsyncer,
 )
-from tests.sync.caldav_helpers import USER, calendar, collections_of
+from tests.sync.caldav_helpers import USER, collections_of
 
 pytestmark = pytest.mark.servers
 
-CRM = SideName.CRM
-CALENDAR = SideName.CALENDAR
+#: what a crmflow run did to one event on one side
+CREATED, UPDATED, DELETED = WriteKind.CREATE, WriteKind.UPDATE, WriteKind.DELETE
 UPLOAD, UPDATE, DELETE = (
     VdirWriteKind.UPLOAD,
     VdirWriteKind.UPDATE,
@@ -111,29 +127,28 @@ LAPTOP_PRODID = "-//Laptop Calendar 4.2//EN"
 _PROPERTY = {"title": "SUMMARY", "location": "LOCATION", "description": "DESCRIPTION"}
 
 
-def make_crm_side() -> tuple[CalendarProvider, SyncStatusRepository]:
-    """The CRM side of the pair and its sync status.
-
-    In memory for now; the CRM appointments over the store (the same
-    ``CalendarProvider`` port) and the database status repository replace them.
-    """
-    return MemoryCalendar(), InMemoryStatusRepository()
-
-
 # ---------------------------------------------------------------- events
 
 
-def berlin(uid: str, title: str, day: int, hour: int, **fields: Any) -> CalendarEvent:
-    """A one-hour event in June 2026, Berlin time."""
+def berlin_span(day: int, hour: int) -> TimeSpan:
+    """One hour on a day of June 2026, Berlin time."""
+    return timed_span(
+        dt.datetime(2026, 6, day, hour),
+        dt.datetime(2026, 6, day, hour + 1),
+        "Europe/Berlin",
+    )
+
+
+def event_of_draft(uid: str, draft: AppointmentDraft) -> CalendarEvent:
+    """The calendar event an appointment made from ``draft`` stands for."""
     return CalendarEvent(
         ical_uid=uid,
-        title=title,
-        span=timed_span(
-            dt.datetime(2026, 6, day, hour),
-            dt.datetime(2026, 6, day, hour + 1),
-            "Europe/Berlin",
-        ),
-        **fields,
+        title=draft.title,
+        span=draft.span,
+        description=draft.description,
+        location=draft.location,
+        attendees=tuple(draft.attendees),
+        recurrence=(f"RRULE:{draft.recurrence_rule}",) if draft.recurrence_rule else (),
     )
 
 
@@ -188,32 +203,100 @@ def parse(data: bytes | str) -> CalendarEvent:
 # ---------------------------------------------------------------- the scene
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An appointment row as the test reads it back."""
+
+    id: uuid.UUID
+    version: int
+    status: AppointmentStatus
+    event: CalendarEvent
+
+
+@dataclass(frozen=True)
+class Writes:
+    """What changed on each side during a crmflow run, per UID; a cancelled
+    appointment counts as a deletion (the account's ``cancel`` delete mode)."""
+
+    crm: dict[str, WriteKind]
+    calendar: dict[str, WriteKind]
+
+
+def _diff(
+    before: dict[str, Any], after: dict[str, Any], gone: Set[str] = frozenset()
+) -> dict[str, WriteKind]:
+    out: dict[str, WriteKind] = {}
+    for uid in before.keys() | after.keys():
+        if uid not in after or uid in gone:
+            out[uid] = DELETED
+        elif uid not in before:
+            out[uid] = CREATED
+        elif before[uid] != after[uid]:
+            out[uid] = UPDATED
+    return out
+
+
 @dataclass
 class Scene:
     """The three parties, and what every one of them should hold."""
 
-    crm: CalendarProvider
-    status: SyncStatusRepository
-    caldav: CalDAVCalendar
+    services: Services
+    ctx: TenantContext
+    sync: CalendarSync
+    account_id: uuid.UUID
     vdir: Vdirsyncer
     server: RadicaleServer
     url: str
     #: UID -> the event all three should hold once the round is synced
     expected: dict[str, CalendarEvent] = field(default_factory=dict)
+    #: UIDs deleted in the folder: their appointments are kept, cancelled
+    cancelled: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------ syncing
 
-    async def crm_sync(
-        self, conflicts: ConflictPolicy = ConflictPolicy.MANUAL
-    ) -> SyncResult:
-        """One crmflow run; any failing ident fails the test."""
-        return await sync_pair(self.crm, self.caldav, self.status, conflicts=conflicts)
+    async def set_strategy(self, strategy: Strategy) -> None:
+        account = await self.sync.update_account(
+            self.ctx, self.account_id, {"strategy": strategy.value}
+        )
+        assert account.strategy is strategy
 
-    async def vdir_sync(self) -> VdirsyncerRun:
-        """One vdirsyncer run; a non-zero exit fails the test."""
-        return await self.vdir.sync_async()
+    async def crm_sync_run(self) -> SyncRunInfo:
+        """One crmflow run of the service; any failing event fails the test."""
+        run = await self.sync.sync(self.ctx, self.account_id)
+        assert run.status is RunStatus.SUCCESS, run.errors
+        assert run.errors == ()
+        return run
 
-    async def crm_sync_once_vdirsyncer_talks(self, since: int) -> SyncResult:
+    async def crm_sync(self, *, conflicts: int = 0) -> Writes:
+        """One crmflow run with nothing else writing; returns what it wrote,
+        read from the appointments and Radicale, which must agree with the
+        run's counters in the sync log."""
+        crm_before = await self.crm_snapshot()
+        server_before = await self.server_etags()
+        run = await self.crm_sync_run()
+        assert run.conflicts == conflicts
+        writes = Writes(
+            self.crm_writes(crm_before, await self.crm_snapshot()),
+            _diff(server_before, await self.server_etags()),
+        )
+        kinds = [*writes.crm.values(), *writes.calendar.values()]
+        assert (
+            run.events_imported,
+            run.events_exported,
+            run.events_updated,
+            run.events_deleted,
+        ) == (
+            list(writes.crm.values()).count(CREATED),
+            list(writes.calendar.values()).count(CREATED),
+            kinds.count(UPDATED),
+            kinds.count(DELETED),
+        ), (run, writes)
+        logged = (await self.sync.runs(self.ctx, self.account_id, limit=1))[0]
+        assert logged.id == run.id
+        assert logged.status is RunStatus.SUCCESS
+        return writes
+
+    async def crm_sync_once_vdirsyncer_talks(self, since: int) -> SyncRunInfo:
         """A crmflow run started as soon as Radicale logs a request of
         vdirsyncer after byte ``since`` of its log: vdirsyncer spends about half
         a second starting up, and crmflow's run is short, so started together
@@ -222,41 +305,114 @@ class Scene:
         while VDIRSYNCER_AGENT not in _log_after(self.server, since):
             assert time.monotonic() < deadline, "vdirsyncer sent no request"
             await asyncio.sleep(LOG_POLL_S)
-        return await self.crm_sync()
+        return await self.crm_sync_run()
+
+    async def vdir_sync(self) -> VdirsyncerRun:
+        """One vdirsyncer run; a non-zero exit fails the test."""
+        return await self.vdir.sync_async()
 
     # ------------------------------------------------------------ the CRM side
 
-    async def crm_items(self) -> dict[str, RemoteEvent]:
-        """The CRM side's events by UID, read through the port."""
-        listing = await self.crm.list()
-        ids = sorted(listing.items)
-        limit = self.crm.get_many_limit or max(len(ids), 1)
-        found: list[RemoteEvent] = []
-        for start in range(0, len(ids), limit):
-            found.extend(await self.crm.get_many(ids[start : start + limit]))
-        uids = [item.event.ical_uid for item in found]
+    async def crm_rows(self) -> dict[str, Stored]:
+        """The organization's appointments by UID, from the database."""
+        async with self.services.db.tenant(self.ctx) as session:
+            rows = await session.scalars(
+                select(models.Appointment).where(
+                    models.Appointment.organization_id == self.ctx.organization_id
+                )
+            )
+            found = [
+                (
+                    row.ical_uid,
+                    Stored(
+                        row.id,
+                        row.version,
+                        AppointmentStatus(row.status),
+                        event_of(row),
+                    ),
+                )
+                for row in rows
+            ]
+        uids = [uid for uid, _ in found]
         assert len(uids) == len(set(uids)), f"duplicate UIDs in the CRM: {uids}"
-        return {item.event.ical_uid: item for item in found}
+        return dict(found)
 
-    async def crm_create(self, event: CalendarEvent) -> None:
-        await self.crm.create(
-            event, idempotency_key=uuid.uuid4().hex, notify=Notify.NONE
+    async def crm_snapshot(self) -> dict[str, tuple[int, AppointmentStatus]]:
+        return {
+            uid: (row.version, row.status)
+            for uid, row in (await self.crm_rows()).items()
+        }
+
+    @staticmethod
+    def crm_writes(
+        before: dict[str, tuple[int, AppointmentStatus]],
+        after: dict[str, tuple[int, AppointmentStatus]],
+    ) -> dict[str, WriteKind]:
+        cancelled = {
+            uid
+            for uid, (_, status) in after.items()
+            if status is AppointmentStatus.CANCELLED
+            and before.get(uid, (0, None))[1] is not AppointmentStatus.CANCELLED
+        }
+        return _diff(before, after, cancelled)
+
+    async def crm_events(self) -> dict[str, CalendarEvent]:
+        """The CRM's live (not cancelled) appointments by UID."""
+        return {
+            uid: row.event
+            for uid, row in (await self.crm_rows()).items()
+            if row.status is not AppointmentStatus.CANCELLED
+        }
+
+    async def crm_create(self, draft: AppointmentDraft) -> str:
+        """Create an appointment as the CRM's UI does; returns its UID."""
+        async with self.services.db.tenant(self.ctx) as session:
+            made = await AppointmentRepository(session).create(draft)
+        uid = next(
+            uid for uid, row in (await self.crm_rows()).items() if row.id == made.id
         )
-        self.expected[event.ical_uid] = event
+        event = event_of_draft(uid, draft)
+        assert (await self.crm_events())[uid].content_hash() == event.content_hash()
+        self.expected[uid] = event
+        return uid
 
     async def crm_edit(self, uid: str, **changes: Any) -> CalendarEvent:
-        """Change synced fields of the CRM's event; returns the new event."""
-        item = (await self.crm_items())[uid]
-        assert item.event.content_hash() == self.expected[uid].content_hash()
-        edited = replace(item.event, **changes)
-        await self.crm.update(
-            item.remote_id, edited, if_match=item.version, notify=Notify.NONE
+        """Change fields of the appointment (``AppointmentDraft`` names) as the
+        CRM's UI does; returns the event it now stands for."""
+        row = (await self.crm_rows())[uid]
+        assert row.event.content_hash() == self.expected[uid].content_hash()
+        async with self.services.db.tenant(self.ctx) as session:
+            repository = AppointmentRepository(session)
+            current = await repository.get(row.id)
+            draft = AppointmentDraft(
+                title=current.title,
+                span=current.span,
+                description=current.description,
+                location=current.location,
+                attendees=current.attendees,
+                status=current.status,
+                recurrence_rule=current.recurrence_rule,
+            )
+            await repository.update(
+                row.id, replace(draft, **changes), expected_version=current.version
+            )
+        wanted = dict(changes)
+        if "recurrence_rule" in wanted:
+            rule = wanted.pop("recurrence_rule")
+            wanted["recurrence"] = (f"RRULE:{rule}",) if rule else ()
+        edited = (await self.crm_events())[uid]
+        assert (
+            edited.content_hash()
+            == replace(self.expected[uid], **wanted).content_hash()
         )
         return edited
 
     async def crm_delete(self, uid: str) -> None:
-        item = (await self.crm_items())[uid]
-        await self.crm.delete(item.remote_id, if_match=item.version, notify=Notify.NONE)
+        row = (await self.crm_rows())[uid]
+        async with self.services.db.tenant(self.ctx) as session:
+            await AppointmentRepository(session).delete(
+                row.id, expected_version=row.version
+            )
         del self.expected[uid]
 
     # ------------------------------------------------------------ the folder
@@ -301,13 +457,17 @@ class Scene:
         return edited
 
     def local_delete(self, uid: str) -> None:
+        """Delete the folder's file; the appointment of a deleted event is
+        expected to be cancelled, not removed."""
         self.local_paths()[uid].unlink()
         del self.expected[uid]
+        self.cancelled.add(uid)
 
     # ------------------------------------------------------------ reading back
 
-    async def server_events(self) -> dict[str, CalendarEvent]:
-        """Radicale's events by UID: one ``calendar-query`` REPORT."""
+    async def server_items(self) -> dict[str, tuple[str, CalendarEvent]]:
+        """Radicale's events by UID, with their ETags: one ``calendar-query``
+        REPORT."""
         async with httpx.AsyncClient(
             auth=(USER, self.server.users[USER]), timeout=30
         ) as client:
@@ -318,15 +478,23 @@ class Scene:
                 headers={"Depth": "1", "Content-Type": "application/xml"},
             )
         assert response.status_code == 207, response.text
-        events: dict[str, CalendarEvent] = {}
+        items: dict[str, tuple[str, CalendarEvent]] = {}
         for item in fromstring(response.content).iter(f"{{{DAV}}}response"):
             data = item.find(f".//{{{CALDAV}}}calendar-data")
             if data is None or not data.text:
                 continue
             event = parse(data.text)
-            assert event.ical_uid not in events, f"{event.ical_uid} twice on Radicale"
-            events[event.ical_uid] = event
-        return events
+            assert event.ical_uid not in items, f"{event.ical_uid} twice on Radicale"
+            etag = item.findtext(f".//{{{DAV}}}getetag") or ""
+            assert etag, f"{event.ical_uid} has no ETag"
+            items[event.ical_uid] = (etag, event)
+        return items
+
+    async def server_events(self) -> dict[str, CalendarEvent]:
+        return {uid: event for uid, (_, event) in (await self.server_items()).items()}
+
+    async def server_etags(self) -> dict[str, str]:
+        return {uid: etag for uid, (etag, _) in (await self.server_items()).items()}
 
     def local_events(self) -> dict[str, CalendarEvent]:
         return {
@@ -337,11 +505,20 @@ class Scene:
         assert_same("Radicale", await self.server_events(), self.expected)
 
     async def assert_converged(self) -> None:
-        """CRM, Radicale and the folder hold the expected events, each once."""
-        crm = {uid: item.event for uid, item in (await self.crm_items()).items()}
-        assert_same("the CRM", crm, self.expected)
+        """The CRM's live appointments, Radicale and the folder hold the
+        expected events, each once; events deleted in the folder are cancelled
+        appointments in the CRM."""
+        assert_same("the CRM", await self.crm_events(), self.expected)
+        rows = await self.crm_rows()
+        assert {
+            uid
+            for uid, row in rows.items()
+            if row.status is AppointmentStatus.CANCELLED
+        } == self.cancelled
         await self.assert_server_as_expected()
         assert_same("the folder", self.local_events(), self.expected)
+        # every open conflict is settled
+        assert await self.sync.conflicts(self.ctx, account_id=self.account_id) == []
 
 
 def _log_after(server: RadicaleServer, offset: int) -> bytes:
@@ -362,18 +539,6 @@ def assert_same(
     assert hashes == wanted, f"{where}: {titles} != expected {wanted_titles}"
 
 
-def crm_log(
-    result: SyncResult,
-) -> dict[str, tuple[Branch, tuple[tuple[SideName, WriteKind], ...]]]:
-    """What a crmflow run did, per UID: the branch and the writes."""
-    assert result.errors == ()
-    assert result.conflicts == ()
-    return {
-        entry.ident: (entry.branch, tuple((w.side, w.kind) for w in entry.writes))
-        for entry in result.log
-    }
-
-
 # ---------------------------------------------------------------- fixtures
 
 
@@ -390,17 +555,34 @@ def collection_url(radicale: RadicaleServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def scene(
+async def scene(
     vdirsyncer_command: list[str],
     radicale: RadicaleServer,
     collection_url: str,
+    services: Services,
+    settings: Settings,
+    tenants: Tenants,
     tmp_path: Path,
 ) -> Scene:
-    crm, status = make_crm_side()
+    """A CRM user (alice of org A) with her Radicale account connected as a
+    CalDAV integration and the fresh collection added as a calendar account
+    (two-way, ``manual`` strategy, the service's defaults otherwise)."""
+    ctx = tenants.alice.ctx
+    connected = await connect_caldav(
+        services,
+        ctx,
+        username=USER,
+        password=Secret(radicale.users[USER]),
+        url=radicale.url,
+    )
+    sync = CalendarSync(Integrations(services.db, services.vault, settings))
+    account = await sync.add_account(ctx, connected.integration.id, collection_url)
+    assert account.strategy is Strategy.MANUAL
     return Scene(
-        crm=crm,
-        status=status,
-        caldav=calendar(radicale, collection_url),
+        services=services,
+        ctx=ctx,
+        sync=sync,
+        account_id=account.id,
         vdir=Vdirsyncer(
             tmp_path / "vdirsyncer",
             collection_url,
@@ -420,13 +602,11 @@ def scene(
 async def test_crmflow_and_vdirsyncer_converge_on_one_radicale_calendar(
     scene: Scene,
 ) -> None:
-    # 1. the CRM's events reach Radicale, then the folder
-    await scene.crm_create(
-        berlin(
-            "crm-kickoff@crmflow.test",
-            "Kickoff with Acme",
-            1,
-            9,
+    # 1. the CRM's appointments reach Radicale, then the folder
+    kickoff = await scene.crm_create(
+        AppointmentDraft(
+            title="Kickoff with Acme",
+            span=berlin_span(1, 9),
             description="Agenda:\n1. scope\n2. timeline",
             location="Room 4",
             attendees=(
@@ -435,32 +615,32 @@ async def test_crmflow_and_vdirsyncer_converge_on_one_radicale_calendar(
             ),
         )
     )
-    await scene.crm_create(
-        CalendarEvent(
-            ical_uid="crm-offsite",
+    offsite = await scene.crm_create(
+        AppointmentDraft(
             title="Offsite",
             span=all_day_span(dt.date(2026, 6, 10), dt.date(2026, 6, 12), "UTC"),
         )
     )
-    await scene.crm_create(
-        berlin(
-            "crm-weekly",
-            "Pipeline review",
-            1,
-            14,
-            recurrence=("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=6",),
+    weekly = await scene.crm_create(
+        AppointmentDraft(
+            title="Pipeline review",
+            span=berlin_span(1, 14),
+            recurrence_rule="FREQ=WEEKLY;BYDAY=MO;COUNT=6",
         )
     )
-    await scene.crm_create(berlin("crm-review", "Contract review", 2, 11))
-    assert crm_log(await scene.crm_sync()) == dict.fromkeys(
-        scene.expected, (Branch.CREATED, ((CALENDAR, WriteKind.CREATE),))
+    review = await scene.crm_create(
+        AppointmentDraft(title="Contract review", span=berlin_span(2, 11))
+    )
+    assert await scene.crm_sync() == Writes(
+        {}, dict.fromkeys([kickoff, offsite, weekly, review], CREATED)
     )
     await scene.vdir.discover_async()
     run = await scene.vdir_sync()
     assert run.writes == {VdirWrite(UPLOAD, uid, LOCAL) for uid in scene.expected}
     await scene.assert_converged()
 
-    # 2. the folder creates, edits and deletes; the CRM follows
+    # 2. the folder creates, edits and deletes; the CRM follows (the deleted
+    #    event's appointment is cancelled)
     scene.local_create(
         CalendarEvent(
             ical_uid="local-lunch",
@@ -480,60 +660,70 @@ async def test_crmflow_and_vdirsyncer_converge_on_one_radicale_calendar(
             span=all_day_span(dt.date(2026, 6, 4), None, "UTC"),
         )
     )
-    kickoff = scene.local_edit(
-        "crm-kickoff@crmflow.test", title="Kickoff with Acme (moved)", location="Room 7"
+    scene.expected[kickoff] = scene.local_edit(
+        kickoff, title="Kickoff with Acme (moved)", location="Room 7"
     )
-    scene.expected["crm-kickoff@crmflow.test"] = kickoff
-    scene.local_delete("crm-offsite")
+    scene.local_delete(offsite)
     run = await scene.vdir_sync()
     assert run.writes == {
         VdirWrite(UPLOAD, "local-lunch", REMOTE),
         VdirWrite(UPLOAD, "local-holiday", REMOTE),
-        VdirWrite(UPDATE, "crm-kickoff@crmflow.test", REMOTE),
-        VdirWrite(DELETE, "crm-offsite", REMOTE),
+        VdirWrite(UPDATE, kickoff, REMOTE),
+        VdirWrite(DELETE, offsite, REMOTE),
     }
-    assert crm_log(await scene.crm_sync()) == {
-        "local-lunch": (Branch.CREATED, ((CRM, WriteKind.CREATE),)),
-        "local-holiday": (Branch.CREATED, ((CRM, WriteKind.CREATE),)),
-        "crm-kickoff@crmflow.test": (Branch.UPDATED, ((CRM, WriteKind.UPDATE),)),
-        "crm-offsite": (Branch.DELETED, ((CRM, WriteKind.DELETE),)),
-    }
+    assert await scene.crm_sync() == Writes(
+        {
+            "local-lunch": CREATED,
+            "local-holiday": CREATED,
+            kickoff: UPDATED,
+            offsite: DELETED,
+        },
+        {},
+    )
     await scene.assert_converged()
 
     # 3. the CRM edits, deletes and creates; the folder follows
-    scene.expected["crm-weekly"] = await scene.crm_edit(
-        "crm-weekly",
+    scene.expected[weekly] = await scene.crm_edit(
+        weekly,
         title="Pipeline review (longer series)",
-        recurrence=("RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=8",),
+        recurrence_rule="FREQ=WEEKLY;BYDAY=MO;COUNT=8",
     )
-    await scene.crm_delete("crm-review")
-    await scene.crm_create(berlin("crm-demo", "Product demo", 5, 15))
-    assert crm_log(await scene.crm_sync()) == {
-        "crm-weekly": (Branch.UPDATED, ((CALENDAR, WriteKind.UPDATE),)),
-        "crm-review": (Branch.DELETED, ((CALENDAR, WriteKind.DELETE),)),
-        "crm-demo": (Branch.CREATED, ((CALENDAR, WriteKind.CREATE),)),
-    }
+    await scene.crm_delete(review)
+    demo = await scene.crm_create(
+        AppointmentDraft(title="Product demo", span=berlin_span(5, 15))
+    )
+    assert await scene.crm_sync() == Writes(
+        {}, {weekly: UPDATED, review: DELETED, demo: CREATED}
+    )
     run = await scene.vdir_sync()
     assert run.writes == {
-        VdirWrite(UPDATE, "crm-weekly", LOCAL),
-        VdirWrite(DELETE, "crm-review", LOCAL),
-        VdirWrite(UPLOAD, "crm-demo", LOCAL),
+        VdirWrite(UPDATE, weekly, LOCAL),
+        VdirWrite(DELETE, review, LOCAL),
+        VdirWrite(UPLOAD, demo, LOCAL),
     }
     await scene.assert_converged()
+    assert review not in await scene.crm_rows()
 
     # 4. both sides change one event; vdirsyncer uploads first, so crmflow sees
-    #    the conflict, and crm_wins overwrites the folder's version
+    #    the conflict: the manual strategy holds it open with both versions and
+    #    writes nothing; switched to crm_wins, the CRM's version overwrites the
+    #    folder's
     crm_version = await scene.crm_edit("local-lunch", title="Lunch with Dana (CRM)")
-    scene.local_edit(
+    laptop_version = scene.local_edit(
         "local-lunch", title="Lunch with Dana (laptop)", location="Café Nord"
     )
     run = await scene.vdir_sync()
     assert run.writes == {VdirWrite(UPDATE, "local-lunch", REMOTE)}
-    result = await scene.crm_sync(ConflictPolicy.CRM_WINS)
-    assert crm_log(result) == {
-        "local-lunch": (Branch.CONFLICT, ((CALENDAR, WriteKind.UPDATE),))
-    }
-    assert result.log[0].policy is ConflictPolicy.CRM_WINS
+    assert await scene.crm_sync(conflicts=1) == Writes({}, {})
+    [conflict] = await scene.sync.conflicts(scene.ctx, account_id=scene.account_id)
+    assert conflict.ical_uid == "local-lunch"
+    assert conflict.crm_event.content_hash() == crm_version.content_hash()
+    assert conflict.calendar_event.content_hash() == laptop_version.content_hash()
+    await scene.set_strategy(Strategy.CRM_WINS)
+    assert await scene.crm_sync() == Writes({}, {"local-lunch": UPDATED})
+    await scene.set_strategy(Strategy.MANUAL)
+    settled = await scene.sync.conflict(scene.ctx, conflict.id)
+    assert settled.status is ConflictStatus.RESOLVED
     scene.expected["local-lunch"] = crm_version
     run = await scene.vdir_sync()
     assert run.writes == {VdirWrite(UPDATE, "local-lunch", LOCAL)}
@@ -541,40 +731,45 @@ async def test_crmflow_and_vdirsyncer_converge_on_one_radicale_calendar(
     assert scene.local_events()["local-lunch"].location == "Deli on 5th"
 
     # 5. the same with calendar_wins: the folder's version reaches the CRM
-    await scene.crm_edit("crm-weekly", description="Bring the forecast")
-    laptop_version = scene.local_edit("crm-weekly", title="Pipeline review (laptop)")
+    crm_version = await scene.crm_edit(weekly, description="Bring the forecast")
+    laptop_version = scene.local_edit(weekly, title="Pipeline review (laptop)")
     run = await scene.vdir_sync()
-    assert run.writes == {VdirWrite(UPDATE, "crm-weekly", REMOTE)}
-    result = await scene.crm_sync(ConflictPolicy.CALENDAR_WINS)
-    assert crm_log(result) == {
-        "crm-weekly": (Branch.CONFLICT, ((CRM, WriteKind.UPDATE),))
-    }
-    assert result.log[0].policy is ConflictPolicy.CALENDAR_WINS
-    scene.expected["crm-weekly"] = laptop_version
+    assert run.writes == {VdirWrite(UPDATE, weekly, REMOTE)}
+    assert await scene.crm_sync(conflicts=1) == Writes({}, {})
+    [conflict] = await scene.sync.conflicts(scene.ctx, account_id=scene.account_id)
+    assert conflict.ical_uid == weekly
+    assert conflict.crm_event.content_hash() == crm_version.content_hash()
+    assert conflict.calendar_event.content_hash() == laptop_version.content_hash()
+    await scene.set_strategy(Strategy.CALENDAR_WINS)
+    assert await scene.crm_sync() == Writes({weekly: UPDATED}, {})
+    await scene.set_strategy(Strategy.MANUAL)
+    settled = await scene.sync.conflict(scene.ctx, conflict.id)
+    assert settled.status is ConflictStatus.RESOLVED
+    scene.expected[weekly] = laptop_version
     run = await scene.vdir_sync()
     assert run.writes == frozenset()
     await scene.assert_converged()
-    assert (await scene.crm_items())["crm-weekly"].event.description is None
+    assert (await scene.crm_events())[weekly].description is None
 
     # 6. both sides change one event, crmflow syncs first: vdirsyncer sees the
     #    conflict and keeps the server's (the CRM's) version ("b wins")
-    crm_version = await scene.crm_edit("crm-demo", location="Showroom")
-    assert crm_log(await scene.crm_sync()) == {
-        "crm-demo": (Branch.UPDATED, ((CALENDAR, WriteKind.UPDATE),))
-    }
-    scene.local_edit("crm-demo", title="Product demo (laptop)")
+    crm_version = await scene.crm_edit(demo, location="Showroom")
+    assert await scene.crm_sync() == Writes({}, {demo: UPDATED})
+    scene.local_edit(demo, title="Product demo (laptop)")
     run = await scene.vdir_sync()
-    assert run.conflicts() == {"crm-demo"}
-    assert run.writes == {VdirWrite(UPDATE, "crm-demo", LOCAL)}
-    scene.expected["crm-demo"] = crm_version
-    assert crm_log(await scene.crm_sync()) == {}
+    assert run.conflicts() == {demo}
+    assert run.writes == {VdirWrite(UPDATE, demo, LOCAL)}
+    scene.expected[demo] = crm_version
+    assert await scene.crm_sync() == Writes({}, {})
     await scene.assert_converged()
 
     # 7. both sync at the same time, with changes on both sides (different
     #    events): each pushes its own changes whatever the other one does
-    await scene.crm_create(berlin("crm-late", "Late addition", 8, 10))
-    scene.expected["crm-kickoff@crmflow.test"] = await scene.crm_edit(
-        "crm-kickoff@crmflow.test", description="Agenda:\n1. scope\n2. budget"
+    late = await scene.crm_create(
+        AppointmentDraft(title="Late addition", span=berlin_span(8, 10))
+    )
+    scene.expected[kickoff] = await scene.crm_edit(
+        kickoff, description="Agenda:\n1. scope\n2. budget"
     )
     scene.local_create(
         CalendarEvent(
@@ -587,27 +782,48 @@ async def test_crmflow_and_vdirsyncer_converge_on_one_radicale_calendar(
             ),
         )
     )
-    scene.expected["crm-weekly"] = scene.local_edit("crm-weekly", location="Zoom")
+    scene.expected[weekly] = scene.local_edit(weekly, location="Zoom")
     scene.local_delete("local-holiday")
+    # only crmflow writes appointments: what changed there is its doing
+    crm_before = await scene.crm_snapshot()
+    server_before = await scene.server_etags()
     since = scene.server.log_file.stat().st_size
     async with asyncio.TaskGroup() as both:
         vdir_task = both.create_task(scene.vdir_sync())
         crm_task = both.create_task(scene.crm_sync_once_vdirsyncer_talks(since))
-    run, result = vdir_task.result(), crm_task.result()
+    run = vdir_task.result()
+    crm_run = crm_task.result()
+    crm_writes = scene.crm_writes(crm_before, await scene.crm_snapshot())
     assert run.returncode == 0
-    assert result.errors == ()
-    assert result.conflicts == ()
     assert {(w.kind, w.ident) for w in run.writes if w.storage == REMOTE} == {
         (UPLOAD, "local-standup"),
-        (UPDATE, "crm-weekly"),
+        (UPDATE, weekly),
         (DELETE, "local-holiday"),
     }
-    calendar_writes = {
-        entry.ident
-        for entry in result.log
-        if any(w.side is CALENDAR for w in entry.writes)
+    # crmflow wrote to the CRM at most what vdirsyncer had uploaded by then ...
+    assert (
+        crm_writes.items()
+        <= {
+            "local-standup": CREATED,
+            weekly: UPDATED,
+            "local-holiday": DELETED,
+        }.items()
+    )
+    # ... and to the calendar its own two changes (its counters less its CRM
+    # writes), which are on Radicale next to vdirsyncer's
+    kinds = list(crm_writes.values())
+    assert crm_run.conflicts == 0
+    assert crm_run.events_imported == kinds.count(CREATED)
+    assert crm_run.events_exported == 1
+    assert crm_run.events_updated - kinds.count(UPDATED) == 1
+    assert crm_run.events_deleted == kinds.count(DELETED)
+    assert _diff(server_before, await scene.server_etags()) == {
+        late: CREATED,
+        kickoff: UPDATED,
+        "local-standup": CREATED,
+        weekly: UPDATED,
+        "local-holiday": DELETED,
     }
-    assert calendar_writes == {"crm-late", "crm-kickoff@crmflow.test"}
     await scene.assert_server_as_expected()
 
     # 8. one more round each: everything converges, and then stays put
@@ -615,13 +831,9 @@ async def test_crmflow_and_vdirsyncer_converge_on_one_radicale_calendar(
     await scene.crm_sync()
     await scene.vdir_sync()
     await scene.assert_converged()
-    assert sorted(scene.expected) == [
-        "crm-demo",
-        "crm-kickoff@crmflow.test",
-        "crm-late",
-        "crm-weekly",
-        "local-lunch",
-        "local-standup",
-    ]
-    assert (await scene.crm_sync()).writes == ()
+    assert sorted(scene.expected) == sorted(
+        [demo, kickoff, late, weekly, "local-lunch", "local-standup"]
+    )
+    assert scene.cancelled == {offsite, "local-holiday"}
+    assert await scene.crm_sync() == Writes({}, {})
     assert (await scene.vdir_sync()).writes == frozenset()
