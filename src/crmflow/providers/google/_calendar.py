@@ -262,13 +262,17 @@ class GoogleCalendar(CalendarProvider):
         )
         if response.status_code == 409:
             entry = await self._read(event_id)
-            if entry is None:
-                # the 409 was about the iCalUID, or the id belongs to a
-                # deleted event: nothing to adopt
-                raise ItemAlreadyExists(
-                    f"{what}: Google holds an event with this id or iCalUID."
-                )
-            return Written(event_id, entry[0], adopted=True)
+            if entry is not None:
+                return Written(event_id, entry[0], adopted=True)
+            # Google keeps a deleted event (its tombstone) with its id and
+            # iCalUID, and refuses a new event carrying either: bring the
+            # deleted one back with this content instead
+            restored = await self._restore(event, notify)
+            if restored is not None:
+                return restored
+            raise ItemAlreadyExists(
+                f"{what}: Google holds an event with this id or iCalUID."
+            )
         if response.status_code not in (200, 201):
             raise _error(response, what)
         created = response.json()
@@ -280,6 +284,53 @@ class GoogleCalendar(CalendarProvider):
                 raise ItemNotFound(f"{what}: the event vanished while writing it.")
             return Written(event_id, entry[0])
         return Written(event_id, _version(created, []))
+
+    async def _restore(self, event: CalendarEvent, notify: Notify) -> Written | None:
+        """Overwrite the deleted event that holds ``event``'s iCalUID with
+        ``event`` (conditional on the tombstone's etag); None when there is no
+        deleted event with that UID."""
+        what = "Restoring a deleted Google calendar event"
+        # one page: a UID names one event and its exceptions
+        listed = await self._send(
+            "GET",
+            self._events_url,
+            what,
+            params={
+                "iCalUID": event.ical_uid,
+                "showDeleted": "true",
+                "maxResults": self._page_size,
+            },
+        )
+        if listed.status_code != 200:
+            raise _error(listed, what)
+        items = list(listed.json().get("items") or ())
+        tombstones = [
+            i
+            for i in items
+            if i.get("status") == "cancelled" and not i.get("recurringEventId")
+        ]
+        if len(tombstones) != 1:
+            return None
+        remote_id = str(tombstones[0]["id"])
+        response = await self._send(
+            "PUT",
+            self._event_url(remote_id),
+            what,
+            params=self._notify(notify),
+            json={
+                **event_to_google(event),
+                "status": event_to_google(event).get("status", "confirmed"),
+            },
+            headers={"If-Match": str(tombstones[0].get("etag", "*"))},
+        )
+        self._raise_for_write(response, what)
+        self._cache.pop(remote_id, None)
+        if event.exceptions:
+            await self._write_exceptions(remote_id, event, notify)
+        entry = await self._read(remote_id)
+        if entry is None:
+            raise ItemNotFound(f"{what}: the event vanished while writing it.")
+        return Written(remote_id, entry[0])
 
     async def update(
         self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify

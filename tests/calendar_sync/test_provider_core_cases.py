@@ -1,0 +1,533 @@
+"""Core conformance cases (sync-peers.md section 8.1, plus 20 and 22 of 8.2)
+through the calendar sync service against real providers: Google (sandbox),
+Microsoft Graph (sandbox) and CalDAV (a real Radicale), on SQLite and
+PostgreSQL.
+
+The engine-level versions with in-memory sides are in
+``tests/sync/test_engine.py``; here each case is written once against
+:class:`~tests.calendar_sync.drivers.Driver` (the person in the provider's own
+app) and the CRM side in the database. Outcomes are read from appointment
+rows, the status rows (``calendar_event_mappings``), the sync log, what the
+provider holds and the provider writes crmflow made (``writes_since``).
+
+Cases 7, 9-11, 13-19 and 21 are not repeated here; the engine tests cover
+them with in-memory sides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from crmflow.bootstrap import Services
+from crmflow.domain.appointments import timed_span
+from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo
+from crmflow.domain.crm import AppointmentDraft
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.store import models
+from crmflow.store.repositories import AppointmentRepository
+from tests.calendar_sync import test_provider_conformance as conformance
+from tests.calendar_sync.drivers import (
+    CalDAVDriver,
+    Driver,
+    GoogleDriver,
+    GraphDriver,
+    Mailbox,
+    Spec,
+)
+from tests.calendar_sync.test_provider_conformance import (
+    appointments,
+    create_appointment,
+    export_one,
+    mappings,
+    next_monday,
+    quiet_sync,
+    sync,
+    wall,
+)
+
+#: the conformance tests' per-provider driver (Google, Graph, CalDAV)
+driver = conformance.driver
+
+# ------------------------------------------------------------------ helpers
+
+
+def spec(title: str, days: int = 0, hour: int = 10) -> Spec:
+    """A one-hour meeting ``days`` after a Monday a few weeks ahead."""
+    day = next_monday() + dt.timedelta(days=days)
+    return Spec(title, wall(day, hour), wall(day, hour + 1))
+
+
+async def delete_event(driver: Driver, mb: Mailbox, uid: str) -> None:
+    """Delete an event in the provider's own app."""
+    if isinstance(driver, GoogleDriver):
+        master = await driver._master(mb, uid)
+        response = await driver._control(
+            "DELETE", f"{driver._events(mb)}/{master['id']}"
+        )
+    elif isinstance(driver, GraphDriver):
+        response = await driver._outlook(
+            mb, "DELETE", f"/{await driver._event_id(mb, uid)}"
+        )
+        # an event crmflow makes under this UID later has another id
+        driver._ids.pop(uid + "\n" + mb.login, None)
+    else:
+        assert isinstance(driver, CalDAVDriver)
+        response = await driver._request(
+            mb.login, "DELETE", await driver._href(mb, uid)
+        )
+        driver._hrefs.pop(uid + "\n" + mb.calendar, None)
+    assert response.status_code in (200, 204), response.text
+
+
+async def expire_cursor(services: Services, driver: Driver, mb: Mailbox) -> None:
+    """Make the provider reject the account's change-feed cursor."""
+    if isinstance(driver, GoogleDriver):
+        response = await driver._control(
+            "POST", f"calendars/{mb.calendar}/expire-sync-tokens"
+        )
+        assert response.status_code == 204, response.text
+    elif isinstance(driver, GraphDriver):
+        response = await driver.c.sandbox.control(
+            "microsoft", "POST", "delta/expire", json={"email": mb.login}
+        )
+        assert response.json()["expired"] >= 1, response.text
+    else:
+        # a token the server never issued: Radicale answers DAV:valid-sync-token
+        row = await account_row(services, mb)
+        assert row.sync_cursor
+        head, _, _ = row.sync_cursor.rpartition("/")
+        await set_cursor(services, mb, f"{head}/{'0' * 64}")
+
+
+async def account_row(services: Services, mb: Mailbox) -> models.CalendarAccount:
+    async with services.db.tenant(mb.ctx) as session:
+        return await session.get_one(models.CalendarAccount, mb.account.id)
+
+
+async def set_cursor(services: Services, mb: Mailbox, cursor: str) -> None:
+    async with services.db.tenant(mb.ctx) as session:
+        row = await session.get_one(models.CalendarAccount, mb.account.id)
+        row.sync_cursor = cursor
+
+
+async def edit_in_crm(services: Services, mb: Mailbox, uid: str, title: str) -> None:
+    """Retitle an appointment as a CRM user does."""
+    row = (await appointments(services, mb.ctx))[uid]
+    async with services.db.tenant(mb.ctx) as session:
+        repo = AppointmentRepository(session)
+        current = await repo.get(row.id)
+        await repo.update(
+            row.id,
+            AppointmentDraft(
+                title=title,
+                span=current.span,
+                description=current.description,
+                location=current.location,
+                attendees=current.attendees,
+                status=current.status,
+                recurrence_rule=current.recurrence_rule,
+            ),
+            expected_version=current.version,
+        )
+
+
+async def delete_in_crm(services: Services, mb: Mailbox, uid: str) -> None:
+    row = (await appointments(services, mb.ctx))[uid]
+    async with services.db.tenant(mb.ctx) as session:
+        await AppointmentRepository(session).delete(row.id)
+
+
+async def writes(driver: Driver, mark: Any) -> int:
+    """How many events crmflow wrote at the provider since ``mark`` (CalDAV's
+    listing shows a changed resource with its old and its new ETag)."""
+    changed = await driver.writes_since(mark)
+    if isinstance(driver, CalDAVDriver):
+        return len({entry.split(" ", 1)[0] for entry in changed})
+    return len(changed)
+
+
+async def titles(driver: Driver, mb: Mailbox) -> dict[str, str]:
+    """``{UID: title}`` of the events the provider holds."""
+    return {uid: (await driver.held(mb, uid)).title for uid in await driver.uids(mb)}
+
+
+def status_of(row: models.CalendarEventMapping) -> tuple[Any, ...]:
+    return (
+        row.external_event_id,
+        row.external_event_etag,
+        row.crm_item_id,
+        row.crm_version,
+        row.crm_hash,
+        row.external_hash,
+    )
+
+
+async def run(calendar_sync: CalendarSync, mb: Mailbox, **kwargs: Any) -> SyncRunInfo:
+    return await calendar_sync.sync(mb.ctx, mb.account.id, **kwargs)
+
+
+async def synced_events(
+    driver: Driver, calendar_sync: CalendarSync, mb: Mailbox, *titles_: str
+) -> list[str]:
+    """Events made at the provider and imported by one sync; their UIDs."""
+    uids = [
+        await driver.create(mb, spec(title, days=k)) for k, title in enumerate(titles_)
+    ]
+    await sync(calendar_sync, mb)
+    return uids
+
+
+# ------------------------------------------------------------------ case 1
+
+
+async def test_case1_creation_flows_both_ways(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+
+    # provider -> CRM
+    uid = await driver.create(mb, spec("Intro call"))
+    mark = await driver.mark()
+    imported = await run(calendar_sync, mb)
+    assert imported.status is RunStatus.SUCCESS, imported.errors
+    assert (imported.events_imported, imported.events_exported) == (1, 0)
+    assert await driver.writes_since(mark) == []
+    row = (await appointments(services, mb.ctx))[uid]
+    assert (row.title, row.status) == ("Intro call", "confirmed")
+    status = (await mappings(services, mb))[uid]
+    assert status.appointment_id == row.id
+    assert status.crm_hash == status.external_hash
+
+    # CRM -> provider, once
+    start = wall(next_monday() + dt.timedelta(days=1), 15).replace(tzinfo=dt.UTC)
+    await create_appointment(
+        services,
+        mb.ctx,
+        AppointmentDraft(
+            title="Demo for ACME",
+            span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
+        ),
+    )
+    mark = await driver.mark()
+    exported = await run(calendar_sync, mb)
+    assert exported.status is RunStatus.SUCCESS, exported.errors
+    assert (exported.events_imported, exported.events_exported) == (0, 1)
+    assert await writes(driver, mark) == 1
+    rows = await appointments(services, mb.ctx)
+    [new_uid] = set(rows) - {uid}
+    assert sorted(await driver.uids(mb)) == sorted([uid, new_uid])
+    held = await driver.held(mb, new_uid)
+    assert (held.title, held.start, held.end) == (
+        "Demo for ACME",
+        start,
+        start + dt.timedelta(hours=1),
+    )
+    status = (await mappings(services, mb))[new_uid]
+    assert status.appointment_id == rows[new_uid].id
+    assert status.crm_hash == status.external_hash
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 2
+
+
+async def test_case2_one_sided_update_propagates_each_way(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(driver, calendar_sync, mb, "Pipeline review")
+
+    # edited at the provider: the CRM takes it, the provider gets no write
+    await driver.retitle(mb, uid, "Pipeline review (Q3)")
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert done.events_updated == 1
+    assert await driver.writes_since(mark) == []
+    assert (await appointments(services, mb.ctx))[uid].title == "Pipeline review (Q3)"
+
+    # edited in the CRM: one write to the provider, none to the CRM
+    await edit_in_crm(services, mb, uid, "Pipeline review (Q4)")
+    version = (await appointments(services, mb.ctx))[uid].version
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert done.events_updated == 1
+    assert await writes(driver, mark) == 1
+    assert (await driver.held(mb, uid)).title == "Pipeline review (Q4)"
+    row = (await appointments(services, mb.ctx))[uid]
+    assert (row.title, row.version) == ("Pipeline review (Q4)", version)
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 3
+
+
+async def test_case3_one_sided_deletion_propagates_each_way(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    # a third event keeps both sides non-empty (an empty side is case 12)
+    gone_there, gone_here, stays = await synced_events(
+        driver,
+        calendar_sync,
+        mb,
+        "Deleted in the calendar",
+        "Deleted in the CRM",
+        "Stays",
+    )
+
+    # deleted in the calendar: the appointment is cancelled (the default)
+    await delete_event(driver, mb, gone_there)
+    mark = await driver.mark()
+    await sync(calendar_sync, mb)
+    assert await driver.writes_since(mark) == []
+    rows = await appointments(services, mb.ctx)
+    assert rows[gone_there].status == "cancelled"
+    assert rows[gone_here].status == rows[stays].status == "confirmed"
+    assert sorted(await mappings(services, mb)) == sorted([gone_here, stays])
+
+    # deleted in the CRM: the event is deleted at the provider
+    await delete_in_crm(services, mb, gone_here)
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert done.events_deleted == 1
+    assert await writes(driver, mark) == 1
+    assert await driver.uids(mb) == [stays]
+    assert list(await mappings(services, mb)) == [stays]
+    assert sorted(await appointments(services, mb.ctx)) == sorted([gone_there, stays])
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+    # a re-created event under the same UID syncs as a fresh create; Google
+    # keeps a deleted event (cancelled) with its iCalUID and answers 409
+    # "duplicate" to a new event carrying it, so no app can re-create it there
+    if isinstance(driver, GoogleDriver):
+        return
+    await driver.create(mb, spec("Deleted in the CRM", days=3), same_as=gone_here)
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert done.events_imported == 1
+    row = (await appointments(services, mb.ctx))[gone_here]
+    assert (row.title, row.status) == ("Deleted in the CRM", "confirmed")
+
+
+# ------------------------------------------------------------------ case 4
+
+
+async def test_case4_deleted_in_the_calendar_changed_in_the_crm_comes_back(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    uid, stays = await synced_events(driver, calendar_sync, mb, "Call A", "Stays")
+
+    await delete_event(driver, mb, uid)
+    await edit_in_crm(services, mb, uid, "Call A (new agenda)")
+    await sync(calendar_sync, mb)
+
+    assert await titles(driver, mb) == {uid: "Call A (new agenda)", stays: "Stays"}
+    row = (await appointments(services, mb.ctx))[uid]
+    assert (row.title, row.status) == ("Call A (new agenda)", "confirmed")
+    assert sorted(await mappings(services, mb)) == sorted([uid, stays])
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+async def test_case4_deleted_in_the_crm_changed_in_the_calendar_comes_back(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    uid, stays = await synced_events(driver, calendar_sync, mb, "Call B", "Stays")
+
+    await delete_in_crm(services, mb, uid)
+    await driver.retitle(mb, uid, "Call B (new dial-in)")
+    mark = await driver.mark()
+    await sync(calendar_sync, mb)
+
+    assert await driver.writes_since(mark) == []
+    assert await titles(driver, mb) == {uid: "Call B (new dial-in)", stays: "Stays"}
+    row = (await appointments(services, mb.ctx))[uid]
+    assert (row.title, row.status) == ("Call B (new dial-in)", "confirmed")
+    assert sorted(await mappings(services, mb)) == sorted([uid, stays])
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 5
+
+
+async def test_case5_both_changed_differently_per_strategy(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    uids = await synced_events(
+        driver, calendar_sync, mb, "Offer", "Contract", "Kick-off"
+    )
+
+    async def both_changed(uid: str, strategy: str) -> tuple[SyncRunInfo, int]:
+        """Change ``uid`` on both sides, sync with ``strategy``; the run and
+        the number of provider writes it made."""
+        await calendar_sync.update_account(
+            mb.ctx, mb.account.id, {"strategy": strategy}
+        )
+        await edit_in_crm(services, mb, uid, f"{strategy}: the CRM's")
+        await driver.retitle(mb, uid, f"{strategy}: the calendar's")
+        mark = await driver.mark()
+        done = await run(calendar_sync, mb)
+        assert done.status is RunStatus.SUCCESS, done.errors
+        return done, await writes(driver, mark)
+
+    # the winner's content on both sides; only the loser's side is written
+    for uid, strategy, winner, provider_writes in (
+        (uids[0], "crm_wins", "crm_wins: the CRM's", 1),
+        (uids[1], "calendar_wins", "calendar_wins: the calendar's", 0),
+    ):
+        version = (await appointments(services, mb.ctx))[uid].version
+        done, written = await both_changed(uid, strategy)
+        assert (done.conflicts, written) == (0, provider_writes), strategy
+        row = (await appointments(services, mb.ctx))[uid]
+        assert row.title == (await driver.held(mb, uid)).title == winner
+        if strategy == "crm_wins":
+            assert row.version == version + 1  # our edit only
+        status = (await mappings(services, mb))[uid]
+        assert status.crm_hash == status.external_hash
+
+    # manual: a conflict waiting for a person, nothing overwritten
+    manual = uids[2]
+    status = status_of((await mappings(services, mb))[manual])
+    done, written = await both_changed(manual, "manual")
+    assert (done.conflicts, written) == (1, 0)
+    row = (await appointments(services, mb.ctx))[manual]
+    assert row.title == "manual: the CRM's"
+    assert (await driver.held(mb, manual)).title == "manual: the calendar's"
+    assert status_of((await mappings(services, mb))[manual]) == status
+    [conflict] = await calendar_sync.conflicts(mb.ctx, account_id=mb.account.id)
+    assert conflict.ical_uid == manual
+    assert conflict.crm_event.title == "manual: the CRM's"
+    assert conflict.calendar_event.title == "manual: the calendar's"
+
+
+# ------------------------------------------------------------------ cases 6, 8
+
+
+async def test_case6_and_8_identical_changes_and_no_changes_write_nothing(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    [uid, other] = await synced_events(
+        driver, calendar_sync, mb, "Quarterly review", "Standup"
+    )
+
+    # already in sync (case 8): no writes, nothing updated, status as it was
+    before = {u: status_of(r) for u, r in (await mappings(services, mb)).items()}
+    await quiet_sync(driver, calendar_sync, services, mb)
+    after = {u: status_of(r) for u, r in (await mappings(services, mb)).items()}
+    assert after == before
+
+    # the same change on both sides (case 6): no conflict, no writes
+    await edit_in_crm(services, mb, uid, "Quarterly review (room 2)")
+    await driver.retitle(mb, uid, "Quarterly review (room 2)")
+    version = (await appointments(services, mb.ctx))[uid].version
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (done.conflicts, done.events_updated) == (0, 0)
+    assert await driver.writes_since(mark) == []
+    assert (await appointments(services, mb.ctx))[uid].version == version
+    refreshed = status_of((await mappings(services, mb))[uid])
+    assert refreshed != before[uid]  # the status holds the new versions
+    assert status_of((await mappings(services, mb))[other]) == before[other]
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 12
+
+
+async def test_case12_a_suddenly_empty_calendar_needs_confirmation(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    uids = await synced_events(driver, calendar_sync, mb, "One", "Two", "Three")
+    for uid in uids:
+        await delete_event(driver, mb, uid)
+
+    failed = await run(calendar_sync, mb)
+    assert failed.status is RunStatus.FAILED
+    assert [e.code for e in failed.errors] == ["mass_delete"]
+    rows = await appointments(services, mb.ctx)
+    assert {u: r.status for u, r in rows.items()} == dict.fromkeys(uids, "confirmed")
+    assert set(await mappings(services, mb)) == set(uids)
+
+    mark = await driver.mark()
+    confirmed = await run(calendar_sync, mb, confirm_mass_delete=True)
+    assert confirmed.status is RunStatus.SUCCESS, confirmed.errors
+    assert await driver.writes_since(mark) == []
+    rows = await appointments(services, mb.ctx)
+    assert {u: r.status for u, r in rows.items()} == dict.fromkeys(uids, "cancelled")
+    assert await mappings(services, mb) == {}
+
+
+# ------------------------------------------------------------------ case 20
+
+
+async def test_case20_our_own_writes_do_not_come_back(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    start = wall(next_monday(), 9).replace(tzinfo=dt.UTC)
+    await create_appointment(
+        services,
+        mb.ctx,
+        AppointmentDraft(
+            title="Renewal talk",
+            span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
+        ),
+    )
+    uid = await export_one(calendar_sync, services, mb)
+    # the export is in the provider's change feed: reading it back writes nothing
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+    # an update sent out is not taken back in either
+    await edit_in_crm(services, mb, uid, "Renewal talk (with legal)")
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert done.events_updated == 1
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+    # and an imported change is not sent back out
+    await driver.retitle(mb, uid, "Renewal talk (moved)")
+    done = await run(calendar_sync, mb)
+    assert done.events_updated == 1
+    await quiet_sync(driver, calendar_sync, services, mb)
+    assert (await appointments(services, mb.ctx))[uid].title == "Renewal talk (moved)"
+
+
+# ------------------------------------------------------------------ case 22
+
+
+async def test_case22_an_expired_cursor_means_a_full_listing_that_reconciles(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    uids = await synced_events(driver, calendar_sync, mb, "Keep 1", "Gone", "Keep 2")
+    await sync(calendar_sync, mb)  # the account holds a change-feed cursor now
+    stale = (await account_row(services, mb)).sync_cursor
+    assert stale
+    versions = {u: r.version for u, r in (await appointments(services, mb.ctx)).items()}
+
+    await expire_cursor(services, driver, mb)
+    await delete_event(driver, mb, uids[1])
+    rejected = (await account_row(services, mb)).sync_cursor
+    mark = await driver.mark()
+    await sync(calendar_sync, mb)
+
+    assert await driver.writes_since(mark) == []
+    rows = await appointments(services, mb.ctx)  # no UID twice
+    assert sorted(rows) == sorted(uids)
+    assert rows[uids[1]].status == "cancelled"
+    for uid in (uids[0], uids[2]):
+        assert (rows[uid].status, rows[uid].version) == ("confirmed", versions[uid])
+    assert sorted(await mappings(services, mb)) == sorted([uids[0], uids[2]])
+    fresh = (await account_row(services, mb)).sync_cursor
+    assert fresh
+    assert fresh != rejected
+    await quiet_sync(driver, calendar_sync, services, mb)
