@@ -155,7 +155,11 @@ class CalendarSync:
             ValidationFailed: not a calendar integration.
             AuthError: the user must reconnect; ProviderError: the provider failed.
         """
-        info = await self._integration(ctx, integration_id)
+        return await self._choices(ctx, await self._integration(ctx, integration_id))
+
+    async def _choices(
+        self, ctx: TenantContext, info: IntegrationInfo
+    ) -> list[CalendarChoice]:
         transport = self._deps.transport
         if info.provider is ProviderKey.GOOGLE:
             return await google.list_calendars(
@@ -206,14 +210,14 @@ class CalendarSync:
             ValidationFailed: not a calendar integration.
             Conflict: the calendar is synced already.
         """
-        choices = {c.id: c for c in await self.calendars(ctx, integration_id)}
+        info = await self._integration(ctx, integration_id)
+        choices = {c.id: c for c in await self._choices(ctx, info)}
         choice = choices.get(external_calendar_id)
         if choice is None:
             raise NotFound(
                 "That calendar is not in this account (any more); choose one of "
                 "the listed calendars."
             )
-        info = await self._integration(ctx, integration_id)
         if choice.read_only:
             direction = Direction.IMPORT_ONLY
         async with self._deps.db.tenant(ctx) as session:
