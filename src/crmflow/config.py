@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     #: system's, for self-hosted IMAP/SMTP/CalDAV servers with their own CA (e.g.
     #: a company CA); certificate checks are never switched off
     extra_ca_file: Path | None = None
+    #: where attachment content is stored (default: ``<data_dir>/blobs``)
+    blob_dir: Path | None = None
+    #: the first import of a mailbox covers this many days of mail
+    mail_import_days: int = Field(default=90, ge=1, le=3650)
     #: log level of crmflow's own loggers
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -176,6 +180,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmflow.db').as_posix()}"
+
+    @property
+    def effective_blob_dir(self) -> Path:
+        """Where attachment content lives."""
+        return self.blob_dir or self.data_dir / "blobs"
 
     def oauth_redirect_uri(self, provider: str) -> str:
         """The redirect URI registered with ``provider`` for this deployment."""

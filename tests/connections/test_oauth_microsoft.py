@@ -48,6 +48,7 @@ async def test_connect_outlook_mail_through_the_browser(
         "User.Read",
         "Mail.Send",
         "Mail.Read",
+        "Mail.ReadWrite",
     }
     assert "prompt" not in params
 

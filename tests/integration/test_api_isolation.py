@@ -19,10 +19,32 @@ from crmflow.domain.calendar_accounts import (
     Strategy,
 )
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
+from crmflow.domain.mail import Address, IncomingAttachment, IncomingMessage, MailFolder
 from crmflow.domain.secret import Secret
+from crmflow.store.blobs import BlobStore
 from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.store.integrations import IntegrationStore
+from crmflow.store.mail import MailStore
 from crmflow.web.app import create_app
+
+SECRET_MAIL = IncomingMessage(
+    provider_id="m1",
+    folder=MailFolder.INBOX,
+    thread_id="t1",
+    message_id="<secret@a.example.com>",
+    in_reply_to=None,
+    references=(),
+    subject="Secret offer",
+    sender=Address("secret@a.example.com"),
+    to=(Address("alice@gmail.example.com"),),
+    cc=(),
+    bcc=(),
+    date=dt.datetime(2026, 5, 4, 9, tzinfo=dt.UTC),
+    text="the price is 42",
+    html=None,
+    is_read=False,
+    attachments=(IncomingAttachment("offer.pdf", "application/pdf", 4, data=b"%PDF"),),
+)
 
 APPOINTMENT = {
     "title": "Secret deal",
@@ -39,6 +61,7 @@ BODIES = {
     ("PATCH", "/api/members/{user_id}"): {"role": "member"},
     ("PATCH", "/api/calendar-accounts/{account_id}"): {"strategy": "crm_wins"},
     ("POST", "/api/calendar-conflicts/{conflict_id}/resolve"): {"keep": "crm"},
+    ("PATCH", "/api/emails/{message_id}"): {"is_read": True},
 }
 
 #: endpoints whose path names no stored object but the caller's own namespace:
@@ -54,6 +77,8 @@ OWN_NAMESPACE = {
 #: collection-looking paths that name an object in their query instead (their
 #: isolation is tested where the object exists: tests/calendar_sync/test_api.py)
 NEEDS_AN_ID_IN_THE_QUERY = {"/api/calendar-accounts/choices"}
+#: collections that need a query to list anything
+QUERIES = {"/api/emails/search": {"q": "secret"}}
 
 
 def api_routes(settings):
@@ -125,7 +150,7 @@ async def _integration_of_alice(client, tenants, services):
         )
         [conflict] = await store.conflicts()
     async with services.db.tenant(tenants.alice.ctx) as session:
-        await IntegrationStore(session, services.vault).save(
+        gmail = await IntegrationStore(session, services.vault).save(
             ProviderKey.GOOGLE,
             IntegrationKind.GMAIL,
             email="alice@gmail.example.com",
@@ -135,6 +160,12 @@ async def _integration_of_alice(client, tenants, services):
             expires_at=None,
             scopes=[],
         )
+        mail = MailStore(session, BlobStore(services.settings.effective_blob_dir))
+        mailbox = await mail.ensure_account(
+            gmail, "google", "alice@gmail.example.com", None, start
+        )
+        stored = await mail.store(mailbox, SECRET_MAIL)
+        message = await mail.get(stored.id)
     put = await client.put(
         "/api/organization/oauth-clients/google",
         json={"client_id": "alice-org", "client_secret": "s3cret"},
@@ -146,6 +177,10 @@ async def _integration_of_alice(client, tenants, services):
         "provider": "google",
         "account_id": str(account.id),
         "conflict_id": str(conflict.id),
+        "email_account_id": str(mailbox.id),
+        "message_id": str(message.summary.id),
+        "thread_id": str(message.summary.thread_id),
+        "attachment_id": str(message.attachments[0].id),
     }
 
 
@@ -193,6 +228,19 @@ async def test_every_object_endpoint_hides_other_tenants(
     assert (await client.get("/api/integrations/gmail", headers=h)).status_code == 200
     clients = (await client.get("/api/organization/oauth-clients", headers=h)).json()
     assert clients[0]["client_id"] == "alice-org"
+    mail = (await client.get(f"/api/emails/{ids['message_id']}", headers=h)).json()
+    assert mail["subject"] == "Secret offer"
+    assert mail["is_read"] is False
+    download = await client.get(
+        f"/api/email-attachments/{ids['attachment_id']}", headers=h
+    )
+    assert download.content == b"%PDF"
+    assert download.headers["content-disposition"].startswith("attachment;")
+    # bob's own lists and searches do not show alice's mail either
+    b = tenants.bob.headers
+    assert (await client.get("/api/emails", headers=b)).json()["total"] == 0
+    found = await client.get("/api/emails/search", params={"q": "secret"}, headers=b)
+    assert found.json() == []
 
 
 async def test_collections_show_only_own_tenant(client, tenants, settings):
@@ -209,7 +257,9 @@ async def test_collections_show_only_own_tenant(client, tenants, settings):
             continue
         if template in NEEDS_AN_ID_IN_THE_QUERY:
             continue
-        resp = await client.get(template, headers=tenants.bob.headers)
+        resp = await client.get(
+            template, params=QUERIES.get(template), headers=tenants.bob.headers
+        )
         assert resp.status_code == 200, template
         leaked = [v for v in secret_values if v in resp.text]
         assert not leaked, f"GET {template} leaks {leaked}"

@@ -13,7 +13,15 @@ test session:
 * ``auth_verbose`` on, so tests can read the server's own account of each
   sign-in (``Login: user=<...>``, ``Password mismatch``) from ``log_file``;
   ``auth_failure_delay = 0`` and the anvil auth penalty off, so that a
-  refused password slows down no later sign-in.
+  refused password slows down no later sign-in;
+* a ``Sent`` folder marked ``\\Sent`` (RFC 6154 SPECIAL-USE) once a client
+  creates it (no account has one at first), and ``verbose_proctitle``, so a
+  test can see in the process list which command (``IDLE``) a session runs;
+* :meth:`DovecotServer.add_users` adds accounts while the server runs (the
+  ``passwd-file`` is re-read when it changes), so a test can have mailboxes
+  of its own; :meth:`DovecotServer.deliver` hands a message to
+  ``dovecot-lda`` (local delivery, as an MTA would) and
+  :meth:`DovecotServer.doveadm` runs ``doveadm`` on this instance.
 
 Dovecot starts as root and drops privileges to ``dovenull`` / ``dovecot`` /
 ``nobody``, so its directory is created outside pytest's temp tree with mode
@@ -34,6 +42,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +66,13 @@ __all__ = ["DovecotServer", "tls_cert"]
 
 #: Debian's binaries; override with CRMFLOW_DOVECOT_BIN (the dovecot binary)
 DOVECOT = Path(os.environ.get("CRMFLOW_DOVECOT_BIN", "/usr/sbin/dovecot"))
+#: local delivery agent and admin tool, beside the dovecot binary by default
+LDA = Path(os.environ.get("CRMFLOW_DOVECOT_LDA", "/usr/lib/dovecot/dovecot-lda"))
+DOVEADM = Path(os.environ.get("CRMFLOW_DOVEADM_BIN", "/usr/bin/doveadm"))
+#: a delivery or doveadm call taking longer than this has hung, in seconds
+TOOL_TIMEOUT_S = 30.0
+#: pause between two checks whether Dovecot sees added accounts, in seconds
+USER_POLL_S = 0.05
 #: OS users and group Dovecot's config below refers to
 OS_USERS = ("dovecot", "dovenull", "nobody")
 MAIL_GROUP = "nogroup"
@@ -87,10 +103,103 @@ class DovecotServer:
     config_file: Path
     #: the certificate of the TLS listener (trust it to connect)
     cert: TestCert
+    #: the ``passwd-file`` of every account (``users`` and added ones)
+    passwd_file: Path | None = None
 
     def log(self) -> str:
         """The server log so far."""
         return self.log_file.read_text(errors="replace")
+
+    def passwords(self) -> dict[str, str]:
+        """Every account (address -> password), added ones included."""
+        if self.passwd_file is None:
+            return dict(self.users)
+        found: dict[str, str] = {}
+        for line in self.passwd_file.read_text(encoding="utf-8").splitlines():
+            user, _, rest = line.partition(":")
+            if rest.startswith("{PLAIN}"):
+                found[user] = rest.removeprefix("{PLAIN}").split(":", 1)[0]
+        return found
+
+    def add_users(self, accounts: Mapping[str, str]) -> None:
+        """Add accounts (address -> password); returns once Dovecot knows them.
+
+        The file is replaced in one rename, so Dovecot never reads half of it.
+        Dovecot checks it for changes at most once a second, and sees a change
+        of its size or of its mtime in whole seconds: so each change moves the
+        mtime on by at least a second, and this waits until ``doveadm user``
+        finds the last account. Adding many accounts at once costs one wait.
+
+        Raises:
+            ValueError: an address exists already or cannot be written.
+            RuntimeError: Dovecot did not see the accounts in time.
+        """
+        if self.passwd_file is None:
+            raise ValueError("this server has no passwd-file")
+        if not accounts:
+            return
+        with _PASSWD_LOCK:
+            text = self.passwd_file.read_text(encoding="utf-8")
+            lines = []
+            for address, password in accounts.items():
+                if any(c in address + password for c in ":\n") or (
+                    f"\n{address}:" in "\n" + text
+                ):
+                    raise ValueError(f"cannot add {address!r}")
+                lines.append(f"{address}:{{PLAIN}}{password}::::::\n")
+            stamp = max(int(self.passwd_file.stat().st_mtime) + 1, int(time.time()))
+            fresh = self.passwd_file.with_suffix(".new")
+            fresh.write_text(text + "".join(lines), encoding="utf-8")
+            os.utime(fresh, (stamp, stamp))
+            fresh.replace(self.passwd_file)
+        last = list(accounts)[-1]
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                self.doveadm("user", last)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(USER_POLL_S)
+
+    def deliver(self, recipient: str, sender: str, message: bytes) -> None:
+        """Deliver ``message`` into ``recipient``'s INBOX with ``dovecot-lda``.
+
+        Raises:
+            RuntimeError: the delivery agent failed (its output included).
+        """
+        result = subprocess.run(
+            [str(LDA), "-c", str(self.config_file), "-d", recipient, "-f", sender],
+            input=message,
+            capture_output=True,
+            timeout=TOOL_TIMEOUT_S,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            raise RuntimeError(f"dovecot-lda exited {result.returncode}: {output}")
+
+    def doveadm(self, *args: str) -> str:
+        """Run ``doveadm`` on this instance; its standard output.
+
+        Raises:
+            RuntimeError: doveadm failed (its output included).
+        """
+        result = subprocess.run(
+            [str(DOVEADM), "-c", str(self.config_file), *args],
+            capture_output=True,
+            timeout=TOOL_TIMEOUT_S,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            raise RuntimeError(f"doveadm exited {result.returncode}: {output}")
+        return result.stdout.decode(errors="replace")
+
+
+#: serializes :meth:`DovecotServer.add_users`
+_PASSWD_LOCK = threading.Lock()
 
 
 def _missing() -> str | None:
@@ -125,6 +234,7 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
 auth_failure_delay = 0
+verbose_proctitle = yes
 log_path = {base}/log/dovecot.log
 mail_location = maildir:{base}/mail/%u/Maildir
 mail_fsync = never
@@ -140,6 +250,9 @@ userdb {{
 }}
 namespace inbox {{
   inbox = yes
+  mailbox Sent {{
+    special_use = \\Sent
+  }}
 }}
 # no auth penalty: anvil would delay every sign-in from 127.0.0.1 after a
 # refused password by up to 15 s (Dovecot "Authentication penalty support")
@@ -269,6 +382,7 @@ def dovecot(tls_cert: TestCert) -> Iterator[DovecotServer]:
                 log_file=base / "log" / "dovecot.log",
                 config_file=config,
                 cert=tls_cert,
+                passwd_file=base / "passwd",
             )
         finally:
             _stop(pid, [imap_port, imaps_port])

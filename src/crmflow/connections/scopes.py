@@ -177,6 +177,11 @@ CATALOGUE: dict[tuple[ProviderKey, IntegrationKind], KindSpec] = {
                 ["Mail.Read"],
                 ["Mail.ReadWrite"],
             ),
+            _f(
+                "organize_email",
+                "Mark email as read (and save sent mail as drafts first)",
+                ["Mail.ReadWrite"],
+            ),
         ),
     ),
     (ProviderKey.MICROSOFT, IntegrationKind.CALENDAR): KindSpec(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -253,3 +254,95 @@ class MailProvider(Protocol):
     async def attachment(self, provider_id: str, attachment_id: str) -> bytes:
         """The content of an attachment whose data was not fetched with it."""
         ...
+
+
+# ------------------------------------------------------------ stored records
+
+
+class AccountStatus(enum.StrEnum):
+    """How a mailbox's last sync went."""
+
+    ACTIVE = "active"
+    #: the last sync failed; ``last_error`` says why and what to do
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailAccountInfo:
+    """A mailbox the CRM syncs (one per mail integration of a user)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    integration_id: uuid.UUID | None
+    provider: str
+    email_address: str
+    display_name: str | None
+    status: AccountStatus
+    last_synced_at: dt.datetime | None
+    last_error: str | None
+    import_since: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """An attachment as listed with its message (no content)."""
+
+    id: uuid.UUID
+    filename: str | None
+    content_type: str
+    size: int
+    content_id: str | None
+    inline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """A stored message as lists show it."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    thread_id: str | None
+    folder: MailFolder
+    direction: Direction
+    subject: str
+    sender: Address | None
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    snippet: str
+    is_read: bool
+    has_attachments: bool
+    date: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    """A stored message with its bodies and attachments.
+
+    ``body_html`` is the HTML as received: sanitize before showing it.
+    """
+
+    summary: MessageSummary
+    bcc: tuple[Address, ...]
+    body_text: str | None
+    body_html: str | None
+    message_id: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    provider_message_id: str
+    provider_thread_id: str | None
+    attachments: tuple[AttachmentInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MailSyncResult:
+    """What one mailbox sync did."""
+
+    account_id: uuid.UUID
+    imported: int = 0
+    updated: int = 0
+    removed: int = 0
+    #: None on success; else what went wrong, in words a user can act on
+    error: str | None = None
+    #: the cursor had expired and the window was listed again
+    resynced: bool = False

@@ -36,6 +36,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -392,7 +393,10 @@ class OAuthSecret(Base):
 
 class EmailAccount(Base):
     __tablename__ = "email_accounts"
-    __table_args__ = {"info": {"tenancy": "personal"}}  # noqa: RUF012
+    __table_args__ = (
+        UniqueConstraint("user_id", "integration_id"),
+        {"info": {"tenancy": "personal"}},
+    )
 
     id: Mapped[uuid.UUID] = _id()
     organization_id: Mapped[uuid.UUID] = _org_fk()
@@ -407,6 +411,12 @@ class EmailAccount(Base):
     sync_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(20), default="active")
     last_synced_at: Mapped[dt.datetime | None]
+    #: the last sync's failure in words (None after a successful run)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: one sync at a time: a run holds the account until then
+    sync_lease_until: Mapped[dt.datetime | None]
+    #: the first import covers mail received since then
+    import_since: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
@@ -415,6 +425,8 @@ class EmailMessage(Base):
     __tablename__ = "email_messages"
     __table_args__ = (
         UniqueConstraint("email_account_id", "provider_message_id"),
+        Index(None, "email_account_id", "dedupe_key"),
+        Index(None, "user_id", "received_at"),
         {"info": {"tenancy": "personal"}},
     )
 
@@ -427,10 +439,26 @@ class EmailMessage(Base):
     provider_message_id: Mapped[str] = mapped_column(String(500))
     #: RFC 5322 Message-ID
     message_id_header: Mapped[str | None] = mapped_column(String(998), index=True)
+    #: the CRM's thread (see ``crmflow.mail.threading``)
     thread_id: Mapped[str | None] = mapped_column(String(500), index=True)
+    #: the provider's thread: Gmail threadId, Graph conversationId
+    provider_thread_id: Mapped[str | None] = mapped_column(String(500))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    #: Message-ID, or ``h:<sha256>`` of the content for mail without one
+    dedupe_key: Mapped[str | None] = mapped_column(String(998))
+    #: "Name <address>" of sender and recipients, for search
+    addresses_text: Mapped[str | None] = mapped_column(Text)
+    folder: Mapped[str] = mapped_column(
+        String(10), default="inbox", server_default="inbox"
+    )
+    has_attachments: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     direction: Mapped[str] = mapped_column(String(10), default="inbound")
     subject: Mapped[str | None] = mapped_column(Text)
     from_address: Mapped[str | None] = mapped_column(String(320))
+    from_name: Mapped[str | None] = mapped_column(String(200))
     to_addresses: Mapped[list[Any]] = mapped_column(default=list)
     cc_addresses: Mapped[list[Any]] = mapped_column(default=list)
     bcc_addresses: Mapped[list[Any]] = mapped_column(default=list)
@@ -461,7 +489,44 @@ class EmailAttachment(Base):
     provider_attachment_id: Mapped[str | None] = mapped_column(Text)
     #: key of the content in the blob store (None until downloaded)
     blob_key: Mapped[str | None] = mapped_column(String(500))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
+
+
+class EmailMessageAddress(Base):
+    """One correspondent of a message, by link key: how mail finds contacts."""
+
+    __tablename__ = "email_message_addresses"
+    __table_args__ = (
+        CheckConstraint("role IN ('from', 'to', 'cc', 'bcc')", name="role"),
+        Index(None, "organization_id", "link_key"),
+        {"info": {"tenancy": "personal"}},
+    )
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    email_message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("email_messages.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(4))
+    #: ``crmflow.mail.addresses.link_key`` of the address
+    link_key: Mapped[str] = mapped_column(String(320))
+
+
+#: objects the migrations create outside the models: PostgreSQL's generated
+#: search column and its index, SQLite's FTS5 table and its shadow tables
+_UNMODELLED = ("email_search", "search_vector", "ix_email_messages_search_vector")
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's filter: leave the search objects out of schema comparison."""
+    return not (name or "").startswith(_UNMODELLED)
 
 
 class CalendarAccount(Base):

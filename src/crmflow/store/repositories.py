@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dateutil.rrule import rrulestr
-from sqlalchemy import Select, Text, delete, func, or_, select
+from sqlalchemy import Select, String, Text, cast, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,7 @@ from crmflow.domain.emails import normalize_email
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from crmflow.mail.addresses import link_key
 from crmflow.store import _convert, models
 from crmflow.store.db import tenant_of
 from crmflow.store.identity import (
@@ -107,6 +108,37 @@ class AppointmentRepository:
         return crm.Page(
             tuple(_convert.appointment(r) for r in rows), total, limit, offset
         )
+
+    async def with_attendees(
+        self, keys: Iterable[str], *, limit: int = 50
+    ) -> Sequence[crm.Appointment]:
+        """Appointments, newest first, with an attendee whose address has one of
+        these link keys (:func:`crmflow.mail.addresses.link_key`): how a contact
+        finds its meetings, by the same rule as its mail."""
+        wanted = set(keys)
+        if not wanted:
+            return []
+        # a cheap text prefilter on the JSON column (the local part of each key
+        # appears in the stored address), then the exact rule in Python
+        stmt = self._scoped().where(
+            or_(
+                *(
+                    cast(models.Appointment.attendees, String).ilike(
+                        "%" + k.split("@")[0].replace("%", "").replace("_", "") + "%"
+                    )
+                    for k in wanted
+                )
+            )
+        )
+        rows = await self._s.scalars(
+            stmt.order_by(models.Appointment.start_at.desc()).limit(limit * 4)
+        )
+        found = [
+            a
+            for a in (_convert.appointment(r) for r in rows)
+            if any(link_key(x.email) in wanted for x in a.attendees)
+        ]
+        return found[:limit]
 
     async def _row(self, appointment_id: uuid.UUID) -> models.Appointment:
         row: models.Appointment | None = await self._s.scalar(

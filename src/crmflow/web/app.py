@@ -19,6 +19,7 @@ from crmflow.web import oauth as oauth_routes
 from crmflow.web.api import account, appointments, contacts
 from crmflow.web.api import calendar_accounts as calendar_api
 from crmflow.web.api import credentials as credential_api
+from crmflow.web.api import email as email_api
 from crmflow.web.api import integrations as integration_api
 from crmflow.web.ui import calendars as ui_calendars
 from crmflow.web.ui import integrations as ui_integrations
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(credential_api.router)
     app.include_router(integration_api.router)
     app.include_router(calendar_api.router)
+    app.include_router(email_api.router)
     app.include_router(oauth_routes.router)
     app.include_router(ui_routes.router)
     app.include_router(ui_integrations.router)

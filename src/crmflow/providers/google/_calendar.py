@@ -46,20 +46,15 @@ from crmflow.domain.calendar import (
 from crmflow.domain.secret import Secret
 from crmflow.errors import ValidationFailed
 from crmflow.providers._http import (
-    errors_from_response,
     new_client,
     raise_for_conditional_write,
-    retry_after_s,
     send_with_bearer,
 )
 from crmflow.providers.base import (
-    AuthError,
     CursorExpired,
     ItemAlreadyExists,
     ItemNotFound,
-    MissingScope,
     ProviderError,
-    RateLimited,
     TransientProviderError,
     UnsupportedOperation,
 )
@@ -70,6 +65,7 @@ from crmflow.providers.google._calendar_mapping import (
     instance_suffix,
     parse_updated,
 )
+from crmflow.providers.google._http import google_error
 
 #: the scope calendar writes need
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events"
@@ -102,40 +98,15 @@ def event_id_for(idempotency_key: str) -> str:
     return "crm" + idempotency_key  # c, r, m and hex digits are all base32hex
 
 
-def _reasons(response: httpx.Response) -> set[str]:
-    try:
-        body = response.json()
-    except ValueError:
-        return set()
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return set()
-    return {
-        str(e.get("reason"))
-        for e in error.get("errors") or ()
-        if isinstance(e, dict) and e.get("reason")
-    }
-
-
 def _error(response: httpx.Response, what: str) -> ProviderError:
     """A non-2xx Calendar response as a provider error (the generic cases)."""
-    status = response.status_code
-    reasons = _reasons(response)
-    if (status == 403 and reasons & _RATE_REASONS) or status == 429:
-        return RateLimited(
-            retry_after_s(response), f"{what}: rate limited by Google Calendar."
-        )
-    if status == 403 and "insufficientPermissions" in reasons:
-        return MissingScope([CALENDAR_SCOPE])
-    if status == 401:
-        return AuthError(
-            f"{what}: Google no longer accepts this connection; reconnect it."
-        )
-    if status >= 500:
-        return TransientProviderError(
-            f"{what}: Google answered {status}; retrying later."
-        )
-    return errors_from_response(response, what)
+    return google_error(
+        response,
+        what,
+        product="Google Calendar",
+        scopes=[CALENDAR_SCOPE],
+        rate_reasons=_RATE_REASONS,
+    )
 
 
 def _master_etag(version: str) -> str:

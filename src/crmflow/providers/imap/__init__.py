@@ -6,13 +6,16 @@ Public surface:
   :data:`MAIL_PRESETS`, :func:`mail_preset` (``presets.py``);
 * :func:`verify_imap`, :func:`verify_smtp`, :func:`check_transport`,
   :class:`ImapLogin` (``_verify.py``):
-  sign in for real and report failures as ``ConnectionCheckFailed`` subclasses.
-
-Mailbox sync (``ImapMailbox``) and sending arrive with the email feature.
+  sign in for real and report failures as ``ConnectionCheckFailed`` subclasses;
+* :class:`ImapMailbox` (``_mailbox.py``, sending in ``_smtp.py``): the
+  ``MailProvider`` of an IMAP + SMTP account: fetch INBOX and Sent with UIDs,
+  CONDSTORE and QRESYNC, send by SMTP and file the copy in Sent, set the read
+  flag, and wait for new mail with IDLE.
 """
 
 from __future__ import annotations
 
+from crmflow.providers.imap._mailbox import ImapMailbox
 from crmflow.providers.imap._verify import (
     DEFAULT_TIMEOUT_S,
     ImapLogin,
@@ -32,6 +35,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "MAIL_PRESETS",
     "ImapLogin",
+    "ImapMailbox",
     "MailPreset",
     "MailServer",
     "Security",

@@ -77,7 +77,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -96,19 +96,15 @@ from crmflow.domain.calendar import (
 from crmflow.domain.secret import Secret
 from crmflow.errors import ValidationFailed
 from crmflow.providers._http import (
-    errors_from_response,
     new_client,
     raise_for_conditional_write,
-    retry_after_s,
     send_with_bearer,
 )
 from crmflow.providers.base import (
-    AuthError,
     CursorExpired,
     ItemNotFound,
     PreconditionFailed,
     ProviderError,
-    RateLimited,
     TransientProviderError,
     UnsupportedOperation,
 )
@@ -129,6 +125,10 @@ from crmflow.providers.microsoft._calendar_mapping import (
     parse_modified,
     timing_key,
 )
+from crmflow.providers.microsoft._http import error_code as _error_code
+from crmflow.providers.microsoft._http import graph_error as _error
+from crmflow.providers.microsoft._http import json_object, same_origin
+from crmflow.providers.microsoft._http import sync_state_lost as _sync_state_lost
 
 #: Graph's maximum ``$top`` for event lists
 PAGE_SIZE = 1000
@@ -168,9 +168,6 @@ _SELECT = ",".join(
         "cancelledOccurrences",
     )
 )
-#: error codes of a forgotten delta token, compared case-insensitively (the wire
-#: says ``SyncStateNotFound``, the docs ``syncStateNotFound``)
-_SYNC_STATE_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 _CURSOR_VERSION = 1
 
 AccessToken = Callable[[], Awaitable[Secret]]
@@ -183,42 +180,6 @@ _Answers = list[httpx.Response]
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    """The ``error.code`` of a Graph error body (None if there is none)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    return str(error.get("code")) if isinstance(error, dict) else None
-
-
-def _error(response: httpx.Response, what: str) -> ProviderError:
-    """A non-2xx Graph response as a provider error (the generic cases)."""
-    status = response.status_code
-    if status == 429 or (status == 503 and response.headers.get("Retry-After")):
-        return RateLimited(
-            retry_after_s(response), f"{what}: Microsoft Graph asks to slow down."
-        )
-    if status == 401:
-        return AuthError(
-            f"{what}: Microsoft no longer accepts this connection; reconnect it."
-        )
-    if status >= 500:
-        return TransientProviderError(
-            f"{what}: Microsoft Graph answered {status}; retrying later."
-        )
-    return errors_from_response(response, what)
-
-
-def _sync_state_lost(response: httpx.Response) -> bool:
-    """Whether Graph says it forgot a delta token (410 or its error codes)."""
-    if response.status_code == 410:
-        return True
-    code = _error_code(response)
-    return response.status_code >= 400 and (code or "").lower() in _SYNC_STATE_CODES
 
 
 def _etag(raw: Mapping[str, Any]) -> str:
@@ -535,8 +496,7 @@ class GraphCalendar(CalendarProvider):
     def _own(self, link: str) -> bool:
         """Whether ``link`` points at this Graph root (the bearer token goes
         with it, so a stored or received link must not lead elsewhere)."""
-        mine, theirs = urlsplit(self._root), urlsplit(link)
-        return (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc)
+        return same_origin(self._root, link)
 
     async def _delta(
         self,
@@ -917,23 +877,8 @@ class GraphCalendar(CalendarProvider):
 
     @staticmethod
     def _page(response: httpx.Response, what: str) -> dict[str, Any]:
-        """A 200 page's JSON object.
-
-        Raises:
-            ProviderError: a non-200 answer (mapped by status).
-            TransientProviderError: an unreadable page.
-        """
-        if response.status_code != 200:
-            raise _error(response, what)
-        try:
-            page = response.json()
-        except ValueError:
-            page = None
-        if not isinstance(page, dict):
-            raise TransientProviderError(
-                f"{what}: Graph sent an unreadable page; retrying later."
-            )
-        return page
+        """A 200 page's JSON object (see :func:`._http.json_object`)."""
+        return json_object(response, what)
 
     async def _send(
         self,

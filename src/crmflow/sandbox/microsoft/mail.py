@@ -349,7 +349,8 @@ class Mailboxes:
             is_draft=draft,
             is_read=True,
             conversation_id=_ids.new_id()[:100],
-            internet_message_id=f"<{secrets.token_hex(12).upper()}@sandbox.outlook.test>",
+            internet_message_id=_client_message_id(body, draft)
+            or f"<{secrets.token_hex(12).upper()}@sandbox.outlook.test>",
             subject=subject,
             body=normalize_body(body.get("body")),
             sender=sender,
@@ -765,3 +766,21 @@ def _check_if_match(if_match: str | None, change_key: str) -> None:
     tags = [t.strip() for t in if_match.split(",")]
     if not any(t in {f'W/"{change_key}"', f'"{change_key}"', change_key} for t in tags):
         raise irresolvable_conflict()
+
+
+def _client_message_id(body: dict[str, Any], draft: bool) -> str | None:
+    """A draft may carry the client's own Message-ID ("internetMessageId …
+    Updatable only if isDraft = true", message resource); messages sent
+    directly get one from the server."""
+    value = body.get("internetMessageId")
+    if not draft or value is None:
+        return None
+    if not isinstance(value, str) or not (
+        value.startswith("<") and value.endswith(">") and "@" in value
+    ):
+        raise GraphError(
+            400,
+            "ErrorInvalidInternetMessageId",
+            "The internetMessageId must be an RFC 2822 message id: <id@domain>.",
+        )
+    return value

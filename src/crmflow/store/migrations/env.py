@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from crmflow.store.db import ensure_sqlite_dir, sync_url
-from crmflow.store.models import Base
+from crmflow.store.models import Base, include_object
 
 config = context.config
 
@@ -35,6 +35,7 @@ def run_migrations() -> None:
             target_metadata=Base.metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

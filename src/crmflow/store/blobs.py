@@ -1,0 +1,96 @@
+"""The blob store: attachment content on the filesystem, by SHA-256.
+
+Layout: ``<root>/<organization id>/<first two hex digits>/<sha256>``. Content
+is addressed by its hash within an organization, so the same file received
+twice is stored once, and one organization's files never share a path with
+another's. Who may read a blob is decided by the ``email_attachments`` row that
+names it (row level security on PostgreSQL); the store itself checks only that
+a key is well-formed, so a key from a request can never reach outside the
+root.
+
+Writes go to a temporary file in the same directory, are flushed to disk and
+then renamed into place: a crash leaves either the whole blob or none.
+Reads stream in chunks (:meth:`BlobStore.stream`) so a large attachment never
+sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from crmflow.errors import NotFound
+
+#: bytes per read when streaming a blob out
+CHUNK = 64 * 1024
+
+_KEY = re.compile(r"^[0-9a-f-]{36}/[0-9a-f]{2}/[0-9a-f]{64}$")
+
+
+class BlobStore:
+    """Content-addressed files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise NotFound("No such attachment.")
+        return self._root / key
+
+    @staticmethod
+    def key_for(organization_id: uuid.UUID, sha256: str) -> str:
+        return f"{organization_id}/{sha256[:2]}/{sha256}"
+
+    def put(self, organization_id: uuid.UUID, data: bytes) -> tuple[str, str]:
+        """Store ``data``; returns ``(key, sha256)``. Idempotent."""
+        digest = hashlib.sha256(data).hexdigest()
+        key = self.key_for(organization_id, digest)
+        path = self._root / key
+        if path.exists():
+            return key, digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return key, digest
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound("The attachment's content is missing.") from None
+
+    def stream(self, key: str) -> Iterator[bytes]:
+        """The blob's bytes in chunks of :data:`CHUNK`.
+
+        Raises:
+            NotFound: malformed key, or no such blob.
+        """
+        path = self._path(key)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise NotFound("The attachment's content is missing.") from None
+        with handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def read(self, key: str) -> bytes:
+        """The whole blob (for attachments being re-sent, within send limits)."""
+        return b"".join(self.stream(key))
