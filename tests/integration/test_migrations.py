@@ -173,13 +173,16 @@ def policies(url: str) -> set[tuple[str, str]]:
 
 
 def functions(url: str) -> set[str]:
+    """crmflow's own functions (an extension's, e.g. unaccent's, are not)."""
     engine = create_engine(sync_url(url), poolclass=NullPool)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT p.proname FROM pg_proc p JOIN pg_namespace n "
-                    "ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+                    "ON n.oid = p.pronamespace WHERE n.nspname = 'public' "
+                    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid "
+                    "AND d.deptype = 'e')"
                 )
             ).all()
             return {str(r[0]) for r in rows}

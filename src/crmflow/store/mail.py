@@ -495,7 +495,11 @@ class MailStore:
             await self._session.scalars(
                 self._messages()
                 .where(models.EmailMessage.thread_id == thread_id)
-                .order_by(models.EmailMessage.received_at, models.EmailMessage.id)
+                .order_by(
+                    models.EmailMessage.received_at,
+                    models.EmailMessage.created_at,
+                    models.EmailMessage.id,
+                )
             )
         )
         if not rows:
@@ -547,8 +551,8 @@ class MailStore:
         else:
             hits = text(
                 "SELECT id FROM email_messages WHERE search_vector @@ "
-                "to_tsquery('simple', :q) AND user_id = :u AND organization_id = :o "
-                "ORDER BY ts_rank(search_vector, to_tsquery('simple', :q)) DESC "
+                "to_tsquery('crmflow_search', :q) AND user_id = :u AND organization_id = :o "
+                "ORDER BY ts_rank(search_vector, to_tsquery('crmflow_search', :q)) DESC "
                 "LIMIT :n"
             )
             params = {

@@ -10,9 +10,12 @@ created later sees its earlier mail. Attachments get the SHA-256 of their
 content (the blob store's key) and their inline flag.
 
 Full-text search: on PostgreSQL a generated ``tsvector`` column with a GIN
-index (``simple`` configuration: no stemming, so names, addresses and mixed
-languages match as written); on SQLite an FTS5 table whose rowid is the
-message row's rowid.
+index, in the text search configuration ``crmflow_search``: ``simple`` (no
+stemming, so names, addresses and mixed languages match as written) behind
+``unaccent`` (so "schone" finds "Schöne", as SQLite's ``remove_diacritics``
+does); on SQLite an FTS5 table whose rowid is the message row's rowid. The
+``unaccent`` extension ships with PostgreSQL (contrib) and is trusted, so the
+database owner can create it; downgrading leaves it installed.
 
 Revision ID: 0005
 Revises: 0004
@@ -36,10 +39,12 @@ depends_on: str | Sequence[str] | None = None
 #: tables this revision creates; each gets row level security on PostgreSQL
 NEW_TABLES = ("email_message_addresses",)
 
+#: the text search configuration search uses (crmflow.store.mail knows it too)
+SEARCH_CONFIG = "crmflow_search"
 _PG_SEARCH = (
-    "setweight(to_tsvector('simple', coalesce(subject, '')), 'A') || "
-    "setweight(to_tsvector('simple', coalesce(addresses_text, '')), 'B') || "
-    "setweight(to_tsvector('simple', coalesce(body_text, '')), 'C')"
+    f"setweight(to_tsvector('{SEARCH_CONFIG}', coalesce(subject, '')), 'A') || "
+    f"setweight(to_tsvector('{SEARCH_CONFIG}', coalesce(addresses_text, '')), 'B') || "
+    f"setweight(to_tsvector('{SEARCH_CONFIG}', coalesce(body_text, '')), 'C')"
 )
 
 
@@ -154,6 +159,12 @@ def upgrade() -> None:
         )
 
     if dialect == "postgresql":
+        op.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+        op.execute(f"CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = simple)")
+        op.execute(
+            f"ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} ALTER MAPPING FOR "
+            "hword, hword_part, word WITH unaccent, simple"
+        )
         op.execute(
             "ALTER TABLE email_messages ADD COLUMN search_vector tsvector "
             f"GENERATED ALWAYS AS ({_PG_SEARCH}) STORED"
@@ -179,6 +190,7 @@ def downgrade() -> None:
             op.execute(stmt)
         op.execute("DROP INDEX IF EXISTS ix_email_messages_search_vector")
         op.execute("ALTER TABLE email_messages DROP COLUMN search_vector")
+        op.execute(f"DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG}")
     elif dialect == "sqlite":
         op.execute("DROP TABLE IF EXISTS email_search")
     with op.batch_alter_table("email_message_addresses", schema=None) as batch_op:
