@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -254,28 +255,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _serve(settings, host, port, banner, sandbox)
 
 
+async def _acting_user(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[uuid.UUID, uuid.UUID | None]:
+    """The user (``--user``) and organization (``--org``) a command acts as.
+
+    Raises:
+        NotFound: no such active user or organization.
+    """
+    from crmflow.errors import NotFound
+    from crmflow.store.db import Database
+    from crmflow.store.identity import find_organization, find_user
+
+    admin = Database(settings.effective_admin_database_url)
+    try:
+        user_id = await find_user(admin, args.user)
+        org_id = await find_organization(admin, args.org) if args.org else None
+    finally:
+        await admin.dispose()
+    if user_id is None:
+        raise NotFound(f"No active user {args.user!r}.")
+    if args.org and org_id is None:
+        raise NotFound(f"No organization {args.org!r}.")
+    return user_id, org_id
+
+
 def cmd_sync_calendar(args: argparse.Namespace) -> int:
     from crmflow.bootstrap import start_services
     from crmflow.connections.service import Integrations
     from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo, SyncType
     from crmflow.errors import NotFound
     from crmflow.services.calendar_sync import CalendarSync
-    from crmflow.store.db import Database
-    from crmflow.store.identity import enter_organization, find_organization, find_user
+    from crmflow.store.identity import enter_organization
 
     settings = load_settings()
 
     async def run() -> list[tuple[str, SyncRunInfo]]:
-        admin = Database(settings.effective_admin_database_url)
-        try:
-            user_id = await find_user(admin, args.user)
-            org_id = await find_organization(admin, args.org) if args.org else None
-        finally:
-            await admin.dispose()
-        if user_id is None:
-            raise NotFound(f"No active user {args.user!r}.")
-        if args.org and org_id is None:
-            raise NotFound(f"No organization {args.org!r}.")
+        user_id, org_id = await _acting_user(settings, args)
         services = await start_services(settings)
         try:
             ctx = await enter_organization(services.db, user_id, org_id)
@@ -354,6 +370,65 @@ def cmd_sync_calendar(args: argparse.Namespace) -> int:
         for e in r.errors:
             err.print(f"[yellow]{name}: {e.message}[/]", soft_wrap=True)
     return 0 if all(r.status is RunStatus.SUCCESS for _, r in runs) else 1
+
+
+def cmd_sync_mail(args: argparse.Namespace) -> int:
+    from crmflow.bootstrap import start_services
+    from crmflow.connections.service import Integrations
+    from crmflow.domain.mail import MailSyncResult
+    from crmflow.errors import NotFound
+    from crmflow.services.mail import MailService
+    from crmflow.store.identity import enter_organization
+
+    settings = load_settings()
+
+    async def run() -> list[tuple[str, MailSyncResult]]:
+        user_id, org_id = await _acting_user(settings, args)
+        services = await start_services(settings)
+        try:
+            ctx = await enter_organization(services.db, user_id, org_id)
+            service = MailService(Integrations(services.db, services.vault, settings))
+            accounts = [
+                a
+                for a in await service.accounts(ctx)
+                if args.account is None or str(a.id) == args.account
+            ]
+            if args.account is not None and not accounts:
+                raise NotFound(f"{args.user} has no mailbox {args.account}.")
+            results = []
+            for account in accounts:
+                with err.status(f"{account.email_address}: fetching mail"):
+                    results.append(
+                        (
+                            account.email_address,
+                            await service.sync(ctx, account.id, full=args.full),
+                        )
+                    )
+            return results
+        finally:
+            await services.close()
+
+    results = asyncio.run(run())
+    if not results:
+        out.print(f"{args.user} has no connected mailbox.")
+        return 0
+    table = Table(box=None)
+    table.add_column("mailbox", overflow="fold")
+    for heading in ("imported", "updated", "removed", "resynced"):
+        table.add_column(heading)
+    for name, r in results:
+        table.add_row(
+            name,
+            str(r.imported),
+            str(r.updated),
+            str(r.removed),
+            "yes" if r.resynced else "no",
+        )
+    out.print(table)
+    for _name, r in results:
+        if r.error:
+            err.print(f"[yellow]{r.error}[/]", soft_wrap=True)
+    return 0 if all(r.error is None for _, r in results) else 1
 
 
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
@@ -461,6 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="carry out deletions although one side suddenly lists nothing",
     )
     p.set_defaults(func=cmd_sync_calendar)
+    p = sync.add_parser(
+        "mail",
+        help="fetch a user's new mail now (exit 1 if a mailbox failed)",
+    )
+    p.add_argument("--user", required=True, help="the user's e-mail address")
+    p.add_argument("--org", help="organization slug (default: the user's first)")
+    p.add_argument("--account", help="one mailbox id (default: all)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="list the import window again instead of the changes",
+    )
+    p.set_defaults(func=cmd_sync_mail)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True

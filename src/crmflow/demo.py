@@ -194,6 +194,13 @@ async def seed(admin: Database, now: dt.datetime | None = None) -> bool:
                 "Kenji Sato", ("kenji.sato@example.jp",), company="Sato Holdings"
             )
         )
+        # the correspondent of the seeded sandbox Gmail threads: once the demo
+        # login connects Gmail, her contact page lists that mail
+        await contacts.create(
+            crm.ContactDraft(
+                "Jane Doe", ("jane.doe@acme.example",), company="Acme Corp"
+            )
+        )
         repo = AppointmentRepository(session)
         await repo.create(
             crm.AppointmentDraft(
