@@ -71,7 +71,7 @@ def test_serve_without_keys_stops_at_start_up(env, tmp_path):
 def test_db_upgrade_users_create_and_key_rotation(env, tmp_path):
     up = run(["db", "upgrade"], env, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert "revision 0004" in up.stdout
+    assert "revision 0005" in up.stdout
     created = run(
         [
             "users",
