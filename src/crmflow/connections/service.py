@@ -44,6 +44,7 @@ Disconnecting (:meth:`Integrations.disconnect`):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -272,6 +273,17 @@ class Integrations:
         return await self._refresher.access_token(
             ctx, info.provider, info.kind, force=force
         )
+
+    def token_source(
+        self, ctx: TenantContext, kind: IntegrationKind, provider: ProviderKey
+    ) -> Callable[[], Awaitable[Secret]]:
+        """What provider adapters call for a token before each request: a fresh
+        :meth:`refresh_if_needed` each time, so a long sync outlives a token."""
+
+        async def token() -> Secret:
+            return await self.refresh_if_needed(ctx, kind, provider)
+
+        return token
 
     # ---------------------------------------------------------------- connecting
 

@@ -131,13 +131,7 @@ class CalendarSync:
     def _token(
         self, ctx: TenantContext, info: IntegrationInfo
     ) -> Callable[[], Awaitable[Secret]]:
-        async def token() -> Secret:
-            secret: Secret = await self._integrations.refresh_if_needed(
-                ctx, info.kind, info.provider
-            )
-            return secret
-
-        return token
+        return self._integrations.token_source(ctx, info.kind, info.provider)
 
     def _google_root(self) -> str:
         return str(self._deps.settings.google_api_url).rstrip("/") + "/calendar/v3/"

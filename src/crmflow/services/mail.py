@@ -184,13 +184,7 @@ class MailService:
     def _token(
         self, ctx: TenantContext, info: IntegrationInfo
     ) -> Callable[[], Awaitable[Secret]]:
-        async def token() -> Secret:
-            secret: Secret = await self._integrations.refresh_if_needed(
-                ctx, info.kind, info.provider
-            )
-            return secret
-
-        return token
+        return self._integrations.token_source(ctx, info.kind, info.provider)
 
     async def _provider(
         self, ctx: TenantContext, account: EmailAccountInfo
