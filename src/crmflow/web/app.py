@@ -22,6 +22,8 @@ from crmflow.web.api import credentials as credential_api
 from crmflow.web.api import email as email_api
 from crmflow.web.api import integrations as integration_api
 from crmflow.web.ui import calendars as ui_calendars
+from crmflow.web.ui import contacts as ui_contacts
+from crmflow.web.ui import email as ui_email
 from crmflow.web.ui import integrations as ui_integrations
 from crmflow.web.ui import routes as ui_routes
 from crmflow.web.ui.throttle import LoginThrottle
@@ -88,6 +90,8 @@ def create_app(
     app.include_router(ui_routes.router)
     app.include_router(ui_integrations.router)
     app.include_router(ui_calendars.router)
+    app.include_router(ui_email.router)
+    app.include_router(ui_contacts.router)
     for prefix, sub_app in (mounts or {}).items():
         app.mount(prefix, sub_app)
     app.mount(

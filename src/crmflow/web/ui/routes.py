@@ -1,4 +1,5 @@
-"""UI routes: sign-in, Appointments, Email and Settings.
+"""UI routes: sign-in, Appointments and Settings (Email, Contacts and the
+calendar pages have modules of their own).
 
 Every page but ``/login`` needs a signed-in session (:mod:`.session`); every
 POST carries the session's CSRF token (:mod:`.csrf`). Writes go through the
@@ -396,14 +397,6 @@ async def delete_appointment(
     else:
         flash(request, f"Appointment “{title}” deleted.")
     return _redirect("/appointments")
-
-
-# ------------------------------------------------------------------------- email
-
-
-@router.get("/email")
-async def email_page(request: Request, viewer: ViewerDep) -> Response:
-    return render(request, "email.html", _page(request, viewer, "email"))
 
 
 # ---------------------------------------------------------------------- settings
