@@ -124,6 +124,13 @@ def tenant_row(
             email_message_id=refs["email_messages"],
             content_type="text/plain",
         ),
+        "email_message_addresses": lambda: full_row(
+            table,
+            **personal,
+            email_message_id=refs["email_messages"],
+            role="from",
+            link_key=f"{tag}@mail.test",
+        ),
         "calendar_accounts": lambda: full_row(
             table,
             **personal,
@@ -249,6 +256,7 @@ SEED_ORDER = [
     "email_accounts",
     "email_messages",
     "email_attachments",
+    "email_message_addresses",
     "calendar_accounts",
     "calendar_event_mappings",
     "calendar_sync_log",
@@ -614,6 +622,8 @@ def test_personal_row_for_another_user_or_org_is_refused(
         own = tenant_row(table, org_a, a1, refs)
         if table == "user_integrations":
             own["kind"] = "mail"
+        if table == "email_accounts":
+            own["integration_id"] = None  # (user_id, integration_id) is unique
         insert(conn, table, own)
         mine = visible(conn, table)
     assert mine == world.ids(table, lambda r: r.user == "a1") | {own["id"]}
