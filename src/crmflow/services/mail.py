@@ -22,10 +22,12 @@ row instead of adding one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from crmflow.connections.service import Integrations
@@ -35,6 +37,7 @@ from crmflow.domain.mail import (
     Address,
     EmailAccountInfo,
     IncomingMessage,
+    MailBatch,
     MailFolder,
     MailProvider,
     MailSyncResult,
@@ -301,11 +304,10 @@ class MailService:
         result: MailSyncResult,
     ) -> MailSyncResult:
         imported, updated, removed = result.imported, result.updated, result.removed
-        async for batch in provider.fetch(cursor, since=since):
+        async for batch in _read_ahead(provider.fetch(cursor, since=since)):
             async with self._deps.db.tenant(ctx) as session:
                 store = MailStore(session, self._blobs)
-                for message in batch.messages:
-                    stored = await store.store(account, message)
+                for stored in await store.store_many(account, batch.messages):
                     if stored.created:
                         imported += 1
                     else:
@@ -515,6 +517,33 @@ class MailService:
             store = MailStore(session, self._blobs)
             result = await store.store(account, stored)
             return await store.get(result.id)
+
+
+async def _read_ahead(pages: AsyncIterator[MailBatch]) -> AsyncIterator[MailBatch]:
+    """The pages of ``pages``, the next one fetched while the caller stores
+    the current one (the provider's network time and the database's overlap).
+
+    At most one page is ahead, so memory holds two pages at most. If the caller
+    stops early, the page being fetched is cancelled and the fetch closed.
+    """
+    ahead: asyncio.Future[MailBatch] = asyncio.ensure_future(anext(pages))
+    try:
+        while True:
+            try:
+                page = await ahead
+            except StopAsyncIteration:
+                return
+            ahead = asyncio.ensure_future(anext(pages))
+            yield page
+    finally:
+        # the caller stopped (or failed): the page fetched ahead is not wanted,
+        # nor is its error
+        ahead.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+            await ahead
+        aclose = getattr(pages, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _server(info: IntegrationInfo, key: str) -> imap.MailServer:

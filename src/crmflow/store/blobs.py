@@ -47,13 +47,27 @@ class BlobStore:
     def key_for(organization_id: uuid.UUID, sha256: str) -> str:
         return f"{organization_id}/{sha256[:2]}/{sha256}"
 
+    def address(self, organization_id: uuid.UUID, data: bytes) -> tuple[str, str]:
+        """``(key, sha256)`` under which ``data`` is (or will be) stored."""
+        digest = hashlib.sha256(data).hexdigest()
+        return self.key_for(organization_id, digest), digest
+
     def put(self, organization_id: uuid.UUID, data: bytes) -> tuple[str, str]:
         """Store ``data``; returns ``(key, sha256)``. Idempotent."""
-        digest = hashlib.sha256(data).hexdigest()
-        key = self.key_for(organization_id, digest)
-        path = self._root / key
+        key, digest = self.address(organization_id, data)
+        self.write(key, data)
+        return key, digest
+
+    def write_all(self, blobs: list[tuple[str, bytes]]) -> None:
+        """Store each ``(key, data)`` (keys from :meth:`address`)."""
+        for key, data in blobs:
+            self.write(key, data)
+
+    def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` (from :meth:`address`); idempotent."""
+        path = self._path(key)
         if path.exists():
-            return key, digest
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -65,7 +79,6 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return key, digest
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -18,16 +18,17 @@ word of the query must match, as a prefix.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.mail import (
@@ -50,6 +51,8 @@ from crmflow.store import models
 from crmflow.store.blobs import BlobStore
 from crmflow.store.db import tenant_of
 
+#: ids per ``IN (...)`` (SQLite allows 32,766 variables)
+_IN_CHUNK = 500
 #: at most this many words of a search query are used
 MAX_QUERY_WORDS = 12
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -122,6 +125,17 @@ def _summary(row: models.EmailMessage) -> MessageSummary:
         has_attachments=row.has_attachments,
         date=row.received_at or row.sent_at,
     )
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The rows a page of new messages inserts, per table."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    addresses: list[dict[str, Any]] = field(default_factory=list)
+    #: (key, content) of attachment files to write
+    blobs: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,109 +281,197 @@ class MailStore:
 
     # ------------------------------------------------------------- storing
 
-    async def _thread_of(self, account_id: uuid.UUID, msg: IncomingMessage) -> str:
-        refs = tuple(r for r in (msg.message_id, msg.in_reply_to, *msg.references) if r)
-        found: dict[str, str] = {}
-        if refs:
+    async def _column_map(
+        self, account_id: uuid.UUID, key: Any, value: Any, keys: set[str]
+    ) -> dict[str, Any]:
+        """``{key: value}`` of this mailbox's messages whose ``key`` is in ``keys``.
+
+        Scoped by the mailbox alone (its owner was checked when it was read):
+        tenant columns in the filter would lead SQLite, which has no planner
+        statistics on a young database, to scan the user's whole mail through
+        the ``(user_id, received_at)`` index for every lookup.
+        """
+        found: dict[str, Any] = {}
+        wanted = sorted(k for k in keys if k)
+        for start in range(0, len(wanted), _IN_CHUNK):
             rows = await self._session.execute(
-                select(
-                    models.EmailMessage.message_id_header, models.EmailMessage.thread_id
-                ).where(
-                    *self._mine(models.EmailMessage),
-                    models.EmailMessage.message_id_header.in_(refs),
-                    models.EmailMessage.thread_id.is_not(None),
+                select(key, value).where(
+                    models.EmailMessage.email_account_id == account_id,
+                    key.in_(wanted[start : start + _IN_CHUNK]),
                 )
             )
-            found = {str(m): str(t) for m, t in rows}
-        return thread_key(
-            msg.message_id,
-            msg.in_reply_to,
-            msg.references,
-            msg.thread_id,
-            lambda ids: next((found[i] for i in ids if i in found), None),
-        )
-
-    async def _find(
-        self, account_id: uuid.UUID, provider_id: str, dedupe_key: str
-    ) -> models.EmailMessage | None:
-        scope = (
-            models.EmailMessage.email_account_id == account_id,
-            *self._mine(models.EmailMessage),
-        )
-        row = await self._session.scalar(
-            select(models.EmailMessage).where(
-                *scope, models.EmailMessage.provider_message_id == provider_id
-            )
-        )
-        if row is None:
-            row = await self._session.scalar(
-                select(models.EmailMessage)
-                .where(*scope, models.EmailMessage.dedupe_key == dedupe_key)
-                .limit(1)
-            )
-        return row
+            for k, v in rows:
+                found.setdefault(str(k), v)
+        return found
 
     async def store(self, account: EmailAccountInfo, msg: IncomingMessage) -> Stored:
         """Insert a fetched message, or update the row that already holds it."""
-        body = plain_text(msg.text, msg.html)
-        dedupe = msg.message_id or _content_key(msg, body)
-        row = await self._find(account.id, msg.provider_id, dedupe)
-        if row is not None:
-            row.provider_message_id = msg.provider_id
-            row.is_read = msg.is_read
-            row.labels = list(msg.labels)
-            if msg.thread_id:
-                row.provider_thread_id = msg.thread_id
-            return Stored(row.id, created=False)
+        (stored,) = await self.store_many(account, [msg])
+        return stored
+
+    async def store_many(
+        self, account: EmailAccountInfo, messages: Sequence[IncomingMessage]
+    ) -> list[Stored]:
+        """Store a page of fetched messages: a few queries for the whole page
+        (existing rows by provider id and de-duplication key, thread parents),
+        one flush, one search-index insert."""
+        bodies = [plain_text(m.text, m.html) for m in messages]
+        dedupes = [
+            m.message_id or _content_key(m, b)
+            for m, b in zip(messages, bodies, strict=True)
+        ]
+        by_provider = await self._column_map(
+            account.id,
+            models.EmailMessage.provider_message_id,
+            models.EmailMessage.id,
+            {m.provider_id for m in messages},
+        )
+        by_dedupe = await self._column_map(
+            account.id,
+            models.EmailMessage.dedupe_key,
+            models.EmailMessage.id,
+            set(dedupes),
+        )
+        refs = {
+            r
+            for m in messages
+            for r in (m.message_id, m.in_reply_to, *m.references)
+            if r
+        }
+        threads = await self._column_map(
+            account.id,
+            models.EmailMessage.message_id_header,
+            models.EmailMessage.thread_id,
+            refs,
+        )
+        threads = {k: v for k, v in threads.items() if v}
+        results: list[Stored] = []
+        created: list[uuid.UUID] = []
+        rows: _Rows = _Rows()
+        for msg, body, dedupe in zip(messages, bodies, dedupes, strict=True):
+            existing = by_provider.get(msg.provider_id) or by_dedupe.get(dedupe)
+            if existing is not None:
+                await self._refresh(existing, msg)
+                results.append(Stored(existing, created=False))
+                continue
+            thread = thread_key(
+                msg.message_id,
+                msg.in_reply_to,
+                msg.references,
+                msg.thread_id,
+                lambda ids: next((threads[i] for i in ids if i in threads), None),
+            )
+            row_id = self._add(account, msg, body, dedupe, thread, rows)
+            # later messages of the same page find this one
+            by_provider[msg.provider_id] = row_id
+            by_dedupe[dedupe] = row_id
+            if msg.message_id:
+                threads.setdefault(msg.message_id, thread)
+            created.append(row_id)
+            results.append(Stored(row_id, created=True))
+        # attachment files first (in a thread: hashing is done, writing and
+        # fsync wait on the disk), so no committed row names a missing file
+        if rows.blobs:
+            await asyncio.to_thread(self._blobs.write_all, rows.blobs)
+        # one multi-row INSERT per table, parents first
+        for model, values in (
+            (models.EmailMessage, rows.messages),
+            (models.EmailAttachment, rows.attachments),
+            (models.EmailMessageAddress, rows.addresses),
+        ):
+            if values:
+                await self._session.execute(insert(model), values)
+        if self._sqlite and created:
+            await self._session.execute(
+                text(
+                    "INSERT INTO email_search (rowid, subject, addresses, body) "
+                    "SELECT rowid, subject, addresses_text, body_text "
+                    "FROM email_messages WHERE id IN (SELECT value FROM json_each(:ids))"
+                ),
+                {"ids": _json_list([i.hex for i in created])},
+            )
+        return results
+
+    async def _refresh(self, row_id: uuid.UUID, msg: IncomingMessage) -> None:
+        """A message stored already: take its current provider id and flags."""
+        values: dict[str, Any] = {
+            "provider_message_id": msg.provider_id,
+            "is_read": msg.is_read,
+            "labels": list(msg.labels),
+        }
+        if msg.thread_id:
+            values["provider_thread_id"] = msg.thread_id
+        await self._session.execute(
+            update(models.EmailMessage)
+            .where(models.EmailMessage.id == row_id, *self._mine(models.EmailMessage))
+            .values(**values)
+        )
+
+    def _add(
+        self,
+        account: EmailAccountInfo,
+        msg: IncomingMessage,
+        body: str,
+        dedupe: str,
+        thread: str,
+        rows: _Rows,
+    ) -> uuid.UUID:
+        """Queue a new message with its attachments and correspondents."""
         outbound = msg.folder is MailFolder.SENT or (
             msg.sender is not None
             and msg.sender.email.lower() == account.email_address.lower()
         )
         when = msg.date
-        row = models.EmailMessage(
-            organization_id=self._ctx.organization_id,
-            user_id=self._ctx.user_id,
-            email_account_id=account.id,
-            provider_message_id=msg.provider_id,
-            message_id_header=msg.message_id,
-            thread_id=await self._thread_of(account.id, msg),
-            provider_thread_id=msg.thread_id,
-            in_reply_to=msg.in_reply_to,
-            references=list(msg.references),
-            dedupe_key=dedupe,
-            folder=msg.folder.value,
-            direction=(Direction.OUTBOUND if outbound else Direction.INBOUND).value,
-            subject=msg.subject,
-            from_address=msg.sender.email[:320] if msg.sender else None,
-            from_name=msg.sender.name[:200] if msg.sender else None,
-            to_addresses=_addr_json(msg.to),
-            cc_addresses=_addr_json(msg.cc),
-            bcc_addresses=_addr_json(msg.bcc),
-            addresses_text=_search_words(
-                ([msg.sender] if msg.sender else []) + [*msg.to, *msg.cc, *msg.bcc]
-            ),
-            snippet=snippet(body),
-            body_text=body,
-            body_html=msg.html,
-            is_read=msg.is_read,
-            labels=list(msg.labels),
-            has_attachments=any(not a.inline for a in msg.attachments),
-            sent_at=when if outbound else None,
-            received_at=when,
+        row_id = uuid.uuid4()
+        owner = {
+            "organization_id": self._ctx.organization_id,
+            "user_id": self._ctx.user_id,
+        }
+        rows.messages.append(
+            dict(
+                id=row_id,
+                **owner,
+                email_account_id=account.id,
+                provider_message_id=msg.provider_id,
+                message_id_header=msg.message_id,
+                thread_id=thread,
+                provider_thread_id=msg.thread_id,
+                in_reply_to=msg.in_reply_to,
+                references=list(msg.references),
+                dedupe_key=dedupe,
+                folder=msg.folder.value,
+                direction=(Direction.OUTBOUND if outbound else Direction.INBOUND).value,
+                subject=msg.subject,
+                from_address=msg.sender.email[:320] if msg.sender else None,
+                from_name=msg.sender.name[:200] if msg.sender else None,
+                to_addresses=_addr_json(msg.to),
+                cc_addresses=_addr_json(msg.cc),
+                bcc_addresses=_addr_json(msg.bcc),
+                addresses_text=_search_words(
+                    ([msg.sender] if msg.sender else []) + [*msg.to, *msg.cc, *msg.bcc]
+                ),
+                snippet=snippet(body),
+                body_text=body,
+                body_html=msg.html,
+                is_read=msg.is_read,
+                labels=list(msg.labels),
+                has_attachments=any(not a.inline for a in msg.attachments),
+                sent_at=when if outbound else None,
+                received_at=when,
+            )
         )
-        self._session.add(row)
-        await self._session.flush()
         for attachment in msg.attachments:
             key = digest = None
             if attachment.data is not None:
-                key, digest = self._blobs.put(
+                key, digest = self._blobs.address(
                     self._ctx.organization_id, attachment.data
                 )
-            self._session.add(
-                models.EmailAttachment(
-                    organization_id=self._ctx.organization_id,
-                    user_id=self._ctx.user_id,
-                    email_message_id=row.id,
+                rows.blobs.append((key, attachment.data))
+            rows.attachments.append(
+                dict(
+                    id=uuid.uuid4(),
+                    **owner,
+                    email_message_id=row_id,
                     filename=attachment.filename,
                     content_type=attachment.content_type,
                     size_bytes=attachment.size,
@@ -389,26 +491,16 @@ class MailStore:
             if key_ is None or (role, key_) in seen:
                 continue
             seen.add((role, key_))
-            self._session.add(
-                models.EmailMessageAddress(
-                    organization_id=self._ctx.organization_id,
-                    user_id=self._ctx.user_id,
-                    email_message_id=row.id,
+            rows.addresses.append(
+                dict(
+                    id=uuid.uuid4(),
+                    **owner,
+                    email_message_id=row_id,
                     role=role,
                     link_key=key_,
                 )
             )
-        await self._session.flush()
-        if self._sqlite:
-            await self._session.execute(
-                text(
-                    "INSERT INTO email_search (rowid, subject, addresses, body) "
-                    "SELECT rowid, subject, addresses_text, body_text "
-                    "FROM email_messages WHERE id = :id"
-                ),
-                {"id": row.id.hex},
-            )
-        return Stored(row.id, created=True)
+        return row_id
 
     async def apply_flags(
         self, account_id: uuid.UUID, flags: Iterable[FlagChange]

@@ -77,14 +77,13 @@ from imapclient.response_parser import (  # type: ignore[import-untyped]
 
 from crmflow.domain.mail import (
     FlagChange,
-    IncomingMessage,
     MailBatch,
     MailFolder,
     OutgoingMessage,
     SentMessage,
 )
 from crmflow.domain.secret import Secret
-from crmflow.mail.parse import parse_message
+from crmflow.mail.parse_pool import RawMessage, parse_page
 from crmflow.providers._tls import (
     client_context,
     server_text,
@@ -565,8 +564,8 @@ class _Session:
                 gone.update(_uid_set(text, entry.last_uid))
         plan.removed = [_provider_id(plan.folder, uidvalidity, u) for u in sorted(gone)]
 
-    def messages(self, plan: _FolderPlan, uids: list[int]) -> list[IncomingMessage]:
-        """Phase two: one page of messages, parsed."""
+    def messages(self, plan: _FolderPlan, uids: list[int]) -> list[RawMessage]:
+        """Phase two: one page of messages, as fetched (parsed by the caller)."""
         if self._selected is None or self._selected[0] != plan.name:
             selected = self.select(plan.name, readonly=True)
             if selected.uidvalidity != plan.selected.uidvalidity:
@@ -576,14 +575,14 @@ class _Session:
                 )
         with self._command("fetching messages") as client:
             fetched = client.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
-        found: list[IncomingMessage] = []
+        found: list[RawMessage] = []
         for uid in sorted(fetched):
             item = fetched[uid]
             raw = item.get(b"BODY[]")
             if not isinstance(raw, bytes):
                 continue  # expunged meanwhile
             found.append(
-                parse_message(
+                RawMessage(
                     raw,
                     provider_id=_provider_id(
                         plan.folder, plan.selected.uidvalidity, int(uid)
@@ -823,7 +822,11 @@ class ImapMailbox:
                     )
                 else:
                     uids = plan.new_uids[start : start + self._page_size]
-                    messages = await asyncio.to_thread(session.messages, plan, uids)
+                    fetched = await asyncio.to_thread(session.messages, plan, uids)
+                    # in a worker process: parsing overlaps with the caller
+                    # storing the previous page
+                    messages = await parse_page(fetched)
+                    del fetched
                     count += len(messages)
                     batch = MailBatch(messages=tuple(messages))
                 if last:
