@@ -54,16 +54,22 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def sqlite_db_urls(tmp_path: Path, sqlite_template: Path) -> DbUrls:
+    """A fresh, migrated SQLite database: for modules that override ``db_urls``
+    to run on SQLite only (they say why)."""
+    path = tmp_path / "crmflow.db"
+    shutil.copyfile(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    return DbUrls("sqlite", url, url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_urls(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> DbUrls:
     """A fresh, migrated database of each backend."""
     if request.param == "sqlite":
-        path = tmp_path / "crmflow.db"
-        shutil.copyfile(sqlite_template, path)
-        url = f"sqlite:///{path}"
-        return DbUrls("sqlite", url, url)
+        return sqlite_db_urls(tmp_path, sqlite_template)
     pg = request.getfixturevalue("pg_database")
     return DbUrls("postgres", pg.admin_url, pg.app_url)
 

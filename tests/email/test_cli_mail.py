@@ -4,13 +4,26 @@ or 1 when a mailbox failed with the words to act on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from crmflow.config import Settings
 from crmflow.sandbox.google.demo import seed_demo_google
 from crmflow.services.mail import MailService
 from tests.calendar_sync.test_cli_sync import _crmflow
+from tests.conftest import DbUrls, sqlite_db_urls
 from tests.connections.conftest import Flow
 from tests.email.conftest import connect_mailbox
 from tests.servers.sandbox import Sandbox
+
+
+@pytest.fixture
+def db_urls(tmp_path: Path, sqlite_template: Path) -> DbUrls:
+    """SQLite only: the command runs MailService.sync, tested on both databases in
+    tests/email/test_gmail_service.py; this proves the command line."""
+    return sqlite_db_urls(tmp_path, sqlite_template)
+
 
 ALICE = "alice@gmail.test"
 

@@ -20,6 +20,7 @@ import re
 import uuid
 from email.message import EmailMessage
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,9 +35,20 @@ from crmflow.sandbox.google.demo import seed_demo_google
 from crmflow.services.mail import MailService
 from crmflow.store.repositories import AppointmentRepository, ContactRepository
 from crmflow.web.ui import email as email_ui
+from tests.conftest import DbUrls, sqlite_db_urls
 from tests.connections.conftest import Flow, sign_in, web_client
 from tests.email.conftest import connect_mailbox
 from tests.servers.sandbox import Sandbox
+
+
+@pytest.fixture
+def db_urls(tmp_path: Path, sqlite_template: Path) -> DbUrls:
+    """SQLite only: the pages call MailService, whose tests run on both databases
+    (tests/email/test_*_service.py), and row level security is proven for every API
+    route on PostgreSQL (tests/integration/test_api_isolation.py); the pages' own
+    logic does not depend on the database."""
+    return sqlite_db_urls(tmp_path, sqlite_template)
+
 
 ALICE = "alice@gmail.test"
 BOB = "bob@gmail.test"
