@@ -51,6 +51,9 @@ from crmflow.store import models
 from crmflow.store.blobs import BlobStore
 from crmflow.store.db import tenant_of
 
+_MESSAGES = models.Base.metadata.tables["email_messages"]
+_ATTACHMENTS = models.Base.metadata.tables["email_attachments"]
+_ADDRESSES = models.Base.metadata.tables["email_message_addresses"]
 #: ids per ``IN (...)`` (SQLite allows 32,766 variables)
 _IN_CHUNK = 500
 #: at most this many words of a search query are used
@@ -373,14 +376,15 @@ class MailStore:
         # fsync wait on the disk), so no committed row names a missing file
         if rows.blobs:
             await asyncio.to_thread(self._blobs.write_all, rows.blobs)
-        # one multi-row INSERT per table, parents first
-        for model, values in (
-            (models.EmailMessage, rows.messages),
-            (models.EmailAttachment, rows.attachments),
-            (models.EmailMessageAddress, rows.addresses),
+        # one Core INSERT per table (executemany), parents first; the ORM's
+        # bulk path costs about as much again in per-row bookkeeping
+        for table, values in (
+            (_MESSAGES, rows.messages),
+            (_ATTACHMENTS, rows.attachments),
+            (_ADDRESSES, rows.addresses),
         ):
             if values:
-                await self._session.execute(insert(model), values)
+                await self._session.execute(insert(table), values)
         if self._sqlite and created:
             await self._session.execute(
                 text(
