@@ -134,6 +134,37 @@ def _start(make: Any) -> tuple[Controller, int]:
     raise RuntimeError(f"aiosmtpd did not start: {error!r}")
 
 
+def start_tls_pair(
+    handler: Any,
+    ctx: ssl.SSLContext,
+    common: Mapping[str, Any],
+    started: list[Controller],
+) -> tuple[int, int]:
+    """Start a STARTTLS and an implicit-TLS submission server on ``handler``;
+    appends them to ``started`` (the caller stops them); their ports."""
+    starttls, starttls_port = _start(
+        lambda port: Controller(
+            handler,
+            port=port,
+            tls_context=ctx,
+            require_starttls=True,
+            auth_require_tls=True,
+            **common,
+        )
+    )
+    started.append(starttls)
+    implicit, tls_port = _start(
+        # aiosmtpd only knows STARTTLS as "TLS": under implicit TLS its
+        # auth_require_tls would hide AUTH, so it is off (the connection is
+        # encrypted from the first byte anyway)
+        lambda port: Controller(
+            handler, port=port, ssl_context=ctx, auth_require_tls=False, **common
+        )
+    )
+    started.append(implicit)
+    return starttls_port, tls_port
+
+
 @pytest.fixture(scope="session")
 def smtp_server(tls_cert: TestCert) -> Iterator[SmtpServer]:
     """Plain, STARTTLS and implicit-TLS submission servers with ``USERS``."""
@@ -154,26 +185,9 @@ def smtp_server(tls_cert: TestCert) -> Iterator[SmtpServer]:
             )
         )
         started.append(plain)
-        starttls, server.starttls_port = _start(
-            lambda port: Controller(
-                handler,
-                port=port,
-                tls_context=ctx,
-                require_starttls=True,
-                auth_require_tls=True,
-                **common,
-            )
+        server.starttls_port, server.tls_port = start_tls_pair(
+            handler, ctx, common, started
         )
-        started.append(starttls)
-        implicit, server.tls_port = _start(
-            # aiosmtpd only knows STARTTLS as "TLS": under implicit TLS its
-            # auth_require_tls would hide AUTH, so it is off (the connection is
-            # encrypted from the first byte anyway)
-            lambda port: Controller(
-                handler, port=port, ssl_context=ctx, auth_require_tls=False, **common
-            )
-        )
-        started.append(implicit)
         yield server
     finally:
         for controller in started:

@@ -39,7 +39,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from tests.servers.dovecot import LDA, DovecotServer
 from tests.servers.net import LOOPBACK
 from tests.servers.require import missing_server
-from tests.servers.smtp import _server_context, _start
+from tests.servers.smtp import _server_context, start_tls_pair
 from tests.servers.tls import TestCert
 
 __all__ = [
@@ -164,25 +164,9 @@ def running_delivery_server(dovecot: DovecotServer) -> Iterator[DeliveryServer]:
     }
     started: list[Controller] = []
     try:
-        starttls, server.starttls_port = _start(
-            lambda port: Controller(
-                handler,
-                port=port,
-                tls_context=ctx,
-                require_starttls=True,
-                auth_require_tls=True,
-                **common,
-            )
+        server.starttls_port, server.tls_port = start_tls_pair(
+            handler, ctx, common, started
         )
-        started.append(starttls)
-        implicit, server.tls_port = _start(
-            # implicit TLS: aiosmtpd's auth_require_tls means STARTTLS, so it
-            # is off (the connection is encrypted from the first byte anyway)
-            lambda port: Controller(
-                handler, port=port, ssl_context=ctx, auth_require_tls=False, **common
-            )
-        )
-        started.append(implicit)
         yield server
     finally:
         for controller in started:
