@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crmflow.domain.mail_servers import MailServer
 from crmflow.domain.secret import Secret
 from crmflow.errors import ConfigError
 
@@ -84,6 +85,12 @@ class Settings(BaseSettings):
     google_accounts_url: AnyHttpUrl = AnyHttpUrl("https://accounts.google.com")
     google_oauth2_url: AnyHttpUrl = AnyHttpUrl("https://oauth2.googleapis.com")
     google_api_url: AnyHttpUrl = AnyHttpUrl("https://www.googleapis.com")
+    #: Gmail's IMAP and SMTP servers, for Gmail connections switched to IMAP +
+    #: SMTP with OAuth (XOAUTH2); ``imaps://``/``smtps://``: implicit TLS,
+    #: ``imap://``/``smtp://``: STARTTLS. The account's access token is sent
+    #: to these hosts, so only the deployment chooses them, never a user.
+    google_imap_url: str = "imaps://imap.gmail.com:993"
+    google_smtp_url: str = "smtps://smtp.gmail.com:465"
     #: Microsoft identity platform client
     microsoft_client_id: str | None = None
     microsoft_client_secret: SecretSetting | None = None
@@ -156,6 +163,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{value} is not a readable file (a PEM file of CA certificates)"
             )
+        return value
+
+    @field_validator("google_imap_url", "google_smtp_url")
+    @classmethod
+    def _check_mail_server_url(cls, value: str) -> str:
+        MailServer.from_url(value)
         return value
 
     @field_validator("session_secret")

@@ -181,7 +181,12 @@ async def test_partial_consent_turns_features_off_and_grant_access_adds_them(
     back = await sandbox.consent(more.json()["authorization_url"], "alice@gmail.test")
     assert (await web.get(path_of(back))).status_code == 303
     got = (await web.get("/api/integrations/gmail", headers=alice.headers)).json()
-    assert all(f["enabled"] for f in got["features"])
+    assert all(f["enabled"] for f in got["features"] if not f["optional"])
+    # the optional feature was neither asked for nor granted
+    (imap_smtp,) = [f for f in got["features"] if f["key"] == "imap_smtp"]
+    assert imap_smtp["optional"]
+    assert not imap_smtp["enabled"]
+    assert imap_smtp["missing_scopes"] == [sc.GMAIL_FULL]
     assert {sc.GMAIL_SEND, sc.GMAIL_READONLY, sc.GMAIL_MODIFY} <= set(got["scopes"])
 
 

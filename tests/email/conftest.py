@@ -4,6 +4,8 @@ OAuth flow."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from crmflow.connections.service import Integrations
@@ -13,7 +15,9 @@ from crmflow.domain.tenancy import TenantContext
 from crmflow.services.mail import MailService
 from tests.connections import conftest as connections
 from tests.connections.conftest import Flow
+from tests.servers.dovecot import DovecotServer
 from tests.servers.sandbox import Sandbox
+from tests.servers.smtp_delivery import DeliveryServer, running_delivery_server
 
 settings = connections.settings
 pauses = connections.pauses
@@ -21,6 +25,13 @@ integrations = connections.integrations
 app = connections.app
 web = connections.web
 flow = connections.flow
+
+
+@pytest.fixture(scope="module")
+def delivery(dovecot: DovecotServer) -> Iterator[DeliveryServer]:
+    """Submission servers (STARTTLS and TLS) delivering into Dovecot."""
+    with running_delivery_server(dovecot) as server:
+        yield server
 
 
 @pytest.fixture

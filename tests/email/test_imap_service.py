@@ -10,7 +10,6 @@ sync that says what to do.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +24,7 @@ from crmflow.providers.imap import MailServer, Security
 from crmflow.services.mail import Draft, MailService
 from crmflow.store.integrations import IntegrationStore
 from tests.servers.dovecot import DovecotServer
-from tests.servers.smtp_delivery import DeliveryServer, running_delivery_server
+from tests.servers.smtp_delivery import DeliveryServer
 
 pytestmark = pytest.mark.servers
 
@@ -36,12 +35,6 @@ ATTACHMENT = b"%PDF-1.7\n" + bytes(range(256)) * 16
 def settings(settings: Settings, dovecot: DovecotServer) -> Settings:
     """The email tests' settings, trusting the test servers' certificate."""
     return settings.model_copy(update={"extra_ca_file": dovecot.cert.cert_file})
-
-
-@pytest.fixture(scope="module")
-def delivery(dovecot: DovecotServer) -> Iterator[DeliveryServer]:
-    with running_delivery_server(dovecot) as server:
-        yield server
 
 
 class Mailboxes:

@@ -10,6 +10,11 @@ test session:
   ``tests/servers/tls.py`` (trusted only by clients that load it);
 * users in a ``passwd-file`` with PLAIN passwords (one of them non-ASCII),
   mail in Maildirs owned by ``nobody``;
+* OAuth sign-in (``AUTHENTICATE XOAUTH2`` / ``OAUTHBEARER``) as Gmail's IMAP
+  server does it: Dovecot's own ``oauth2`` passdb asks the sandbox's Google
+  ``tokeninfo`` endpoint about each token and accepts it only when the token
+  is live, names the signing-in user (``email``) and carries the full mailbox
+  scope ``https://mail.google.com/`` (:data:`OAUTH_SCOPE`);
 * ``auth_verbose`` on, so tests can read the server's own account of each
   sign-in (``Login: user=<...>``, ``Password mismatch``) from ``log_file``;
   ``auth_failure_delay = 0`` and the anvil auth penalty off, so that a
@@ -50,6 +55,7 @@ from pathlib import Path
 
 import pytest
 
+from crmflow.sandbox.serve import SandboxServer
 from tests.servers.net import (
     LOOPBACK,
     POLL_S,
@@ -79,6 +85,9 @@ MAIL_GROUP = "nogroup"
 #: a port picked as free can be taken before Dovecot binds it: retry
 START_ATTEMPTS = 3
 
+#: the scope a token must carry for IMAP sign-in (Gmail's rule)
+OAUTH_SCOPE = "https://mail.google.com/"
+
 #: the accounts (address -> password); the last one needs UTF-8 sign-in
 USERS: Mapping[str, str] = {
     "alice@example.test": "alice-imap-Pw-7c1e",
@@ -105,6 +114,8 @@ class DovecotServer:
     cert: TestCert
     #: the ``passwd-file`` of every account (``users`` and added ones)
     passwd_file: Path | None = None
+    #: where Dovecot checks OAuth access tokens (the token is appended)
+    tokeninfo_url: str | None = None
 
     def log(self) -> str:
         """The server log so far."""
@@ -219,6 +230,15 @@ def _missing() -> str | None:
     return None
 
 
+def _oauth2_config(tokeninfo_url: str) -> str:
+    """Dovecot's ``oauth2`` passdb settings (``dovecot-oauth2.conf.ext``)."""
+    return f"""\
+tokeninfo_url = {tokeninfo_url}
+username_attribute = email
+scope = {OAUTH_SCOPE}
+"""
+
+
 def _config(base: Path, imap_port: int, imaps_port: int, cert: TestCert) -> str:
     return f"""\
 instance_name = crmflow-test-{imap_port}
@@ -231,7 +251,7 @@ ssl_cert = <{cert.cert_file}
 ssl_key = <{cert.key_file}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_verbose = yes
 auth_failure_delay = 0
 verbose_proctitle = yes
@@ -242,7 +262,13 @@ default_internal_user = dovecot
 default_login_user = dovenull
 passdb {{
   driver = passwd-file
+  mechanisms = plain login none
   args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {base}/oauth2.conf
 }}
 userdb {{
   driver = static
@@ -356,8 +382,11 @@ def _stop(pid: int, ports: list[int]) -> None:
 
 
 @pytest.fixture(scope="session")
-def dovecot(tls_cert: TestCert) -> Iterator[DovecotServer]:
-    """A running Dovecot with ``USERS`` (session)."""
+def dovecot(
+    tls_cert: TestCert, sandbox_server: SandboxServer
+) -> Iterator[DovecotServer]:
+    """A running Dovecot with ``USERS`` that checks OAuth tokens with the
+    sandbox's Google (session)."""
     reason = _missing()
     if reason is not None:
         missing_server(reason)
@@ -372,6 +401,8 @@ def dovecot(tls_cert: TestCert) -> Iterator[DovecotServer]:
             "".join(f"{user}:{{PLAIN}}{pw}::::::\n" for user, pw in USERS.items()),
             encoding="utf-8",
         )
+        tokeninfo_url = sandbox_server.google_url + "tokeninfo?access_token="
+        (base / "oauth2.conf").write_text(_oauth2_config(tokeninfo_url))
         imap_port, imaps_port, pid, config = _start(base, tls_cert)
         try:
             yield DovecotServer(
@@ -383,6 +414,7 @@ def dovecot(tls_cert: TestCert) -> Iterator[DovecotServer]:
                 config_file=config,
                 cert=tls_cert,
                 passwd_file=base / "passwd",
+                tokeninfo_url=tokeninfo_url,
             )
         finally:
             _stop(pid, [imap_port, imaps_port])

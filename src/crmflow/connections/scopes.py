@@ -9,6 +9,10 @@ the base scopes plus the first alternative of each feature wanted — only the
 scopes the enabled features need (issue 5; Google's incremental authorization:
 google-apis.md section 1.7).
 
+An *optional* feature (Gmail's "Read and send through IMAP and SMTP", which
+needs full mailbox access) is asked for only when named: a connect with no
+feature list leaves it out, and its being off is no gap in the grant.
+
 People may grant less than asked: Google's consent page lets them untick
 scopes, Microsoft's lets admins and users decline. :func:`analyse` compares the
 granted scopes with each feature and returns, per feature, whether it is on and
@@ -62,6 +66,8 @@ SCOPE_LABELS: dict[str, str] = {
 
 #: the pseudo-feature every kind has: a refresh token
 STAY_CONNECTED = "stay_connected"
+#: Gmail over IMAP + SMTP with XOAUTH2 (needs full mailbox access)
+IMAP_SMTP = "imap_smtp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,8 @@ class Feature:
     #: alternatives: the feature works when every scope of one of them was
     #: granted; the first one is what a connect asks for
     any_of: tuple[frozenset[str], ...]
+    #: asked for only when named; off is normal (see the module docstring)
+    optional: bool = False
 
     @property
     def requested(self) -> frozenset[str]:
@@ -109,8 +117,10 @@ class KindSpec:
         )
 
 
-def _f(key: str, label: str, *alternatives: Iterable[str]) -> Feature:
-    return Feature(key, label, tuple(frozenset(a) for a in alternatives))
+def _f(
+    key: str, label: str, *alternatives: Iterable[str], optional: bool = False
+) -> Feature:
+    return Feature(key, label, tuple(frozenset(a) for a in alternatives), optional)
 
 
 _GOOGLE_BASE = (OPENID, GOOGLE_EMAIL)
@@ -136,6 +146,12 @@ CATALOGUE: dict[tuple[ProviderKey, IntegrationKind], KindSpec] = {
                 "Mark email as read and label it",
                 [GMAIL_MODIFY],
                 [GMAIL_FULL],
+            ),
+            _f(
+                IMAP_SMTP,
+                "Read and send through IMAP and SMTP instead of the Gmail API",
+                [GMAIL_FULL],
+                optional=True,
             ),
         ),
     ),
@@ -251,7 +267,8 @@ def requested_scopes(
     spec: KindSpec, features: Sequence[str] | None = None, *, keep: Iterable[str] = ()
 ) -> tuple[str, ...]:
     """The scopes a connect asks for: base scopes, the wanted features' first
-    alternatives (every feature when ``features`` is None), and ``keep``.
+    alternatives (every feature but the optional ones when ``features`` is
+    None), and ``keep``.
 
     ``keep`` carries scopes granted before, for providers whose new token holds
     only what was asked for (Microsoft); Google keeps them through
@@ -261,7 +278,7 @@ def requested_scopes(
         ValidationFailed: an unknown feature key.
     """
     wanted = (
-        spec.features
+        tuple(f for f in spec.features if not f.optional)
         if features is None
         else tuple(spec.feature(k) for k in features if k != STAY_CONNECTED)
     )
@@ -288,6 +305,8 @@ class FeatureState:
     missing: tuple[str, ...]
     #: why it is off and what to do; None when on
     message: str | None
+    #: asked for only when wanted; off is no gap in the grant
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,13 +319,13 @@ class ConsentReport:
 
     @property
     def complete(self) -> bool:
-        """Whether every feature is on."""
-        return all(f.enabled for f in self.features)
+        """Whether every feature (but the optional ones) is on."""
+        return not self.disabled
 
     @property
     def disabled(self) -> tuple[FeatureState, ...]:
-        """The features that are off."""
-        return tuple(f for f in self.features if not f.enabled)
+        """The features that are off (optional ones are not counted)."""
+        return tuple(f for f in self.features if not f.enabled and not f.optional)
 
     def summary(self) -> str | None:
         """One sentence for a person about what is off, or None when all is on."""
@@ -344,7 +363,11 @@ def analyse(
     states: list[FeatureState] = []
     for feature in spec.features:
         if any(_fold(alt) <= have for alt in feature.any_of):
-            states.append(FeatureState(feature.key, feature.label, True, (), (), None))
+            states.append(
+                FeatureState(
+                    feature.key, feature.label, True, (), (), None, feature.optional
+                )
+            )
             continue
         missing = tuple(
             sorted(s for s in feature.requested if s.casefold() not in have)
@@ -357,9 +380,11 @@ def analyse(
                 False,
                 missing,
                 words,
-                f"Off: '{feature.label}' needs permission to "
+                ("Optional, off" if feature.optional else "Off")
+                + f": '{feature.label}' needs permission to "
                 + " and ".join(words)
                 + ". Use 'Grant access' to allow it.",
+                feature.optional,
             )
         )
     if has_refresh_token:

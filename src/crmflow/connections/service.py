@@ -44,6 +44,7 @@ Disconnecting (:meth:`Integrations.disconnect`):
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -51,7 +52,7 @@ from typing import Literal
 import httpx
 
 from crmflow.config import Settings
-from crmflow.connections import clients, oauth
+from crmflow.connections import clients, mail_protocol, oauth
 from crmflow.connections._adapters import oauth_adapter
 from crmflow.connections._deps import Clock, Deps, Sleep, utcnow
 from crmflow.connections.clients import ClientStatus
@@ -284,6 +285,31 @@ class Integrations:
             return await self.refresh_if_needed(ctx, kind, provider)
 
         return token
+
+    # ------------------------------------------------------------ mail protocol
+
+    async def set_mail_protocol(
+        self, ctx: TenantContext, integration_id: uuid.UUID, protocol: str
+    ) -> IntegrationView:
+        """Read and send a Gmail connection's mail through the Gmail API
+        (``api``) or through IMAP + SMTP with XOAUTH2 (``imap``); see
+        :mod:`.mail_protocol`.
+
+        Raises:
+            NotFound: no such integration of the acting user.
+            ValidationFailed, AuthError, ConnectionCheckFailed: see
+                :func:`.mail_protocol.set_mail_protocol`.
+        """
+        async with self.deps.db.tenant(ctx) as session:
+            info = await IntegrationStore(session, self.deps.vault).get(integration_id)
+        stored = await mail_protocol.set_mail_protocol(
+            self.deps,
+            ctx,
+            info,
+            protocol,
+            self.token_source(ctx, info.kind, info.provider),
+        )
+        return view_of(stored)
 
     # ---------------------------------------------------------------- connecting
 

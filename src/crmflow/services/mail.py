@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from crmflow.connections.mail_protocol import gmail_servers, mail_protocol
 from crmflow.connections.service import Integrations
 from crmflow.domain.crm import Appointment, Contact
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
@@ -192,6 +193,13 @@ class MailService:
     async def _provider(
         self, ctx: TenantContext, account: EmailAccountInfo
     ) -> MailProvider:
+        return (await self._mailbox(ctx, account))[0]
+
+    async def _mailbox(
+        self, ctx: TenantContext, account: EmailAccountInfo
+    ) -> tuple[MailProvider, str | None]:
+        """The account's adapter, and the source its cursors belong to (None:
+        the connection's own protocol; ``imap``: Gmail over IMAP + SMTP)."""
         if account.integration_id is None:
             raise ValidationFailed(
                 f"The mailbox {account.email_address} is no longer connected; "
@@ -207,31 +215,45 @@ class MailService:
             )
         settings = self._deps.settings
         transport = self._deps.transport
+        if info.provider is ProviderKey.GOOGLE and mail_protocol(info) == "imap":
+            imap_server, smtp_server = gmail_servers(settings)
+            return imap.ImapMailbox(
+                imap_server,
+                smtp_server,
+                info.email or account.email_address,
+                token=self._token(ctx, info),
+                address=account.email_address,
+                # Gmail files what its SMTP server sends in Sent Mail itself
+                save_sent_copy=False,
+                extra_ca_file=settings.extra_ca_file,
+            ), "imap"
         if info.provider is ProviderKey.GOOGLE:
             return google.GmailMailbox(
                 str(settings.google_api_url).rstrip("/") + "/gmail/v1/",
                 self._token(ctx, info),
                 transport=transport,
-            )
+            ), None
         if info.provider is ProviderKey.MICROSOFT:
             return microsoft.GraphMailbox(
                 str(settings.microsoft_graph_url).rstrip("/") + "/v1.0",
                 self._token(ctx, info),
                 transport=transport,
-            )
+            ), None
         if password is None:
             raise ValidationFailed(
                 f"The mailbox {account.email_address} has no stored password; "
                 "connect it again in Settings -> Integrations."
             )
+        preset = imap.mail_preset(str(info.settings.get("preset") or ""))
         return imap.ImapMailbox(
             _server(info, "imap"),
             _server(info, "smtp"),
             str(info.settings.get("username") or info.email or ""),
             password,
             address=account.email_address,
+            save_sent_copy=preset is None or not preset.keeps_sent_copy,
             extra_ca_file=settings.extra_ca_file,
-        )
+        ), None
 
     # ------------------------------------------------------------ syncing
 
@@ -267,23 +289,30 @@ class MailService:
                 raise MailSyncInProgress(
                     f"The mailbox {account.email_address} is being synced right now."
                 )
-            cursor = None if full else await store.cursor(account_id)
         result = MailSyncResult(account_id)
         error: str | None = None
         try:
-            provider = await self._provider(ctx, account)
+            provider, source = await self._mailbox(ctx, account)
+            cursor = None
+            if not full:
+                async with db.tenant(ctx) as session:
+                    cursor = await MailStore(session, self._blobs).cursor(
+                        account_id, source
+                    )
             since = account.import_since or now - dt.timedelta(
                 days=self._deps.settings.mail_import_days
             )
             try:
                 result = await self._fetch(
-                    ctx, account, provider, cursor, since, result
+                    ctx, account, (provider, source), cursor, since, result
                 )
             except CursorExpired:
                 async with db.tenant(ctx) as session:
                     await MailStore(session, self._blobs).save_cursor(account_id, None)
                 result = dataclasses.replace(result, resynced=True)
-                result = await self._fetch(ctx, account, provider, None, since, result)
+                result = await self._fetch(
+                    ctx, account, (provider, source), None, since, result
+                )
         except CrmflowError as exc:
             error = _words(exc, account)
             result = dataclasses.replace(result, error=error)
@@ -298,11 +327,12 @@ class MailService:
         self,
         ctx: TenantContext,
         account: EmailAccountInfo,
-        provider: MailProvider,
+        mailbox: tuple[MailProvider, str | None],
         cursor: str | None,
         since: dt.datetime,
         result: MailSyncResult,
     ) -> MailSyncResult:
+        provider, source = mailbox
         imported, updated, removed = result.imported, result.updated, result.removed
         async for batch in _read_ahead(provider.fetch(cursor, since=since)):
             async with self._deps.db.tenant(ctx) as session:
@@ -315,7 +345,7 @@ class MailService:
                 updated += await store.apply_flags(account.id, batch.flags)
                 removed += await store.remove(account.id, batch.removed)
                 if batch.cursor is not None:
-                    await store.save_cursor(account.id, batch.cursor)
+                    await store.save_cursor(account.id, batch.cursor, source)
         return dataclasses.replace(
             result, imported=imported, updated=updated, removed=removed
         )

@@ -339,6 +339,15 @@ class IntegrationStore:
         await self._event(row, event, f"Connected as {username}.")
         return row.id
 
+    async def update_settings(
+        self, integration_id: uuid.UUID, changes: Mapping[str, Any]
+    ) -> IntegrationInfo:
+        """Merge ``changes`` into the integration's (non-secret) settings."""
+        row = await self._row(integration_id, for_update=True)
+        row.settings = {**(row.settings or {}), **changes}
+        await self._s.flush()
+        return _info(row)
+
     def _new_row(
         self, provider: ProviderKey, kind: IntegrationKind
     ) -> models.UserIntegration:

@@ -244,14 +244,26 @@ class MailStore:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def cursor(self, account_id: uuid.UUID) -> str | None:
-        row = await self._account_row(account_id)
-        value = (row.sync_state or {}).get("cursor")
-        return str(value) if value else None
+    async def cursor(
+        self, account_id: uuid.UUID, source: str | None = None
+    ) -> str | None:
+        """The sync cursor, if ``source`` wrote it (None: the default one).
 
-    async def save_cursor(self, account_id: uuid.UUID, cursor: str | None) -> None:
+        A cursor belongs to the protocol that wrote it (a Gmail history id
+        means nothing to IMAP): after a switch there is none.
+        """
         row = await self._account_row(account_id)
-        row.sync_state = {**(row.sync_state or {}), "cursor": cursor}
+        state = row.sync_state or {}
+        value = state.get("cursor")
+        if not value or state.get("source") != source:
+            return None
+        return str(value)
+
+    async def save_cursor(
+        self, account_id: uuid.UUID, cursor: str | None, source: str | None = None
+    ) -> None:
+        row = await self._account_row(account_id)
+        row.sync_state = {**(row.sync_state or {}), "cursor": cursor, "source": source}
 
     async def acquire_lease(
         self, account_id: uuid.UUID, now: dt.datetime, until: dt.datetime

@@ -10,7 +10,8 @@ Public surface:
 * :class:`ImapMailbox` (``_mailbox.py``, sending in ``_smtp.py``): the
   ``MailProvider`` of an IMAP + SMTP account: fetch INBOX and Sent with UIDs,
   CONDSTORE and QRESYNC, send by SMTP and file the copy in Sent, set the read
-  flag, and wait for new mail with IDLE.
+  flag, and wait for new mail with IDLE. It signs in with a password, or with
+  an OAuth access token through SASL XOAUTH2 (``_signin.py``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 IMAP (RFC 9051 / RFC 3501) runs on ``imapclient`` in a worker thread
 (``asyncio.to_thread``). Every call opens its own connection, signs in
-(``AUTHENTICATE PLAIN`` when offered, UTF-8 safe; else ``LOGIN``) and logs out
-when it ends, also after an error or when a fetch is abandoned half-way.
+(``AUTHENTICATE PLAIN`` when offered, UTF-8 safe; else ``LOGIN``; for an
+account connected through OAuth, ``AUTHENTICATE XOAUTH2`` with an access token
+asked for afresh on each connection) and logs out when it ends, also after an error or when a fetch is abandoned half-way.
 Security modes as in ``_verify.py``: implicit TLS, STARTTLS (never a silent
 fall-back to plaintext) or none, which only loopback hosts may use. Sending is
 ``_smtp.py``'s job.
@@ -64,7 +65,15 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +107,7 @@ from crmflow.providers.base import (
     TransientProviderError,
     UnsupportedOperation,
 )
+from crmflow.providers.imap._signin import SignIn
 from crmflow.providers.imap._smtp import submit
 from crmflow.providers.imap._verify import DEFAULT_TIMEOUT_S, check_transport
 from crmflow.providers.imap.presets import MailServer, Security
@@ -127,10 +137,6 @@ _TRY_LATER = ("[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[LIMIT]")
 _CHANGES = frozenset({b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"})
 _IMAP_TLS_HINT = (
     "The port may not use implicit TLS: IMAP uses TLS on 993 and STARTTLS on 143."
-)
-_SIGN_IN_HINT = (
-    "check the password in Settings -> Integrations (many providers need an "
-    "app-specific password for IMAP)"
 )
 
 
@@ -287,8 +293,7 @@ class _Session:
     def open(
         cls,
         server: MailServer,
-        username: str,
-        password: Secret,
+        sign_in: SignIn,
         ctx: ssl.SSLContext | None,
         timeout_s: float,
     ) -> _Session:
@@ -321,7 +326,7 @@ class _Session:
                 f"{unreachable(what, exc, timeout_s).message} crmflow tries again later."
             ) from None
         try:
-            cls._sign_in(client, server, username, password, ctx, what)
+            cls._sign_in(client, server, sign_in, ctx, what)
             session = cls(client, what)
             with _imap_errors(what, "enabling extensions"):
                 session._enable()
@@ -335,8 +340,7 @@ class _Session:
     def _sign_in(
         client: Any,
         server: MailServer,
-        username: str,
-        password: Secret,
+        sign_in: SignIn,
         ctx: ssl.SSLContext | None,
         what: str,
     ) -> None:
@@ -344,9 +348,9 @@ class _Session:
             if server.security is Security.STARTTLS:
                 if not client.has_capability("STARTTLS"):
                     raise ProviderError(
-                        f"{what} does not offer STARTTLS, so the password cannot be "
-                        "sent safely; choose TLS (usually port 993) in Settings -> "
-                        "Integrations."
+                        f"{what} does not offer STARTTLS, so the "
+                        f"{sign_in.credential} cannot be sent safely; choose TLS "
+                        "(usually port 993) in Settings -> Integrations."
                     )
                 try:
                     client.starttls(ctx)
@@ -359,11 +363,17 @@ class _Session:
                     f"{what} accepts sign-in only over TLS; choose TLS or STARTTLS in "
                     "Settings -> Integrations."
                 )
+            if sign_in.oauth and not client.has_capability("AUTH=XOAUTH2"):
+                raise ProviderError(sign_in.not_offered(what))
             try:
-                if client.has_capability("AUTH=PLAIN"):
-                    client.plain_login(username, password.reveal())
+                if sign_in.oauth:
+                    # not oauth2_login: it answers the error challenge with the
+                    # credentials again, where the protocol asks for an empty line
+                    client.sasl_login("XOAUTH2", sign_in.imap_response)
+                elif client.has_capability("AUTH=PLAIN"):
+                    client.plain_login(sign_in.username, sign_in.secret.reveal())
                 else:
-                    client.login(username, password.reveal())
+                    client.login(sign_in.username, sign_in.secret.reveal())
             except UnicodeEncodeError:
                 # LOGIN (RFC 3501) carries ASCII only
                 raise ProviderError(
@@ -380,10 +390,7 @@ class _Session:
                         f"{what} cannot sign you in right now ({reply}); crmflow "
                         "tries again later."
                     ) from None
-                raise AuthError(
-                    f"{what} refused the user name or password ({reply}); "
-                    f"{_SIGN_IN_HINT}."
-                ) from None
+                raise AuthError(sign_in.refused(what, reply)) from None
 
     def _capabilities(self) -> frozenset[str]:
         with _imap_errors(self.what, "reading the capabilities"):
@@ -697,9 +704,11 @@ class ImapMailbox:
         imap: MailServer,
         smtp: MailServer,
         username: str,
-        password: Secret,
+        password: Secret | None = None,
         *,
+        token: Callable[[], Awaitable[Secret]] | None = None,
         address: str,
+        save_sent_copy: bool = True,
         extra_ca_file: Path | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -709,18 +718,29 @@ class ImapMailbox:
             imap, smtp: the account's servers; ``Security.NONE`` only to
                 loopback (checked at each call).
             username: the sign-in name at both servers.
+            password: the account's password; or None with ``token``.
+            token: returns a valid OAuth 2.0 access token (refreshing it when
+                needed); called before each connection, which then signs in
+                with XOAUTH2.
             address: the mailbox's own email address.
+            save_sent_copy: APPEND what is sent to the Sent folder; False for
+                servers whose SMTP side files the copy itself (Gmail), where
+                an APPEND would make a second one.
             extra_ca_file: PEM certificates trusted besides the system's.
             timeout_s: connect and per-reply timeout, in seconds.
             page_size: messages per fetched batch.
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        if (password is None) == (token is None):
+            raise ValueError("give a password or a token source, not both")
         self.imap = imap
         self.smtp = smtp
         self.username = username
         self.address = address
         self._password = password
+        self._token = token
+        self._save_sent_copy = save_sent_copy
         self._extra_ca_file = extra_ca_file
         self._timeout_s = timeout_s
         self._page_size = page_size
@@ -743,14 +763,21 @@ class ImapMailbox:
             self._tls_context = client_context(self._extra_ca_file)
         return self._tls_context
 
+    async def _sign_in(self) -> SignIn:
+        """The credentials for one connection (a fresh token where OAuth)."""
+        if self._token is not None:
+            return SignIn(self.username, await self._token(), oauth=True)
+        assert self._password is not None  # noqa: S101 - checked in __init__
+        return SignIn(self.username, self._password)
+
     async def _open(self) -> _Session:
         ctx = self._context(self.imap, "IMAP")
+        sign_in = await self._sign_in()
         opening = asyncio.ensure_future(
             asyncio.to_thread(
                 _Session.open,
                 self.imap,
-                self.username,
-                self._password,
+                sign_in,
                 ctx,
                 self._timeout_s,
             )
@@ -844,32 +871,38 @@ class ImapMailbox:
         """Send ``raw`` by SMTP, then file a copy in the Sent folder.
 
         The envelope goes to every To, Cc and Bcc address; ``raw`` has no Bcc
-        header. SMTP servers do not keep a copy of what they send, so ``raw``
-        is APPENDed to the Sent folder with ``\\Seen`` (a folder named
-        "Sent" is created when the mailbox has none). The result's provider id
-        is that copy's (``sent/<uidvalidity>/<uid>``) when the server reports
-        it (UIDPLUS ``APPENDUID``), else None. A copy that cannot be saved is
-        logged, not raised: the message went out, and sending again would
-        duplicate it.
+        header. Most SMTP servers do not keep a copy of what they send, so
+        ``raw`` is APPENDed to the Sent folder with ``\\Seen`` (a folder
+        named "Sent" is created when the mailbox has none). The result's
+        provider id is that copy's (``sent/<uidvalidity>/<uid>``) when the
+        server reports it (UIDPLUS ``APPENDUID``), else None. A copy that
+        cannot be saved is logged, not raised: the message went out, and
+        sending again would duplicate it. Without ``save_sent_copy`` (the
+        server files the copy itself) the provider id is None; the next fetch
+        of Sent brings the copy, matched to the stored message by Message-ID.
 
         Raises:
             ValidationFailed: a recipient, the sender or the size was refused
                 (nothing was sent), or a server would get the password
                 unencrypted.
-            AuthError: the SMTP server refused the password.
+            AuthError: the SMTP server refused the password or access token.
             TransientProviderError, ProviderError: see :func:`_smtp.submit`.
         """
         smtp_ctx = self._context(self.smtp, "SMTP")
         self._context(self.imap, "IMAP")  # refuse before sending, not after
+        sign_in = await self._sign_in()
         await submit(
             self.smtp,
-            self.username,
-            self._password,
+            sign_in.username,
+            sign_in.secret,
+            oauth=sign_in.oauth,
             tls_context=smtp_ctx,
             timeout_s=self._timeout_s,
             message=message,
             raw=raw,
         )
+        if not self._save_sent_copy:
+            return SentMessage(provider_id=None)
         try:
             async with self._session() as session:
                 provider_id = await asyncio.to_thread(session.file_copy, raw)

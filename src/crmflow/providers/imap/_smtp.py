@@ -3,7 +3,8 @@
 :func:`submit` hands one message to the account's submission server with
 ``aiosmtplib``: implicit TLS or STARTTLS per the
 :class:`~crmflow.providers.imap.presets.MailServer` (plaintext only to
-loopback), sign-in with the account's password, then one mail transaction
+loopback), sign-in with the account's password (or, for an account connected
+through OAuth, its access token with ``AUTH XOAUTH2``), then one mail transaction
 whose envelope is the sender's address and every To, Cc and Bcc address.
 
 The transaction is all or nothing: the first recipient the server refuses
@@ -44,6 +45,7 @@ from crmflow.providers.base import (
     ProviderError,
     TransientProviderError,
 )
+from crmflow.providers.imap._signin import MechanismNotOffered, SignIn, smtp_sign_in
 from crmflow.providers.imap._verify import _EHLO_NAME, _close
 from crmflow.providers.imap.presets import MailServer, Security
 
@@ -65,21 +67,19 @@ def _megabytes(size: int) -> str:
 
 
 @contextmanager
-def _session_errors(what: str) -> Iterator[None]:
+def _session_errors(what: str, sign_in: SignIn) -> Iterator[None]:
     """Translate connection and sign-in failures of an SMTP session."""
     try:
         yield
+    except MechanismNotOffered:
+        raise ProviderError(sign_in.not_offered(what)) from None
     except aiosmtplib.SMTPAuthenticationError as exc:
         if 400 <= exc.code < 500:
             raise TransientProviderError(
                 f"{what} could not sign you in right now ({_reply(exc)}); crmflow "
                 "tries again later."
             ) from None
-        raise AuthError(
-            f"Sign-in to the SMTP server was refused ({what}: {_reply(exc)}); check "
-            "the password in Settings -> Integrations (many providers need an "
-            "app-specific password)."
-        ) from None
+        raise AuthError(sign_in.refused(what, _reply(exc))) from None
     except ssl.SSLError as exc:
         raise ProviderError(tls_failure(what, exc, _SMTP_TLS_HINT).message) from None
     except aiosmtplib.SMTPException as exc:
@@ -209,6 +209,7 @@ async def submit(
     username: str,
     password: Secret,
     *,
+    oauth: bool = False,
     tls_context: ssl.SSLContext | None,
     timeout_s: float,
     message: OutgoingMessage,
@@ -217,13 +218,15 @@ async def submit(
     """Send ``raw`` to every recipient of ``message`` through ``server``.
 
     Args:
+        password: the password, or with ``oauth`` an OAuth 2.0 access token
+            (sent with ``AUTH XOAUTH2``).
         tls_context: the verifying client context; None only for
             ``Security.NONE`` (checked by the caller).
         raw: the RFC 5322 message as built by the caller (without a Bcc
             header: the Bcc recipients are in the envelope only).
 
     Raises:
-        AuthError: the server refused the user name or password.
+        AuthError: the server refused the user name or password (or token).
         ValidationFailed: a recipient or the sender was refused, or the
             message is too big; nothing was sent.
         TransientProviderError: the server could not be reached, dropped the
@@ -241,10 +244,11 @@ async def submit(
         timeout=timeout_s,
         local_hostname=_EHLO_NAME,
     )
+    sign_in = SignIn(username, password, oauth)
     try:
-        with _session_errors(what):
+        with _session_errors(what, sign_in):
             await client.connect()
-            await client.login(username, password.reveal())
+            await smtp_sign_in(client, sign_in)
             await _transaction(client, what, message, raw)
     finally:
         await _close(client)

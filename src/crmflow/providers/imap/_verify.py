@@ -5,8 +5,10 @@
   greeting, so that every failure is attributed to its stage: the host cannot
   be reached, TLS failed, the peer is not an IMAP server, or the login was
   refused. Sign-in uses ``AUTHENTICATE PLAIN`` (RFC 4616, UTF-8 safe) when the
-  server offers it, else ``LOGIN``.
-* SMTP submission (RFC 6409, AUTH RFC 4954): ``aiosmtplib``.
+  server offers it, else ``LOGIN``; with ``oauth=True`` the secret is an OAuth
+  2.0 access token sent with ``AUTHENTICATE XOAUTH2`` (``_signin.py``).
+* SMTP submission (RFC 6409, AUTH RFC 4954): ``aiosmtplib``; ``AUTH XOAUTH2``
+  for an access token.
 
 Security modes (:class:`~crmflow.providers.imap.presets.Security`): ``tls``
 (implicit TLS), ``starttls`` (RFC 2595 / RFC 3207 upgrade before sign-in; a
@@ -48,6 +50,7 @@ from crmflow.providers.base import (
     TlsFailure,
     WrongCredentials,
 )
+from crmflow.providers.imap._signin import MechanismNotOffered, SignIn, smtp_sign_in
 from crmflow.providers.imap.presets import MailServer, Security
 
 _log = logging.getLogger(__name__)
@@ -140,17 +143,16 @@ def _no_imap(what: str, exc: BaseException, timeout_s: float) -> NotAServer:
     )
 
 
-def _refused(what: str, exc: imaplib.IMAP4.error) -> ConnectionCheckFailed:
+def _refused(
+    what: str, exc: imaplib.IMAP4.error, sign_in: SignIn
+) -> ConnectionCheckFailed:
     reply = server_text(str(exc))
     if "[UNAVAILABLE]" in reply.upper():
         # RFC 5530: the server cannot check credentials right now
         return ConnectionCheckFailed(
             f"{what} is temporarily unable to sign you in ({reply}); try again later."
         )
-    return WrongCredentials(
-        f"{what} refused the user name or password ({reply}). Check both; many "
-        "providers need an app-specific password for IMAP."
-    )
+    return WrongCredentials(sign_in.refused(what, reply))
 
 
 def _plain_sasl(username: str, password: Secret) -> bytes:
@@ -158,10 +160,22 @@ def _plain_sasl(username: str, password: Secret) -> bytes:
     return b"\0" + username.encode() + b"\0" + password.reveal().encode()
 
 
+def _authenticate(conn: imaplib.IMAP4, sign_in: SignIn, what: str) -> None:
+    if sign_in.oauth:
+        if "AUTH=XOAUTH2" not in conn.capabilities:
+            raise NotAServer(sign_in.not_offered(what))
+        conn.authenticate("XOAUTH2", sign_in.imap_response)
+    elif "AUTH=PLAIN" in conn.capabilities:
+        conn.authenticate(
+            "PLAIN", lambda _challenge: _plain_sasl(sign_in.username, sign_in.secret)
+        )
+    else:
+        conn.login(sign_in.username, sign_in.secret.reveal())
+
+
 def _imap_login(
     server: MailServer,
-    username: str,
-    password: Secret,
+    sign_in: SignIn,
     ctx: ssl.SSLContext | None,
     timeout_s: float,
 ) -> ImapLogin:
@@ -179,8 +193,8 @@ def _imap_login(
         if server.security is Security.STARTTLS:
             if "STARTTLS" not in conn.capabilities:
                 raise TlsFailure(
-                    f"{what} does not offer STARTTLS, so the password cannot be "
-                    "sent safely. Choose TLS (usually port 993)."
+                    f"{what} does not offer STARTTLS, so the {sign_in.credential} "
+                    "cannot be sent safely. Choose TLS (usually port 993)."
                 )
             try:
                 conn.starttls(ssl_context=ctx)
@@ -196,12 +210,7 @@ def _imap_login(
                 f"{what} accepts sign-in only over TLS; choose TLS or STARTTLS."
             )
         try:
-            if "AUTH=PLAIN" in conn.capabilities:
-                conn.authenticate(
-                    "PLAIN", lambda _challenge: _plain_sasl(username, password)
-                )
-            else:
-                conn.login(username, password.reveal())
+            _authenticate(conn, sign_in, what)
         except UnicodeEncodeError:
             # LOGIN (RFC 3501) carries ASCII only; AUTH=PLAIN would carry UTF-8
             raise ConnectionCheckFailed(
@@ -214,7 +223,7 @@ def _imap_login(
                 f"{what} closed the connection during sign-in; try again later."
             ) from None
         except imaplib.IMAP4.error as exc:
-            raise _refused(what, exc) from None
+            raise _refused(what, exc, sign_in) from None
         capabilities = frozenset(str(c).upper() for c in conn.capabilities)
         try:
             typ, data = conn.capability()
@@ -249,12 +258,14 @@ async def verify_imap(
     username: str,
     password: Secret,
     *,
+    oauth: bool = False,
     extra_ca_file: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ImapLogin:
     """Sign in to an IMAP server and sign out again.
 
-    Idempotent and read-only: nothing on the server changes.
+    Idempotent and read-only: nothing on the server changes. With ``oauth``,
+    ``password`` is an OAuth 2.0 access token (SASL XOAUTH2).
 
     Returns:
         The capabilities the server announced after sign-in.
@@ -265,15 +276,17 @@ async def verify_imap(
         HostUnreachable: DNS failure, connection refused or timed out.
         TlsFailure: the certificate is not trusted, the handshake failed, or
             STARTTLS was asked for but not offered.
-        NotAServer: the peer did not greet like an IMAP server.
-        WrongCredentials: the server refused the user name or password.
+        NotAServer: the peer did not greet like an IMAP server, or offers no
+            XOAUTH2 for an access token.
+        WrongCredentials: the server refused the user name or password (or
+            the access token).
         ConnectionCheckFailed: the server failed during sign-in (try later).
     """
     what = server.label("IMAP")
     check_transport(server, "IMAP")
     ctx = None if server.security is Security.NONE else client_context(extra_ca_file)
     result = await asyncio.to_thread(
-        _imap_login, server, username, password, ctx, timeout_s
+        _imap_login, server, SignIn(username, password, oauth), ctx, timeout_s
     )
     _log.info("IMAP sign-in verified on %s", what)
     return result
@@ -290,7 +303,12 @@ def _os_cause(exc: BaseException) -> OSError | None:
 
 
 def _smtp_error(
-    what: str, exc: aiosmtplib.SMTPException, timeout_s: float, *, connected: bool
+    what: str,
+    exc: aiosmtplib.SMTPException,
+    timeout_s: float,
+    *,
+    connected: bool,
+    sign_in: SignIn,
 ) -> ConnectionCheckFailed:
     """Translate an aiosmtplib error; ``connected``: the session was set up
     (greeting, EHLO, STARTTLS) and sign-in had started."""
@@ -304,10 +322,7 @@ def _smtp_error(
                 f"{what} is temporarily unable to sign you in ({exc.code} {reply}); "
                 "try again later."
             )
-        return WrongCredentials(
-            f"{what} refused the user name or password ({exc.code} {reply}). Check "
-            "both; many providers need an app-specific password for SMTP."
-        )
+        return WrongCredentials(sign_in.refused(what, f"{exc.code} {reply}"))
     if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
         if isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError):
             return NotAServer(
@@ -339,8 +354,8 @@ def _smtp_error(
     if type(exc) is aiosmtplib.SMTPException:
         if "STARTTLS extension not supported" in message:
             return TlsFailure(
-                f"{what} does not offer STARTTLS, so the password cannot be sent "
-                "safely. Choose TLS (usually port 465)."
+                f"{what} does not offer STARTTLS, so the {sign_in.credential} "
+                "cannot be sent safely. Choose TLS (usually port 465)."
             )
         if "AUTH extension is not supported" in message and "TLS" in message:
             # aiosmtplib adds the TLS hint when the connection is unencrypted
@@ -367,10 +382,13 @@ async def verify_smtp(
     username: str,
     password: Secret,
     *,
+    oauth: bool = False,
     extra_ca_file: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Sign in to an SMTP submission server (AUTH) and quit; nothing is sent.
+
+    With ``oauth``, ``password`` is an OAuth 2.0 access token (AUTH XOAUTH2).
 
     Raises:
         ValidationFailed: ``Security.NONE`` for a host that is not loopback.
@@ -379,8 +397,9 @@ async def verify_smtp(
         TlsFailure: the certificate is not trusted, the handshake failed, or
             STARTTLS was asked for but not offered.
         NotAServer: the peer did not greet like an SMTP server, or offers no
-            AUTH on this connection.
-        WrongCredentials: the server refused the user name or password.
+            AUTH (no XOAUTH2, for an access token) on this connection.
+        WrongCredentials: the server refused the user name or password (or
+            the access token).
         ConnectionCheckFailed: the server failed during sign-in (try later).
     """
     what = server.label("SMTP")
@@ -396,13 +415,18 @@ async def verify_smtp(
         timeout=timeout_s,
         local_hostname=_EHLO_NAME,
     )
+    sign_in = SignIn(username, password, oauth)
     connected = False
     try:
         await client.connect()
         connected = True
-        await client.login(username, password.reveal())
+        await smtp_sign_in(client, sign_in)
+    except MechanismNotOffered:
+        raise NotAServer(sign_in.not_offered(what)) from None
     except aiosmtplib.SMTPException as exc:
-        raise _smtp_error(what, exc, timeout_s, connected=connected) from None
+        raise _smtp_error(
+            what, exc, timeout_s, connected=connected, sign_in=sign_in
+        ) from None
     except ssl.SSLError as exc:
         raise tls_failure(what, exc, _SMTP_TLS_HINT) from None
     except OSError as exc:

@@ -1,5 +1,5 @@
-"""Mail server settings: security modes, one server endpoint, and the presets of
-the big providers that still allow IMAP/SMTP with a password.
+"""The IMAP/SMTP presets of the big providers that still allow IMAP/SMTP with a
+password (security modes and server endpoints: :mod:`crmflow.domain.mail_servers`).
 
 Sources (checked 2026): Apple's "iCloud Mail server settings for other email
 client apps" support article, Google "IMAP, POP, and SMTP"
@@ -15,36 +15,12 @@ the user where to create one.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from crmflow.domain.integrations import ProviderKey
+from crmflow.domain.mail_servers import MailServer, Security
 
-
-class Security(enum.StrEnum):
-    """How a mail connection is protected."""
-
-    #: implicit TLS from the first byte (IMAP 993, SMTP 465)
-    TLS = "tls"
-    #: plain connection upgraded with STARTTLS before sign-in (IMAP 143, SMTP 587)
-    STARTTLS = "starttls"
-    #: no encryption; allowed only to loopback hosts (local bridges, tests)
-    NONE = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class MailServer:
-    """Where one mail protocol is served."""
-
-    #: host name or IP address
-    host: str
-    #: TCP port
-    port: int
-    security: Security
-
-    def label(self, protocol: str) -> str:
-        """``"IMAP server imap.example.com:993"``: how messages name this server."""
-        return f"{protocol} server {self.host}:{self.port}"
+__all__ = ["MAIL_PRESETS", "MailPreset", "MailServer", "Security", "mail_preset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +45,9 @@ class MailPreset:
     sign_in_help: str
     #: anything else the user must know (IMAP switched off by default, ...)
     notes: str = ""
+    #: the SMTP server files a copy of what it sends in the Sent folder itself
+    #: (an IMAP APPEND would make a second one)
+    keeps_sent_copy: bool = False
 
 
 MAIL_PRESETS: tuple[MailPreset, ...] = (
@@ -102,6 +81,8 @@ MAIL_PRESETS: tuple[MailPreset, ...] = (
             "instead needs no password."
         ),
         notes="IMAP must be allowed in Gmail settings -> Forwarding and POP/IMAP.",
+        # "Gmail automatically saves a copy of sent messages in Sent Mail"
+        keeps_sent_copy=True,
     ),
     MailPreset(
         key="outlook",

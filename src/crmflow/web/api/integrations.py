@@ -14,6 +14,8 @@ or a client secret.
                                                        ends that receive the redirect themselves)
 ``POST   /api/integrations/{kind}/refresh?provider=``  refresh server-side if due (``force=true``)
 ``DELETE /api/integrations/{kind}?provider=``          disconnect
+``PUT    /api/integrations/gmail/mail-protocol``       ``{"protocol": "api"|"imap"}``: Gmail
+                                                       through the API or IMAP + SMTP (XOAUTH2)
 ``GET    /api/organization/oauth-clients``             per provider: client id, secret set? (admins)
 ``PUT    /api/organization/oauth-clients/{provider}``  set the organization's client (admins)
 ``DELETE /api/organization/oauth-clients/{provider}``  back to the configuration's (admins)
@@ -22,6 +24,7 @@ or a client secret.
 ``provider`` is needed only when ``kind`` alone is ambiguous (Google and
 Microsoft calendars): then the answer is 409 saying so. Provider failures map
 to HTTP here (:class:`ProviderErrorRoute`): a grant that needs reconnecting is 409,
+a server that refused a sign-in check (nothing was changed) 422,
 rate limits 429 with ``Retry-After``, an unavailable provider 503, a provider
 that refuses crmflow's client 502, a provider without an OAuth client 409.
 """
@@ -40,6 +43,7 @@ from pydantic import BaseModel, Field
 
 from crmflow.connections.clients import ClientStatus
 from crmflow.connections.errors import ProviderNotConfigured
+from crmflow.connections.mail_protocol import MailProtocol, mail_protocol
 from crmflow.connections.oauth import ConnectResult
 from crmflow.connections.scopes import FeatureState
 from crmflow.connections.service import (
@@ -52,6 +56,7 @@ from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.providers.base import (
     AuthError,
+    ConnectionCheckFailed,
     ProviderError,
     RateLimited,
     TransientProviderError,
@@ -84,6 +89,8 @@ def provider_error_status(exc: Exception) -> int:
         return 503
     if isinstance(exc, AuthError | ProviderNotConfigured):
         return 409
+    if isinstance(exc, ConnectionCheckFailed):
+        return 422
     # ClientRejected and other refusals: the provider did not do what we asked
     return 502
 
@@ -131,6 +138,9 @@ class FeatureOut(BaseModel):
     )
     missing: list[str] = Field(description="The same, in plain words.")
     message: str | None
+    optional: bool = Field(
+        description="Asked for only when named; being off is no gap in the grant."
+    )
 
     @classmethod
     def of(cls, f: FeatureState) -> FeatureOut:
@@ -141,6 +151,7 @@ class FeatureOut(BaseModel):
             missing_scopes=list(f.missing_scopes),
             missing=list(f.missing),
             message=f.message,
+            optional=f.optional,
         )
 
 
@@ -163,6 +174,10 @@ class IntegrationOut(BaseModel):
     last_error: str | None
     connected_at: dt.datetime
     updated_at: dt.datetime
+    mail_protocol: MailProtocol | None = Field(
+        description="Gmail: read and send through the Gmail API (api) or IMAP + "
+        "SMTP with OAuth (imap); None for other kinds."
+    )
 
     @classmethod
     def of(cls, v: IntegrationView) -> IntegrationOut:
@@ -186,6 +201,9 @@ class IntegrationOut(BaseModel):
             last_error=i.last_error,
             connected_at=i.connected_at,
             updated_at=i.updated_at,
+            mail_protocol=(
+                mail_protocol(i) if i.kind is IntegrationKind.GMAIL else None
+            ),
         )
 
 
@@ -419,6 +437,33 @@ async def refresh_integration(
     return RefreshOut(
         integration=IntegrationOut.of(view),
         message=f"{view.label} has a usable access token.",
+    )
+
+
+class MailProtocolIn(Strict):
+    protocol: MailProtocol = Field(
+        description="api: the Gmail API; imap: Gmail's IMAP and SMTP servers, "
+        "signed in with the connection's OAuth token (needs the optional feature "
+        "imap_smtp: full mailbox access)."
+    )
+
+
+@router.put("/integrations/gmail/mail-protocol", response_model=IntegrationOut)
+async def set_mail_protocol(
+    body: MailProtocolIn, ctx: TenantDep, integrations: IntegrationsDep
+) -> IntegrationOut:
+    """Switch the Gmail connection between the Gmail API and IMAP + SMTP.
+
+    Switching to ``imap`` signs in to both servers with the connection's
+    token first; when either refuses (422, saying why) nothing changes. The
+    next mail sync imports the window again through the new protocol, without
+    duplicating stored messages.
+    """
+    view = await integrations.get_integration(
+        ctx, IntegrationKind.GMAIL, ProviderKey.GOOGLE
+    )
+    return IntegrationOut.of(
+        await integrations.set_mail_protocol(ctx, view.info.id, body.protocol)
     )
 
 

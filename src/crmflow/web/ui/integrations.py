@@ -16,6 +16,8 @@ last renewed, and the integration event log (the audit trail) below the cards.
                                                    (form field ``feature``, any number)
 ``POST /settings/integrations/{id}/reconnect``     OAuth: consent again; password
                                                    integrations: to their form
+``POST /settings/integrations/{id}/mail-protocol`` Gmail: the Gmail API or IMAP + SMTP
+                                                   (form field ``protocol``: api|imap)
 ``GET  /settings/integrations/{id}/disconnect``    the confirmation step
 ``POST /settings/integrations/{id}/disconnect``    disconnects only with ``confirm=yes``
 ``GET|POST /settings/integrations/imap``           the IMAP/SMTP form (``?reconnect=id``)
@@ -44,6 +46,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from crmflow.connections import clients, credentials
 from crmflow.connections.errors import ProviderNotConfigured
+from crmflow.connections.mail_protocol import mail_protocol
 from crmflow.connections.scopes import CATALOGUE, FeatureState
 from crmflow.connections.scopes import label as scope_label
 from crmflow.connections.service import MANAGE_ACCESS_URL, IntegrationView
@@ -243,6 +246,8 @@ class Connected:
     #: names of the calendars a CalDAV discovery found
     calendars: tuple[str, ...]
     username: str | None
+    #: Gmail: ``api`` or ``imap`` (IMAP + SMTP with XOAUTH2); None otherwise
+    mail_protocol: str | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -304,6 +309,9 @@ def connected_of(view: IntegrationView) -> Connected:
         servers=tuple(servers),
         calendars=calendars,
         username=str(username) if username else None,
+        mail_protocol=(
+            mail_protocol(info) if info.kind is IntegrationKind.GMAIL else None
+        ),
     )
 
 
@@ -477,6 +485,8 @@ def _connect_failed(exc: CrmflowError) -> tuple[str, int]:
     """The message and status of a connect that could not start."""
     if isinstance(exc, ProviderNotConfigured):
         return exc.message, 409
+    if isinstance(exc, ConnectionCheckFailed):
+        return exc.message, 422  # a sign-in check failed; nothing changed
     if isinstance(exc, ProviderError) and exc.retryable:
         return (
             "The provider's sign-in service is not answering right now; nothing "
@@ -486,6 +496,24 @@ def _connect_failed(exc: CrmflowError) -> tuple[str, int]:
     if isinstance(exc, ProviderError):
         return exc.message, 502
     return exc.message, 422
+
+
+async def _failed_on_card(
+    request: Request,
+    viewer: Viewer,
+    integrations: IntegrationsDep,
+    card: Card,
+    exc: CrmflowError,
+) -> Response:
+    """The page again, with what went wrong on ``card``."""
+    message, status_code = _connect_failed(exc)
+    return await _integrations_page(
+        request,
+        viewer,
+        integrations,
+        errors={card.key: message},
+        status_code=status_code,
+    )
 
 
 async def _to_provider(
@@ -502,14 +530,7 @@ async def _to_provider(
             viewer.ctx, card.kind, provider, features=features
         )
     except (ValidationFailed, ProviderError, ProviderNotConfigured) as exc:
-        message, status_code = _connect_failed(exc)
-        return await _integrations_page(
-            request,
-            viewer,
-            integrations,
-            errors={card.key: message},
-            status_code=status_code,
-        )
+        return await _failed_on_card(request, viewer, integrations, card, exc)
     return RedirectResponse(started.authorization_url, status_code=303)
 
 
@@ -550,13 +571,43 @@ async def grant_access(
         raise NotFound("This integration signs in with a password; it has no grants.")
     missing = [f.key for f in view.features if not f.enabled]
     wanted = [str(f) for f in (await request.form()).getlist("feature")]
-    features = [f for f in wanted if f in missing] if wanted else missing
+    # optional features only when named: "Grant access" alone asks for gaps
+    optional = {f.key for f in view.features if f.optional}
+    features = (
+        [f for f in wanted if f in missing]
+        if wanted
+        else [f for f in missing if f not in optional]
+    )
     if not features:
         flash(request, f"{card.title} already has every permission it asks for.")
         return RedirectResponse(PAGE, status_code=303)
     return await _to_provider(
         request, viewer, integrations, card, view.info.provider, features
     )
+
+
+@router.post(PAGE + "/{integration_id}/mail-protocol", dependencies=Csrf)
+async def set_mail_protocol(
+    integration_id: uuid.UUID,
+    request: Request,
+    viewer: ViewerDep,
+    integrations: IntegrationsDep,
+) -> Response:
+    """Gmail: read and send through the Gmail API or through IMAP + SMTP."""
+    view = await _own(integrations, viewer, integration_id)
+    card = _card_of_view(view)
+    protocol = text(await request.form(), "protocol")
+    try:
+        await integrations.set_mail_protocol(viewer.ctx, view.info.id, protocol)
+    except (ValidationFailed, ProviderError) as exc:
+        return await _failed_on_card(request, viewer, integrations, card, exc)
+    flash(
+        request,
+        "Gmail now reads and sends through IMAP and SMTP (signed in with OAuth)."
+        if protocol == "imap"
+        else "Gmail now reads and sends through the Gmail API.",
+    )
+    return RedirectResponse(PAGE, status_code=303)
 
 
 @router.post(PAGE + "/{integration_id}/reconnect", dependencies=Csrf)
