@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime as dt
 import getpass
 import sys
 import uuid
@@ -169,6 +171,8 @@ def _serve(
     import uvicorn
 
     from crmflow.bootstrap import start_services
+    from crmflow.connections.service import Integrations
+    from crmflow.jobs.runner import ServeSync
     from crmflow.web.app import create_app
 
     configure_logging(settings.log_level)
@@ -181,12 +185,16 @@ def _serve(
     async def run() -> None:
         services = await start_services(settings)
         try:
+            integrations = Integrations(services.db, services.vault, settings)
             app = create_app(
                 settings,
                 services,
                 mounts=mounts,
                 on_shutdown=[sandbox.shutdown] if sandbox else (),
             )
+            # one connections service per process: the web app and the
+            # scheduled syncs share its single-flight token refreshes
+            app.state.integrations = integrations
             # log_config=None keeps the redacting handler of configure_logging
             config = uvicorn.Config(
                 app, host=host, port=port, log_config=None, lifespan="on"
@@ -194,7 +202,10 @@ def _serve(
             server = uvicorn.Server(config)
             if banner is not None:
                 banner()
-            await server.serve()
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.in_process_sync:
+                    await stack.enter_async_context(ServeSync(services, integrations))
+                await server.serve()
         finally:
             await services.close()
 
@@ -431,6 +442,60 @@ def cmd_sync_mail(args: argparse.Namespace) -> int:
     return 0 if all(r.error is None for _, r in results) else 1
 
 
+def cmd_jobs_status(args: argparse.Namespace) -> int:
+    from crmflow.store.db import Database
+    from crmflow.store.schedule import AccountSchedule, ScheduleStore
+
+    settings = load_settings()
+
+    async def run() -> list[AccountSchedule]:
+        admin = Database(settings.effective_admin_database_url)
+        try:
+            async with admin.admin() as session:
+                return await ScheduleStore(session).overview()
+        finally:
+            await admin.dispose()
+
+    accounts = asyncio.run(run())
+    where = (
+        "in crmflow serve (in-process)"
+        if settings.in_process_sync
+        else "by crmflow worker processes"
+    )
+    out.print(
+        f"Scheduled syncs every {settings.sync_interval_s} s "
+        f"(±{settings.sync_jitter:.0%}), run {where}."
+    )
+    if not accounts:
+        out.print("No calendar or mailbox is connected.")
+        return 0
+    table = Table(box=None)
+    for heading in ("kind", "account", "user", "last sync", "next sync", "failures"):
+        table.add_column(heading, overflow="fold")
+    for a in accounts:
+        table.add_row(
+            a.kind.value,
+            a.name,
+            a.user_email,
+            _when(a.last_synced_at),
+            _when(a.next_sync_at) if a.next_sync_at else "due now",
+            f"[red]{a.failures}[/]" if a.failing else str(a.failures),
+        )
+    out.print(table)
+    failing = [a for a in accounts if a.failing]
+    for a in failing:
+        err.print(
+            f"[yellow]{a.kind.value} {a.name} ({a.user_email}) keeps failing: "
+            f"{a.last_error or 'see its sync log'}[/]",
+            soft_wrap=True,
+        )
+    return 1 if failing else 0
+
+
+def _when(at: dt.datetime | None) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "never"
+
+
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     from crmflow.sandbox.serve import run
 
@@ -549,6 +614,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the import window again instead of the changes",
     )
     p.set_defaults(func=cmd_sync_mail)
+
+    jobs = sub.add_parser("jobs", help="background work").add_subparsers(
+        dest="jobs_command", required=True
+    )
+    p = jobs.add_parser(
+        "status",
+        help="every account's last and next scheduled sync (exit 1 if one keeps "
+        "failing)",
+    )
+    p.set_defaults(func=cmd_jobs_status)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(
         dest="config_command", required=True

@@ -119,6 +119,17 @@ class Settings(BaseSettings):
     blob_dir: Path | None = None
     #: the first import of a mailbox covers this many days of mail
     mail_import_days: int = Field(default=90, ge=1, le=3650)
+    #: every calendar and mailbox is synced this often, in seconds (a polling
+    #: fallback even where push notifications exist)
+    sync_interval_s: int = Field(default=300, ge=10, le=86_400)
+    #: spread of the interval, as a fraction (0.1: plus or minus 10 %)
+    sync_jitter: float = Field(default=0.1, ge=0, lt=1)
+    #: scheduled syncs in this process: ``auto`` runs them inside ``crmflow
+    #: serve`` / ``demo`` on SQLite (the embedded default has no worker);
+    #: ``on`` / ``off`` force it either way
+    background_sync: Literal["auto", "on", "off"] = "auto"
+    #: scheduled syncs run at the same time by one process, at most
+    sync_concurrency: int = Field(default=2, ge=1, le=64)
     #: log level of crmflow's own loggers
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -212,6 +223,13 @@ class Settings(BaseSettings):
             for u in _split_uris(self.oauth_extra_redirect_uris)
         )
         return tuple(dict.fromkeys((self.oauth_redirect_uri(provider), *extra)))
+
+    @property
+    def in_process_sync(self) -> bool:
+        """Whether ``crmflow serve`` runs scheduled syncs itself."""
+        if self.background_sync != "auto":
+            return self.background_sync == "on"
+        return self.effective_database_url.startswith("sqlite")
 
     @property
     def effective_admin_database_url(self) -> str:

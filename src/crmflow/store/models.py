@@ -417,6 +417,10 @@ class EmailAccount(Base):
     sync_lease_until: Mapped[dt.datetime | None]
     #: the first import covers mail received since then
     import_since: Mapped[dt.datetime | None]
+    #: when the scheduler syncs this mailbox next (None: as soon as it can)
+    next_sync_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    #: failed scheduled syncs in a row (sets the back-off)
+    sync_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
@@ -582,6 +586,10 @@ class CalendarAccount(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     #: one sync at a time: a run holds this lease until it ends or expires
     sync_lease_until: Mapped[dt.datetime | None]
+    #: when the scheduler syncs this calendar next (None: as soon as it can)
+    next_sync_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    #: failed scheduled runs in a row (sets the back-off)
+    sync_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 

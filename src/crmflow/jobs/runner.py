@@ -1,0 +1,171 @@
+"""The in-process runner: scheduled syncs inside ``crmflow serve`` / ``demo``.
+
+Every ``tick_s`` the runner asks the schedule what is due
+(:class:`~crmflow.store.schedule.ScheduleStore`), claims each account (a
+claim is one conditional UPDATE, so a second runner on the same database
+never runs it too), runs at most ``concurrency`` syncs at a time through the
+task functions, and records each outcome, which sets the account's next sync:
+the interval with jitter after success, a back-off after failure
+(:mod:`crmflow.domain.schedule`). An account whose sync is running holds its
+lease, so a manual Sync at the same time is refused with 409, never doubled.
+
+The loop survives its own failures (a database that is briefly gone, a
+bug in one sync): it logs them and tries again at the next tick. Stopping
+cancels the loop; a sync cut off half-way leaves its lease to expire and its
+cursor where the last stored page put it, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+
+from crmflow.bootstrap import Services
+from crmflow.connections.service import Integrations
+from crmflow.domain.schedule import Schedule
+from crmflow.jobs.tasks import Outcome, SyncTasks
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.services.mail import MailService
+from crmflow.store.db import Database
+from crmflow.store.schedule import DueAccount, ScheduleStore
+
+_log = logging.getLogger(__name__)
+
+#: how long a claimed account is kept from other runners (a run's lease)
+CLAIM = dt.timedelta(minutes=15)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class InProcessRunner:
+    """Runs due syncs in this process until stopped."""
+
+    def __init__(
+        self,
+        schedule_db: Database,
+        tasks: SyncTasks,
+        schedule: Schedule,
+        *,
+        concurrency: int = 2,
+        tick_s: float = 5.0,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        """
+        Args:
+            schedule_db: a database whose sessions see every tenant's accounts
+                (the owner role's on PostgreSQL; on SQLite the one file).
+            concurrency: syncs run at the same time, at most.
+            tick_s: pause between two looks at the schedule, in seconds.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._db = schedule_db
+        self._tasks = tasks
+        self._schedule = schedule
+        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._tick_s = tick_s
+        self._clock = clock
+        self._rand = rand
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> dict[Outcome, int]:
+        """Run what is due now, once; how many runs ended how."""
+        now = self._clock()
+        async with self._db.admin() as session:
+            due = await ScheduleStore(session).due(now, limit=self._concurrency * 4)
+        outcomes = await asyncio.gather(*(self._one(d, now) for d in due))
+        counts: dict[Outcome, int] = {}
+        for outcome in outcomes:
+            if outcome is not None:
+                counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    async def _one(self, due: DueAccount, now: dt.datetime) -> Outcome | None:
+        async with self._limit:
+            async with self._db.admin() as session:
+                taken = await ScheduleStore(session).claim(
+                    due.kind, due.account_id, now, now + CLAIM
+                )
+            if not taken:
+                return None
+            try:
+                outcome = await self._tasks.run(due)
+            except Exception:
+                # a bug, not a provider failure (those are outcomes): log it
+                # and back off like a failure so it is no hot loop
+                _log.exception(
+                    "scheduled %s sync of %s crashed", due.kind, due.account_id
+                )
+                outcome = Outcome.FAILED
+            async with self._db.admin() as session:
+                await ScheduleStore(session).finish(
+                    due.kind,
+                    due.account_id,
+                    ok=outcome is not Outcome.FAILED,
+                    schedule=self._schedule,
+                    now=self._clock(),
+                    rand=self._rand(),
+                )
+            return outcome
+
+    async def run_forever(self) -> None:
+        """Tick until cancelled; a failed tick is logged and retried next time."""
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await self.tick()
+            except Exception:
+                _log.exception("the sync scheduler failed; it tries again shortly")
+
+    def start(self) -> None:
+        """Run the loop as a task of the running event loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run_forever(), name="crmflow-sync")
+
+    async def stop(self) -> None:
+        """Stop the loop (a sync under way is cancelled)."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+
+class ServeSync:
+    """The runner as ``crmflow serve`` / ``demo`` own it (start, stop, close)."""
+
+    def __init__(self, services: Services, integrations: Integrations) -> None:
+        settings = services.settings
+        admin_url = settings.effective_admin_database_url
+        # on SQLite the one database sees every tenant: share its engine
+        self._own_db = (
+            None
+            if admin_url == settings.effective_database_url
+            else Database(admin_url)
+        )
+        self.runner = InProcessRunner(
+            self._own_db or services.db,
+            SyncTasks(CalendarSync(integrations), MailService(integrations)),
+            Schedule(
+                dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter
+            ),
+            concurrency=settings.sync_concurrency,
+        )
+
+    async def __aenter__(self) -> ServeSync:
+        self.runner.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.runner.stop()
+        if self._own_db is not None:
+            await self._own_db.dispose()

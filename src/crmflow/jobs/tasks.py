@@ -1,0 +1,76 @@
+"""The task functions: one scheduled sync of one calendar or mailbox.
+
+A task acts as the account's owner (their tenant context), through the same
+services as the Sync buttons, so a scheduled run is logged, leased and
+reported exactly like a manual one. It never raises for a sync that failed:
+the outcome says how it went, and the failure is on the account (last error,
+sync log) for the user to see.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from crmflow.domain.calendar_accounts import RunStatus, SyncType
+from crmflow.errors import NotFound, ValidationFailed
+from crmflow.services.calendar_sync import CalendarSync, SyncInProgress
+from crmflow.services.mail import MailService, MailSyncInProgress
+from crmflow.store.schedule import DueAccount, SyncKind
+
+_log = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    """How a scheduled sync went."""
+
+    #: it ran and worked (a partly synced calendar counts: its failures are
+    #: retried by the next run and listed in the sync log)
+    OK = "ok"
+    #: it ran and failed; the account says why
+    FAILED = "failed"
+    #: another sync of the account was running (a manual one): left to it
+    BUSY = "busy"
+    #: the account is gone, paused or disconnected: nothing to do
+    SKIPPED = "skipped"
+
+
+class SyncTasks:
+    """Runs scheduled syncs through the calendar and mail services."""
+
+    def __init__(self, calendar: CalendarSync, mail: MailService) -> None:
+        self._calendar = calendar
+        self._mail = mail
+
+    async def sync_calendar(self, due: DueAccount) -> Outcome:
+        """One scheduled run of a calendar account."""
+        try:
+            run = await self._calendar.sync(
+                due.ctx, due.account_id, sync_type=SyncType.SCHEDULED
+            )
+        except SyncInProgress:
+            return Outcome.BUSY
+        except (NotFound, ValidationFailed):
+            return Outcome.SKIPPED
+        return Outcome.FAILED if run.status is RunStatus.FAILED else Outcome.OK
+
+    async def sync_mailbox(self, due: DueAccount) -> Outcome:
+        """One scheduled sync of a mailbox."""
+        try:
+            result = await self._mail.sync(due.ctx, due.account_id)
+        except MailSyncInProgress:
+            return Outcome.BUSY
+        except (NotFound, ValidationFailed):
+            return Outcome.SKIPPED
+        return Outcome.FAILED if result.error else Outcome.OK
+
+    async def run(self, due: DueAccount) -> Outcome:
+        """The scheduled sync of ``due``, whatever its kind."""
+        if due.kind is SyncKind.CALENDAR:
+            outcome = await self.sync_calendar(due)
+        else:
+            outcome = await self.sync_mailbox(due)
+        _log.info(
+            "scheduled %s sync of account %s: %s", due.kind, due.account_id, outcome
+        )
+        return outcome

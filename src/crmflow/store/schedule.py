@@ -1,0 +1,234 @@
+"""The sync schedule across every tenant: what is due, claiming it, recording
+how it went, and an overview for operators.
+
+These queries look at every organization's calendars and mailboxes, so they
+run on a session that row level security does not narrow: the migration
+(owner) role's database on PostgreSQL, the one database file on SQLite. They
+read and write scheduling columns only (``next_sync_at``, ``sync_failures``);
+the syncs themselves run as the account's user, in that user's tenant
+context, through the services.
+
+Claiming is one conditional UPDATE ("still due?"), so two schedulers that
+see the same due account never both run it: the loser's UPDATE matches no
+row. The claim moves ``next_sync_at`` past the run's lease, so a scheduler
+that dies mid-run leaves the account to be picked up again later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmflow.domain.schedule import Schedule, is_failing
+from crmflow.domain.tenancy import Role, TenantContext
+from crmflow.store import models
+
+
+class SyncKind(enum.StrEnum):
+    """What a scheduled job syncs."""
+
+    CALENDAR = "calendar"
+    MAIL = "mail"
+
+
+_TABLES: dict[SyncKind, Any] = {
+    SyncKind.CALENDAR: models.CalendarAccount,
+    SyncKind.MAIL: models.EmailAccount,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DueAccount:
+    """An account whose scheduled sync is due, and whom to act as."""
+
+    kind: SyncKind
+    account_id: uuid.UUID
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    role: Role
+    #: failed scheduled runs in a row so far
+    failures: int
+
+    @property
+    def ctx(self) -> TenantContext:
+        """The account owner's tenant context (the sync runs as them)."""
+        return TenantContext(self.user_id, self.organization_id, self.role)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSchedule:
+    """One account's place in the schedule (``crmflow jobs status``, the UI)."""
+
+    kind: SyncKind
+    account_id: uuid.UUID
+    user_email: str
+    name: str
+    last_synced_at: dt.datetime | None
+    next_sync_at: dt.datetime | None
+    failures: int
+    last_error: str | None
+
+    @property
+    def failing(self) -> bool:
+        return is_failing(self.failures)
+
+
+class ScheduleStore:
+    """Scheduling reads and writes on an unscoped session (see the module)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    @staticmethod
+    def _syncable(table: Any) -> list[Any]:
+        found = [table.integration_id.is_not(None)]
+        if table is models.CalendarAccount:
+            found.append(table.is_enabled.is_(True))
+        return found
+
+    @staticmethod
+    def _due_at(table: Any, now: dt.datetime) -> Any:
+        return and_(
+            or_(table.next_sync_at.is_(None), table.next_sync_at <= now),
+            or_(table.sync_lease_until.is_(None), table.sync_lease_until < now),
+        )
+
+    async def due(self, now: dt.datetime, *, limit: int) -> list[DueAccount]:
+        """Accounts due at ``now``, longest waiting first (never synced first)."""
+        found: list[tuple[dt.datetime | None, DueAccount]] = []
+        for kind, table in _TABLES.items():
+            rows = await self._s.execute(
+                select(
+                    table.id,
+                    table.user_id,
+                    table.organization_id,
+                    table.next_sync_at,
+                    table.sync_failures,
+                    models.UserOrganization.role,
+                )
+                .join(
+                    models.UserOrganization,
+                    and_(
+                        models.UserOrganization.user_id == table.user_id,
+                        models.UserOrganization.organization_id
+                        == table.organization_id,
+                    ),
+                )
+                .join(models.User, models.User.id == table.user_id)
+                .where(
+                    *self._syncable(table),
+                    self._due_at(table, now),
+                    models.User.is_active.is_(True),
+                )
+                .order_by(table.next_sync_at.is_not(None), table.next_sync_at)
+                .limit(limit)
+            )
+            for row in rows:
+                found.append(
+                    (
+                        row.next_sync_at,
+                        DueAccount(
+                            kind,
+                            row.id,
+                            row.user_id,
+                            row.organization_id,
+                            Role(row.role),
+                            row.sync_failures,
+                        ),
+                    )
+                )
+        found.sort(key=lambda item: (item[0] is not None, item[0] or now))
+        return [due for _at, due in found[:limit]]
+
+    async def claim(
+        self,
+        kind: SyncKind,
+        account_id: uuid.UUID,
+        now: dt.datetime,
+        until: dt.datetime,
+    ) -> bool:
+        """Take a due account for one run (False: someone else took it)."""
+        table = _TABLES[kind]
+        result = await self._s.execute(
+            update(table)
+            .where(table.id == account_id, self._due_at(table, now))
+            .values(next_sync_at=until)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def finish(
+        self,
+        kind: SyncKind,
+        account_id: uuid.UUID,
+        *,
+        ok: bool,
+        schedule: Schedule,
+        now: dt.datetime,
+        rand: float,
+    ) -> dt.datetime:
+        """Record a scheduled run's outcome; returns when the account is due next."""
+        table = _TABLES[kind]
+        failures = await self._s.scalar(
+            select(table.sync_failures).where(table.id == account_id)
+        )
+        if failures is None:  # removed meanwhile
+            return schedule.after_success(now, rand)
+        failures = 0 if ok else failures + 1
+        when = (
+            schedule.after_success(now, rand)
+            if ok
+            else schedule.after_failure(now, failures, rand)
+        )
+        await self._s.execute(
+            update(table)
+            .where(table.id == account_id)
+            .values(next_sync_at=when, sync_failures=failures)
+        )
+        return when
+
+    async def overview(self) -> list[AccountSchedule]:
+        """Every syncable account with its schedule, soonest first."""
+        out: list[AccountSchedule] = []
+        for kind, table in _TABLES.items():
+            name = (
+                table.name if table is models.CalendarAccount else table.email_address
+            )
+            rows = await self._s.execute(
+                select(
+                    table.id,
+                    name.label("name"),
+                    models.User.email,
+                    table.last_synced_at,
+                    table.next_sync_at,
+                    table.sync_failures,
+                    table.last_error,
+                )
+                .join(models.User, models.User.id == table.user_id)
+                .where(*self._syncable(table))
+            )
+            out += [
+                AccountSchedule(
+                    kind,
+                    r.id,
+                    r.email,
+                    r.name,
+                    r.last_synced_at,
+                    r.next_sync_at,
+                    r.sync_failures,
+                    r.last_error,
+                )
+                for r in rows
+            ]
+        out.sort(
+            key=lambda a: (
+                a.next_sync_at is not None,
+                a.next_sync_at or dt.datetime.min.replace(tzinfo=dt.UTC),
+            )
+        )
+        return out

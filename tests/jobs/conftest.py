@@ -1,0 +1,70 @@
+"""Fixtures for background work: the calendar and mail services on the
+sandbox (connected through the real OAuth flow), and a runner whose clock the
+test moves."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from crmflow.domain.schedule import Schedule
+from crmflow.jobs.runner import InProcessRunner
+from crmflow.jobs.tasks import SyncTasks
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.services.mail import MailService
+from crmflow.store.db import Database
+from tests.calendar_sync.conftest import calendar_sync
+from tests.connections import conftest as connections
+from tests.email.conftest import mail
+
+settings = connections.settings
+pauses = connections.pauses
+integrations = connections.integrations
+flow = connections.flow
+__all__ = ["calendar_sync", "mail"]
+
+INTERVAL = dt.timedelta(minutes=5)
+
+
+class Clock:
+    """The runner's clock: real time at first, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_runner(
+    admin_db: Database, calendar: CalendarSync, mail: MailService, clock: Clock
+) -> InProcessRunner:
+    """A runner on the scheduling (owner) database; jitter 0, random 0.5."""
+    return InProcessRunner(
+        admin_db,
+        SyncTasks(calendar, mail),
+        Schedule(INTERVAL, jitter=0.1),
+        concurrency=2,
+        tick_s=0.05,
+        clock=clock,
+        rand=lambda: 0.5,  # the middle of the jitter: exactly the interval
+    )
+
+
+@pytest.fixture
+def runner(
+    admin_db: Database,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    clock: Clock,
+) -> InProcessRunner:
+    return make_runner(admin_db, calendar_sync, mail, clock)

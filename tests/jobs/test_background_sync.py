@@ -1,0 +1,156 @@
+"""Scheduled syncs on SQLite and PostgreSQL: every connected calendar and
+mailbox is synced without anyone pressing Sync, on the interval after
+success, with a growing back-off after failures (never a hot loop), and two
+runners on one database never run the same account twice."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+import pytest
+
+from crmflow.domain.schedule import MIN_RETRY
+from crmflow.jobs.runner import InProcessRunner
+from crmflow.jobs.tasks import Outcome
+from crmflow.sandbox.google.demo import seed_demo_google
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.services.mail import MailService
+from crmflow.store.db import Database
+from crmflow.store.schedule import ScheduleStore, SyncKind
+from tests.calendar_sync.conftest import connect_google
+from tests.connections.conftest import Flow
+from tests.email.conftest import connect_mailbox
+from tests.jobs.conftest import INTERVAL, Clock, make_runner
+from tests.servers.sandbox import Sandbox
+
+ALICE = "alice@gmail.test"
+
+
+async def _schedule(admin_db: Database, kind: SyncKind, account_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    async with admin_db.admin() as session:
+        rows = await ScheduleStore(session).overview()
+    return next(a for a in rows if a.kind is kind and a.account_id == account_id)
+
+
+async def test_due_calendars_and_mailboxes_sync_on_their_own(
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    ctx = tenants.alice.ctx
+    google = await connect_google(flow, sandbox, calendar_sync, ctx, ALICE)
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+
+    assert await runner.tick() == {Outcome.OK: 2}
+    (run,) = await calendar_sync.runs(ctx, google.account.id)
+    assert run.sync_type.value == "scheduled"
+    assert run.events_imported > 0
+    _, messages = await mail.messages(ctx)
+    assert messages > 0
+    for kind, account_id in (
+        (SyncKind.CALENDAR, google.account.id),
+        (SyncKind.MAIL, mailbox.id),
+    ):
+        entry = await _schedule(admin_db, kind, account_id)
+        assert entry.next_sync_at == clock.now + INTERVAL
+        assert entry.failures == 0
+        assert entry.last_synced_at is not None
+
+    # nothing is due until the interval has passed
+    clock.advance(INTERVAL - dt.timedelta(seconds=1))
+    assert await runner.tick() == {}
+    clock.advance(dt.timedelta(seconds=1))
+    assert await runner.tick() == {Outcome.OK: 2}
+
+
+async def test_a_failing_mailbox_backs_off_and_recovers(
+    flow: Flow,
+    sandbox: Sandbox,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    ctx = tenants.alice.ctx
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    await sandbox.control("google", "POST", "grants/revoke", json={"email": ALICE})
+    await sandbox.control("google", "POST", "tokens/expire", json={"email": ALICE})
+
+    pauses: list[dt.timedelta] = []
+    for failures in range(1, 7):
+        assert await runner.tick() == {Outcome.FAILED: 1}
+        entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+        assert entry.failures == failures
+        assert entry.last_error is not None
+        assert "Connect it again" in entry.last_error
+        assert entry.next_sync_at is not None
+        pauses.append(entry.next_sync_at - clock.now)
+        assert await runner.tick() == {}  # not due again at once: no hot loop
+        clock.advance(pauses[-1])
+    assert pauses == [MIN_RETRY * 2**n for n in range(3)] + [INTERVAL] * 3
+    assert entry.failing
+
+    # the person reconnects: the next scheduled run works and the count resets
+    await connect_mailbox(flow, mail, ctx, ALICE)
+    assert await runner.tick() == {Outcome.OK: 1}
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert (entry.failures, entry.last_error) == (0, None)
+
+
+async def test_two_runners_never_sync_the_same_account_twice(
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    for actor, email in ((tenants.alice, ALICE), (tenants.bob, "bob@gmail.test")):
+        await connect_mailbox(flow, mail, actor.ctx, email)
+    first = make_runner(admin_db, calendar_sync, mail, clock)
+    second = make_runner(admin_db, calendar_sync, mail, clock)
+    before = len(await sandbox.requests("gmail.users.getProfile"))
+    counts = await asyncio.gather(first.tick(), second.tick())
+    assert sum(n for c in counts for n in c.values()) == 2
+    assert all(set(c) <= {Outcome.OK} for c in counts)
+    # the provider saw one first import per mailbox, not two
+    assert len(await sandbox.requests("gmail.users.getProfile")) == before + 2
+
+
+async def test_the_runner_works_in_the_background(
+    flow: Flow,
+    sandbox: Sandbox,
+    mail: MailService,
+    runner: InProcessRunner,
+    tenants,
+) -> None:
+    ctx = tenants.alice.ctx
+    seed_demo_google(sandbox.state, ALICE)
+    await connect_mailbox(flow, mail, ctx, ALICE)
+    assert (await mail.messages(ctx))[1] == 0
+    runner.start()
+    try:
+        # polled: the point is that nothing but the runner's own loop acts
+        for _ in range(600):
+            if (await mail.messages(ctx))[1] > 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+    assert (await mail.messages(ctx))[1] > 0
+    await runner.stop()  # stopping twice is harmless
+
+
+@pytest.mark.parametrize("concurrency", [0, -1])
+def test_concurrency_must_be_positive(concurrency: int, admin_db: Database) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        InProcessRunner(admin_db, None, None, concurrency=concurrency)  # type: ignore[arg-type]
