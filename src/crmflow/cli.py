@@ -442,6 +442,37 @@ def cmd_sync_mail(args: argparse.Namespace) -> int:
     return 0 if all(r.error is None for _, r in results) else 1
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from crmflow.bootstrap import start_services
+    from crmflow.connections.service import Integrations
+    from crmflow.errors import ConfigError
+    from crmflow.jobs.queue import run_worker
+
+    settings = load_settings()
+    if not settings.effective_admin_database_url.startswith("postgresql"):
+        raise ConfigError(
+            "crmflow worker needs PostgreSQL (CRMFLOW_DATABASE_URL and "
+            "CRMFLOW_ADMIN_DATABASE_URL); on the SQLite default crmflow serve runs "
+            "the scheduled syncs itself."
+        )
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1.")
+    configure_logging(settings.log_level)
+
+    async def run() -> None:
+        services = await start_services(settings)
+        try:
+            integrations = Integrations(services.db, services.vault, settings)
+            await run_worker(
+                services, integrations, concurrency=args.concurrency, name=args.name
+            )
+        finally:
+            await services.close()
+
+    asyncio.run(run())
+    return 0
+
+
 def cmd_jobs_status(args: argparse.Namespace) -> int:
     from crmflow.store.db import Database
     from crmflow.store.schedule import AccountSchedule, ScheduleStore
@@ -614,6 +645,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the import window again instead of the changes",
     )
     p.set_defaults(func=cmd_sync_mail)
+
+    p = sub.add_parser(
+        "worker",
+        help="process scheduled syncs from the job queue (PostgreSQL; run any "
+        "number of them)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="jobs this process runs at the same time (default 4)",
+    )
+    p.add_argument("--name", help="the worker's name in logs and the queue")
+    p.set_defaults(func=cmd_worker)
 
     jobs = sub.add_parser("jobs", help="background work").add_subparsers(
         dest="jobs_command", required=True

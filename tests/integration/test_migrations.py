@@ -173,7 +173,8 @@ def policies(url: str) -> set[tuple[str, str]]:
 
 
 def functions(url: str) -> set[str]:
-    """crmflow's own functions (an extension's, e.g. unaccent's, are not)."""
+    """crmflow's own functions (an extension's, e.g. unaccent's, and the job
+    queue's are not)."""
     engine = create_engine(sync_url(url), poolclass=NullPool)
     try:
         with engine.connect() as conn:
@@ -185,7 +186,22 @@ def functions(url: str) -> set[str]:
                     "AND d.deptype = 'e')"
                 )
             ).all()
-            return {str(r[0]) for r in rows}
+            return {
+                str(r[0]) for r in rows if not str(r[0]).startswith("procrastinate_")
+            }
+    finally:
+        engine.dispose()
+
+
+def queue_tables(url: str) -> set[str]:
+    """The job queue's tables (procrastinate's, created by ``upgrade``)."""
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    try:
+        return {
+            t
+            for t in inspect(engine).get_table_names()
+            if t.startswith("procrastinate_")
+        }
     finally:
         engine.dispose()
 
@@ -225,6 +241,11 @@ def test_postgres_upgrade_from_empty_matches_the_models(
     assert {t for t, p in policies(db.admin_url) if p == "owner_all"} == MODEL_TABLES
     assert functions(db.admin_url) == {"crmflow_member_role"}
     assert app_privileges(db.admin_url) == dict.fromkeys(sorted(MODEL_TABLES), True)
+    assert {"procrastinate_jobs", "procrastinate_periodic_defers"} <= queue_tables(
+        db.admin_url
+    )
+    upgrade(db.admin_url, db.app_url)  # again: the queue's schema is kept as is
+    assert current_revision(db.admin_url) == head()
 
 
 @pytest.mark.postgres

@@ -56,3 +56,10 @@ async def test_jobs_status_lists_the_schedule_and_flags_failing_accounts(
     assert code == 1
     assert "keeps failing" in err
     assert "Connect it again" in " ".join(err.split())
+
+
+async def test_worker_refuses_sqlite_and_bad_concurrency(settings: Settings) -> None:
+    code, _out, err = await _crmflow(settings, "worker")
+    assert code == 2
+    assert "crmflow worker needs PostgreSQL" in " ".join(err.split())
+    assert "crmflow serve runs the scheduled syncs itself" in " ".join(err.split())

@@ -43,6 +43,69 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class SyncScheduler:
+    """Claims due accounts and runs claimed ones: what every runner does.
+
+    The in-process runner does both in one loop; ``crmflow worker`` claims in
+    a periodic job and runs each claimed account as a job of its own
+    (:mod:`crmflow.jobs.queue`).
+    """
+
+    def __init__(
+        self,
+        schedule_db: Database,
+        tasks: SyncTasks,
+        schedule: Schedule,
+        *,
+        clock: Callable[[], dt.datetime] = _utcnow,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        """
+        Args:
+            schedule_db: a database whose sessions see every tenant's accounts
+                (the owner role's on PostgreSQL; on SQLite the one file).
+        """
+        self._db = schedule_db
+        self._tasks = tasks
+        self._schedule = schedule
+        self._clock = clock
+        self._rand = rand
+
+    async def claim_due(self, *, limit: int) -> list[DueAccount]:
+        """Claim up to ``limit`` accounts due now (each for one run)."""
+        now = self._clock()
+        async with self._db.admin() as session:
+            due = await ScheduleStore(session).due(now, limit=limit)
+        claimed = []
+        for account in due:
+            async with self._db.admin() as session:
+                if await ScheduleStore(session).claim(
+                    account.kind, account.account_id, now, now + CLAIM
+                ):
+                    claimed.append(account)
+        return claimed
+
+    async def run_claimed(self, due: DueAccount) -> Outcome:
+        """Run a claimed account's sync and record how it went."""
+        try:
+            outcome = await self._tasks.run(due)
+        except Exception:
+            # a bug, not a provider failure (those are outcomes): log it and
+            # back off like a failure, so it is no hot loop
+            _log.exception("scheduled %s sync of %s crashed", due.kind, due.account_id)
+            outcome = Outcome.FAILED
+        async with self._db.admin() as session:
+            await ScheduleStore(session).finish(
+                due.kind,
+                due.account_id,
+                ok=outcome is not Outcome.FAILED,
+                schedule=self._schedule,
+                now=self._clock(),
+                rand=self._rand(),
+            )
+        return outcome
+
+
 class InProcessRunner:
     """Runs due syncs in this process until stopped."""
 
@@ -59,62 +122,32 @@ class InProcessRunner:
     ) -> None:
         """
         Args:
-            schedule_db: a database whose sessions see every tenant's accounts
-                (the owner role's on PostgreSQL; on SQLite the one file).
+            schedule_db: see :class:`SyncScheduler`.
             concurrency: syncs run at the same time, at most.
             tick_s: pause between two looks at the schedule, in seconds.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._db = schedule_db
-        self._tasks = tasks
-        self._schedule = schedule
+        self.scheduler = SyncScheduler(
+            schedule_db, tasks, schedule, clock=clock, rand=rand
+        )
         self._limit = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._tick_s = tick_s
-        self._clock = clock
-        self._rand = rand
         self._task: asyncio.Task[None] | None = None
 
     async def tick(self) -> dict[Outcome, int]:
         """Run what is due now, once; how many runs ended how."""
-        now = self._clock()
-        async with self._db.admin() as session:
-            due = await ScheduleStore(session).due(now, limit=self._concurrency * 4)
-        outcomes = await asyncio.gather(*(self._one(d, now) for d in due))
+        claimed = await self.scheduler.claim_due(limit=self._concurrency * 4)
+        outcomes = await asyncio.gather(*(self._one(d) for d in claimed))
         counts: dict[Outcome, int] = {}
         for outcome in outcomes:
-            if outcome is not None:
-                counts[outcome] = counts.get(outcome, 0) + 1
+            counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
-    async def _one(self, due: DueAccount, now: dt.datetime) -> Outcome | None:
+    async def _one(self, due: DueAccount) -> Outcome:
         async with self._limit:
-            async with self._db.admin() as session:
-                taken = await ScheduleStore(session).claim(
-                    due.kind, due.account_id, now, now + CLAIM
-                )
-            if not taken:
-                return None
-            try:
-                outcome = await self._tasks.run(due)
-            except Exception:
-                # a bug, not a provider failure (those are outcomes): log it
-                # and back off like a failure so it is no hot loop
-                _log.exception(
-                    "scheduled %s sync of %s crashed", due.kind, due.account_id
-                )
-                outcome = Outcome.FAILED
-            async with self._db.admin() as session:
-                await ScheduleStore(session).finish(
-                    due.kind,
-                    due.account_id,
-                    ok=outcome is not Outcome.FAILED,
-                    schedule=self._schedule,
-                    now=self._clock(),
-                    rand=self._rand(),
-                )
-            return outcome
+            return await self.scheduler.run_claimed(due)
 
     async def run_forever(self) -> None:
         """Tick until cancelled; a failed tick is logged and retried next time."""

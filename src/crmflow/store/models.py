@@ -521,15 +521,21 @@ class EmailMessageAddress(Base):
     link_key: Mapped[str] = mapped_column(String(320))
 
 
-#: objects the migrations create outside the models: PostgreSQL's generated
-#: search column and its index, SQLite's FTS5 table and its shadow tables
-_UNMODELLED = ("email_search", "search_vector", "ix_email_messages_search_vector")
+#: objects created outside the models: PostgreSQL's generated search column
+#: and its index, SQLite's FTS5 table and its shadow tables (migrations), and
+#: the job queue's tables (``crmflow db upgrade``: procrastinate's own schema)
+_UNMODELLED = (
+    "email_search",
+    "search_vector",
+    "ix_email_messages_search_vector",
+    "procrastinate_",
+)
 
 
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    """Alembic's filter: leave the search objects out of schema comparison."""
+    """Alembic's filter: leave unmodelled objects out of schema comparison."""
     return not (name or "").startswith(_UNMODELLED)
 
 

@@ -1,0 +1,184 @@
+"""``crmflow worker``: scheduled syncs as jobs of a procrastinate queue on PostgreSQL.
+
+Any number of worker processes, on any number of machines, share one queue
+in the database (procrastinate's tables, created by ``crmflow db upgrade``):
+
+* ``crmflow.enqueue_due_syncs``, a periodic job every
+  :data:`ENQUEUE_EVERY_S` seconds (procrastinate defers each period once,
+  whichever worker gets there first), claims the due accounts
+  (:meth:`~crmflow.jobs.runner.SyncScheduler.claim_due`: a conditional
+  UPDATE per account, so an account is never claimed twice) and defers one
+  ``crmflow.sync_account`` job each;
+* ``crmflow.sync_account`` runs one claimed account's sync as its owner and
+  records the outcome, which sets its next sync. The job's ``lock`` is the
+  account, so two jobs of one account never run at the same time on any
+  worker; its ``queueing_lock`` is the account too, so a burst of requests
+  for one account leaves one job waiting, not many.
+
+A failed sync is an outcome recorded on the account (the schedule retries it
+with a back-off), not a failed job; a job fails only on a crash, which is
+logged and backed off the same way. Jobs carry ids only, never personal data
+or secrets. Workers connect with the owner role's URL
+(``CRMFLOW_ADMIN_DATABASE_URL``): the schedule spans every tenant, while each
+sync runs as its user under row level security through the app role's URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy.engine import make_url
+
+from crmflow.bootstrap import Services
+from crmflow.connections.service import Integrations
+from crmflow.domain.schedule import Schedule
+from crmflow.domain.tenancy import Role
+from crmflow.jobs.runner import SyncScheduler
+from crmflow.jobs.tasks import SyncTasks
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.services.mail import MailService
+from crmflow.store.db import Database
+from crmflow.store.schedule import DueAccount, SyncKind
+
+_log = logging.getLogger(__name__)
+
+#: how often the due accounts are enqueued, in seconds
+ENQUEUE_EVERY_S = 5
+#: accounts claimed per enqueue run, at most
+ENQUEUE_LIMIT = 500
+#: the key of the scheduler in each job's context
+_SCHEDULER = "crmflow.scheduler"
+
+#: the task names (stable: queued jobs name their task)
+SYNC_ACCOUNT = "crmflow.sync_account"
+ENQUEUE_DUE = "crmflow.enqueue_due_syncs"
+
+
+def lock_of(kind: SyncKind, account_id: uuid.UUID) -> str:
+    """The procrastinate lock (and queueing lock) of one account's syncs."""
+    return f"crmflow-sync:{kind.value}:{account_id}"
+
+
+def _scheduler(context: procrastinate.JobContext) -> SyncScheduler:
+    found = context.additional_context.get(_SCHEDULER)
+    if not isinstance(found, SyncScheduler):  # pragma: no cover - set by run_worker
+        raise RuntimeError("the worker was started without a sync scheduler")
+    return found
+
+
+def _register(app: procrastinate.App) -> None:
+    """Declare crmflow's jobs on ``app``."""
+
+    @app.task(name=SYNC_ACCOUNT, pass_context=True)
+    async def sync_account(
+        context: procrastinate.JobContext,
+        *,
+        kind: str,
+        account_id: str,
+        user_id: str,
+        organization_id: str,
+        role: str,
+        failures: int,
+    ) -> str:
+        """Run one claimed account's scheduled sync; its outcome."""
+        due = DueAccount(
+            SyncKind(kind),
+            uuid.UUID(account_id),
+            uuid.UUID(user_id),
+            uuid.UUID(organization_id),
+            Role(role),
+            failures,
+        )
+        return (await _scheduler(context).run_claimed(due)).value
+
+    @app.periodic(cron=f"* * * * * */{ENQUEUE_EVERY_S}", periodic_id="due")
+    @app.task(name=ENQUEUE_DUE, pass_context=True, queueing_lock=ENQUEUE_DUE)
+    async def enqueue_due_syncs(
+        context: procrastinate.JobContext, timestamp: int
+    ) -> int:
+        """Claim the due accounts and queue a sync job for each; how many."""
+        queued = 0
+        for due in await _scheduler(context).claim_due(limit=ENQUEUE_LIMIT):
+            queued += await defer_sync(app, due)
+        if queued:
+            _log.info("queued %d scheduled syncs", queued)
+        return queued
+
+
+async def defer_sync(app: procrastinate.App, due: DueAccount) -> bool:
+    """Queue one claimed account's sync (False: one is waiting already)."""
+    key = lock_of(due.kind, due.account_id)
+    try:
+        await (
+            app.tasks[SYNC_ACCOUNT]
+            .configure(lock=key, queueing_lock=key)
+            .defer_async(
+                kind=due.kind.value,
+                account_id=str(due.account_id),
+                user_id=str(due.user_id),
+                organization_id=str(due.organization_id),
+                role=due.role.value,
+                failures=due.failures,
+            )
+        )
+    except AlreadyEnqueued:
+        return False
+    return True
+
+
+def conninfo(url: str) -> str:
+    """A libpq connection string from a crmflow database URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError("the job queue needs PostgreSQL")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def queue_app(admin_url: str) -> procrastinate.App:
+    """The procrastinate app on the owner role's database, with crmflow's jobs."""
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=conninfo(admin_url)),
+        # a worker that stopped abruptly leaves its periodic defers to others;
+        # older missed periods are not caught up (the schedule catches up)
+        periodic_defaults={"max_delay": 60},
+    )
+    _register(app)
+    return app
+
+
+async def run_worker(
+    services: Services,
+    integrations: Integrations,
+    *,
+    concurrency: int,
+    name: str | None = None,
+) -> None:
+    """Process queue jobs until SIGINT / SIGTERM (graceful: running jobs end)."""
+    settings = services.settings
+    admin = Database(settings.effective_admin_database_url)
+    scheduler = SyncScheduler(
+        admin,
+        SyncTasks(CalendarSync(integrations), MailService(integrations)),
+        Schedule(dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter),
+    )
+    app = queue_app(settings.effective_admin_database_url)
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "additional_context": {_SCHEDULER: scheduler},
+        "install_signal_handlers": True,
+        # finished jobs are kept for the failed ones only: the sync log and
+        # the accounts keep the history users see
+        "delete_jobs": "successful",
+    }
+    if name:
+        options["name"] = name
+    try:
+        async with app.open_async():
+            await app.run_worker_async(**options)
+    finally:
+        await admin.dispose()
