@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     token_refresh_attempts: int = Field(default=3, ge=1, le=10)
     #: first pause between refresh attempts, in seconds (doubles, with jitter)
     token_refresh_backoff_s: float = Field(default=0.5, ge=0, le=60)
+    #: provider API calls: tries in all for a rate limit or a passing fault
+    #: (Retry-After honoured, else exponential back-off with jitter)
+    http_max_attempts: int = Field(default=4, ge=1, le=10)
+    #: the longest single pause between tries, in seconds; a longer Retry-After
+    #: ends the call and the scheduled sync backs off instead
+    http_max_delay_s: float = Field(default=30.0, ge=0, le=600)
     #: a PEM file of extra certificate authorities trusted *in addition to* the
     #: system's, for self-hosted IMAP/SMTP/CalDAV servers with their own CA (e.g.
     #: a company CA); certificate checks are never switched off

@@ -70,6 +70,7 @@ from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
 from crmflow.errors import NotFound
+from crmflow.providers._retry import RetryPolicy, RetryTransport
 from crmflow.providers.base import (
     ProviderError,
     RateLimited,
@@ -160,6 +161,10 @@ def view_of(info: IntegrationInfo) -> IntegrationView:
     )
 
 
+#: Microsoft Graph's limit of concurrent requests per mailbox and app
+GRAPH_REQUESTS_PER_MAILBOX = 4
+
+
 class Integrations:
     """The connections service of one process (hold one per process: it owns
     the in-process single-flight state of token refreshes)."""
@@ -189,6 +194,21 @@ class Integrations:
             transport=transport,
         )
         self._refresher = TokenRefresher(self.deps)
+        #: what provider API calls go through: the deployment's retry policy
+        #: (Retry-After, back-off, attempts; Graph: 4 requests per mailbox)
+        self.api_transport = RetryTransport(
+            transport,
+            RetryPolicy(
+                max_attempts=settings.http_max_attempts,
+                max_delay_s=settings.http_max_delay_s,
+                per_user_limits={
+                    str(settings.microsoft_graph_url).rstrip("/") + "/": (
+                        GRAPH_REQUESTS_PER_MAILBOX
+                    )
+                },
+            ),
+            sleep=self.deps.sleep,
+        )
 
     # ------------------------------------------------------------------ reading
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 
 from crmflow.domain.secret import Secret
+from crmflow.providers._retry import RetryTransport
+from crmflow.providers._retry import retry_after_s as retry_after_s  # re-exported
 from crmflow.providers.base import (
     AuthError,
     ItemNotFound,
@@ -26,29 +26,15 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """An httpx client with crmflow's timeouts (callers close it).
 
-    ``transport`` lets unit tests inject ``httpx.MockTransport``.
+    ``transport`` lets unit tests inject ``httpx.MockTransport``; a
+    :class:`~crmflow.providers._retry.RetryTransport` (the services') gives
+    the client its retry policy with a connection pool of its own.
     """
+    if isinstance(transport, RetryTransport):
+        transport = transport.for_client()
     return httpx.AsyncClient(
         timeout=TIMEOUT, follow_redirects=False, transport=transport
     )
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds, fractional allowed, or an HTTP date)."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def errors_from_response(response: httpx.Response, what: str) -> ProviderError:

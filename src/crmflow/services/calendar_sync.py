@@ -154,7 +154,7 @@ class CalendarSync:
     async def _choices(
         self, ctx: TenantContext, info: IntegrationInfo
     ) -> list[CalendarChoice]:
-        transport = self._deps.transport
+        transport = self._integrations.api_transport
         if info.provider is ProviderKey.GOOGLE:
             return await google.list_calendars(
                 self._google_root(), self._token(ctx, info), transport=transport
@@ -422,7 +422,7 @@ class CalendarSync:
         info: IntegrationInfo,
         password: Secret | None,
     ) -> CalendarProvider:
-        transport = self._deps.transport
+        transport = self._integrations.api_transport
         if info.provider is ProviderKey.GOOGLE:
             return google.GoogleCalendar(
                 self._google_root(),

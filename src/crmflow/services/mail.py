@@ -214,7 +214,7 @@ class MailService:
                 else None
             )
         settings = self._deps.settings
-        transport = self._deps.transport
+        transport = self._integrations.api_transport
         if info.provider is ProviderKey.GOOGLE and mail_protocol(info) == "imap":
             imap_server, smtp_server = gmail_servers(settings)
             return imap.ImapMailbox(
