@@ -458,6 +458,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1.")
     configure_logging(settings.log_level)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
 
     async def run() -> None:
         services = await start_services(settings)
@@ -658,6 +662,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs this process runs at the same time (default 4)",
     )
     p.add_argument("--name", help="the worker's name in logs and the queue")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics on this port",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics port (default 127.0.0.1)",
+    )
     p.set_defaults(func=cmd_worker)
 
     jobs = sub.add_parser("jobs", help="background work").add_subparsers(

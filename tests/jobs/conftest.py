@@ -22,6 +22,8 @@ settings = connections.settings
 pauses = connections.pauses
 integrations = connections.integrations
 flow = connections.flow
+app = connections.app
+web = connections.web
 __all__ = ["calendar_sync", "mail"]
 
 INTERVAL = dt.timedelta(minutes=5)

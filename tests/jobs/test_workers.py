@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from crmflow.config import Settings
@@ -28,6 +29,7 @@ from tests.calendar_sync.test_cli_sync import _env
 from tests.conftest import DbUrls, make_actor
 from tests.connections.conftest import Flow
 from tests.email.conftest import connect_mailbox
+from tests.servers.net import free_port
 from tests.servers.sandbox import Sandbox
 
 pytestmark = pytest.mark.postgres
@@ -43,6 +45,17 @@ def db_urls(request: pytest.FixtureRequest) -> DbUrls:
     """PostgreSQL only: workers are the PostgreSQL deployment's."""
     pg = request.getfixturevalue("pg_database")
     return DbUrls("postgres", pg.admin_url, pg.app_url)
+
+
+def _runs(scrapes: list[str]) -> float:
+    """Successful Gmail syncs counted by the workers' metrics, together."""
+    name = 'crmflow_sync_runs_total{kind="mail",provider="google",status="success"}'
+    return sum(
+        float(line.split()[-1])
+        for text in scrapes
+        for line in text.splitlines()
+        if line.startswith(name)
+    )
 
 
 async def _synced(admin_db: Database) -> dict[uuid.UUID, bool]:
@@ -73,6 +86,7 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
     before = len(await sandbox.requests())
 
     env = _env(settings) | {"CRMFLOW_SYNC_INTERVAL_S": "3600"}
+    ports = [free_port() for _ in range(WORKERS)]
     workers = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -83,6 +97,8 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
             "2",
             "--name",
             f"worker-{n}",
+            "--metrics-port",
+            str(ports[n]),
             env=env,
             cwd=tmp_path,
             stdout=asyncio.subprocess.DEVNULL,
@@ -96,6 +112,17 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
             if all((await _synced(admin_db)).values()):
                 break
             await asyncio.sleep(0.2)
+        # each worker's own metrics: together they ran each sync once (a
+        # sync is counted just after its row says so: scrape until it is)
+        async with httpx.AsyncClient() as http:
+            for _ in range(50):
+                scrapes = [
+                    (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                    for port in ports
+                ]
+                if _runs(scrapes) >= MAILBOXES:
+                    break
+                await asyncio.sleep(0.1)
     finally:
         for worker in workers:
             if worker.returncode is None:
@@ -115,3 +142,4 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
     # every job ran once: each worker logs the scheduled syncs it ran
     ran = [log.count("scheduled mail sync of account") for log in logs]
     assert sum(ran) == MAILBOXES, logs
+    assert _runs(scrapes) == MAILBOXES, scrapes

@@ -56,6 +56,7 @@ from crmflow.connections._deps import Deps
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
+from crmflow.metrics import TOKEN_REFRESH_FAILURES
 from crmflow.providers.base import (
     AuthError,
     OAuthClientCredentials,
@@ -171,6 +172,7 @@ class TokenRefresher:
             delay = self._backoff_s(attempt, outcome.error)
             if attempt == attempts or delay is None:
                 await self._record_failure(ctx, provider, kind, outcome.error)
+                TOKEN_REFRESH_FAILURES.labels(provider.value, "transient").inc()
                 raise outcome.error
             await self._deps.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - loop returns or raises
@@ -223,11 +225,13 @@ class TokenRefresher:
                     )
                 except AuthError as exc:
                     await store.mark_needs_reauth(tokens.id, exc.message)
+                    TOKEN_REFRESH_FAILURES.labels(provider.value, "reconnect").inc()
                     failure = exc
                 except (TransientProviderError, RateLimited) as exc:
                     result = _Retry(exc)
                 except ProviderError as exc:
                     await store.mark_error(tokens.id, exc.message)
+                    TOKEN_REFRESH_FAILURES.labels(provider.value, "error").inc()
                     failure = exc
                 else:
                     expires_at = (

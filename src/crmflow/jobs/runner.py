@@ -28,6 +28,7 @@ from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.schedule import Schedule
 from crmflow.jobs.tasks import Outcome, SyncTasks
+from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
 from crmflow.store.db import Database
@@ -83,6 +84,12 @@ class SyncScheduler:
                     account.kind, account.account_id, now, now + CLAIM
                 ):
                     claimed.append(account)
+        # what is still waiting after this claim: the queue's depth and lag
+        async with self._db.admin() as session:
+            stats = await ScheduleStore(session).stats(now)
+        DUE_ACCOUNTS.set(stats.due)
+        SYNC_LAG.set(stats.lag_s)
+        FAILING_ACCOUNTS.set(stats.failing)
         return claimed
 
     async def run_claimed(self, due: DueAccount) -> Outcome:

@@ -52,6 +52,7 @@ from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
 from crmflow.errors import Conflict, CrmflowError, NotFound, ValidationFailed
+from crmflow.metrics import record_sync
 from crmflow.providers import google, microsoft
 from crmflow.providers.base import AuthError, RateLimited, TransientProviderError
 from crmflow.providers.caldav import CalDAVCalendar
@@ -413,6 +414,19 @@ class CalendarSync:
                 # the log's times are the database's (real) clock, not the
                 # injectable one, so durations are real
                 run = await store.finish_run(_summary(run, result, failure), _utcnow())
+        record_sync(
+            "calendar",
+            info.provider.value,
+            run.status.value,
+            (run.duration_ms or 0) / 1000,
+            {
+                "imported": run.events_imported,
+                "exported": run.events_exported,
+                "updated": run.events_updated,
+                "deleted": run.events_deleted,
+            },
+            run.conflicts,
+        )
         return run
 
     def _calendar_side(

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from crmflow.mail.compose import (
     reply_subject,
 )
 from crmflow.mail.parse import parse_message
+from crmflow.metrics import record_sync
 from crmflow.providers import google, imap, microsoft
 from crmflow.providers.base import (
     AuthError,
@@ -291,6 +293,7 @@ class MailService:
                 )
         result = MailSyncResult(account_id)
         error: str | None = None
+        started = time.monotonic()
         try:
             provider, source = await self._mailbox(ctx, account)
             cursor = None
@@ -321,6 +324,17 @@ class MailService:
                 await MailStore(session, self._blobs).finish_sync(
                     account_id, self._clock(), error
                 )
+        record_sync(
+            "mail",
+            account.provider,
+            "failed" if error else "success",
+            time.monotonic() - started,
+            {
+                "imported": result.imported,
+                "updated": result.updated,
+                "deleted": result.removed,
+            },
+        )
         return result
 
     async def _fetch(

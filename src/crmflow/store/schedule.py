@@ -22,10 +22,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crmflow.domain.schedule import Schedule, is_failing
+from crmflow.domain.schedule import MAX_FAILURES, Schedule, is_failing
 from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.store import models
 
@@ -77,6 +77,23 @@ class AccountSchedule:
     @property
     def failing(self) -> bool:
         return is_failing(self.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStats:
+    """The schedule at a glance (metrics)."""
+
+    #: accounts due now
+    due: int
+    #: how long the longest-waiting due account has waited, in seconds
+    lag_s: float
+    #: accounts that failed MAX_FAILURES times in a row or more
+    failing: int
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # aggregates bypass the column type: SQLite hands back naive UTC
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class ScheduleStore:
@@ -191,6 +208,34 @@ class ScheduleStore:
             .values(next_sync_at=when, sync_failures=failures)
         )
         return when
+
+    async def stats(self, now: dt.datetime) -> ScheduleStats:
+        """How many accounts are due and failing, and the longest wait."""
+        due = failing = 0
+        oldest: dt.datetime | None = None
+        for table in _TABLES.values():
+            row = (
+                await self._s.execute(
+                    select(
+                        func.count(),
+                        func.min(func.coalesce(table.next_sync_at, table.created_at)),
+                    ).where(*self._syncable(table), self._due_at(table, now))
+                )
+            ).one()
+            due += int(row[0])
+            if row[1] is not None:
+                since = _aware(row[1])
+                oldest = since if oldest is None else min(oldest, since)
+            failing += int(
+                await self._s.scalar(
+                    select(func.count()).where(
+                        *self._syncable(table), table.sync_failures >= MAX_FAILURES
+                    )
+                )
+                or 0
+            )
+        lag = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        return ScheduleStats(due=due, lag_s=lag, failing=failing)
 
     async def overview(self) -> list[AccountSchedule]:
         """Every syncable account with its schedule, soonest first."""

@@ -1,28 +1,38 @@
-"""``/healthz`` and ``/readyz``: probes for process supervisors and load balancers.
+"""``/healthz``, ``/readyz`` and ``/metrics``: for supervisors, load balancers
+and Prometheus.
 
 =================  =================================================================
 ``GET /healthz``   liveness: the process serves requests (200, touches nothing else)
 ``GET /readyz``    readiness: the database answers and holds crmflow's tables, within
                    :data:`READY_TIMEOUT_S`; 200 ``{"status": "ready", ...}`` or 503 with
                    the failed check and what to do
+``GET /metrics``   Prometheus text format (:mod:`crmflow.metrics`); the schedule's
+                   gauges are read from the database at each scrape
 =================  =================================================================
 
-Neither needs signing in, and neither says more than a probe needs: no URL,
-host, user name or error text of the database appears in an answer (those go
-to the log), so a public probe endpoint leaks nothing.
+None needs signing in, and none says more than it must: no URL, host, user
+name or error text of the database appears in an answer (those go to the
+log), and metrics carry counts by kind, provider and status, never an
+account, a user or an address. Expose ``/metrics`` to the monitoring network
+only, as usual for Prometheus endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from crmflow.bootstrap import Services
+from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
+from crmflow.store.db import Database
+from crmflow.store.schedule import ScheduleStore
 
 router = APIRouter(tags=["operations"])
 _log = logging.getLogger(__name__)
@@ -70,3 +80,33 @@ async def readyz(request: Request) -> JSONResponse:
         "checks": checks,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _schedule_gauges(services: Services) -> None:
+    # the schedule spans every tenant: on PostgreSQL only the owner role sees
+    # it (a connection per scrape; scrapes come every 15-60 s); on SQLite
+    # the one database does
+    settings = services.settings
+    admin_url = settings.effective_admin_database_url
+    own = admin_url != settings.effective_database_url
+    db = Database(admin_url) if own else services.db
+    try:
+        async with db.admin() as session:
+            stats = await ScheduleStore(session).stats(dt.datetime.now(dt.UTC))
+    finally:
+        if own:
+            await db.dispose()
+    DUE_ACCOUNTS.set(stats.due)
+    SYNC_LAG.set(stats.lag_s)
+    FAILING_ACCOUNTS.set(stats.failing)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """This process's metrics, with the schedule's gauges read just now."""
+    services: Services = request.app.state.services
+    try:
+        await asyncio.wait_for(_schedule_gauges(services), READY_TIMEOUT_S)
+    except Exception as exc:  # the counters are still worth a scrape
+        _log.warning("schedule gauges not updated: %s", type(exc).__name__)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
