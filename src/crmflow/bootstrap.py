@@ -6,7 +6,7 @@ constructs engines or vaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from crmflow.config import Settings
 from crmflow.store.crypto import Vault
@@ -22,10 +22,27 @@ class Services:
     #: the application's database (non-owner role on PostgreSQL)
     db: Database
     vault: Vault
+    _system_db: Database | None = field(default=None, repr=False)
+
+    @property
+    def system_db(self) -> Database:
+        """A database whose sessions see every tenant: the owner role's on
+        PostgreSQL (made on first use), the one database on SQLite. For the
+        work that spans tenants: the sync schedule, webhook look-ups."""
+        settings = self.settings
+        admin_url = settings.effective_admin_database_url
+        if admin_url == settings.effective_database_url:
+            return self.db
+        if self._system_db is None:
+            self._system_db = Database(admin_url)
+        return self._system_db
 
     async def close(self) -> None:
         """Release connections."""
         await self.db.dispose()
+        if self._system_db is not None:
+            await self._system_db.dispose()
+            self._system_db = None
 
 
 async def start_services(settings: Settings) -> Services:

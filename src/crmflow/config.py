@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     session_secret: SecretSetting | None = None
     #: the URL users and providers reach this service at (OAuth redirects, webhooks)
     public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    #: where providers deliver push notifications (Google Calendar channels):
+    #: ``<this>/webhooks/google/calendar``. Unset: ``public_base_url`` when it
+    #: is https (Google only notifies https addresses); else push is off and the
+    #: schedule alone keeps calendars in sync
+    webhook_base_url: AnyHttpUrl | None = None
+    #: the lifetime asked for a push channel, in seconds (Google's default and
+    #: usual maximum is a week); a channel is replaced a day before it ends
+    push_channel_ttl_s: int = Field(default=604_800, ge=3_600, le=2_592_000)
     #: address ``crmflow serve`` listens on
     host: str = "127.0.0.1"
     #: port ``crmflow serve`` listens on
@@ -229,6 +237,15 @@ class Settings(BaseSettings):
             for u in _split_uris(self.oauth_extra_redirect_uris)
         )
         return tuple(dict.fromkeys((self.oauth_redirect_uri(provider), *extra)))
+
+    @property
+    def webhook_base(self) -> str | None:
+        """Where push notifications are delivered, or None when push is off."""
+        if self.webhook_base_url is not None:
+            return str(self.webhook_base_url).rstrip("/")
+        if self.public_base_url.scheme == "https":
+            return str(self.public_base_url).rstrip("/")
+        return None
 
     @property
     def in_process_sync(self) -> bool:

@@ -14,6 +14,8 @@ purpose (kind, provider, status): never an account, a user or an address.
 ``crmflow_sync_conflicts_total``            conflicts a calendar sync found, by ``provider``
 ``crmflow_token_refresh_failures_total``    failed OAuth refreshes by ``provider``, ``reason``
                                             (reconnect, transient, error)
+``crmflow_webhook_deliveries_total``        push notifications by ``provider``, ``result``
+                                            (accepted, handshake, replayed, unknown)
 ``crmflow_sync_due_accounts``               accounts whose scheduled sync is due (queue depth)
 ``crmflow_sync_lag_seconds``                how long the longest-waiting due account has waited
 ``crmflow_sync_failing_accounts``           accounts that failed 5 times in a row or more
@@ -49,6 +51,12 @@ TOKEN_REFRESH_FAILURES = Counter(
     "crmflow_token_refresh_failures",
     "OAuth token refreshes that failed.",
     ["provider", "reason"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "crmflow_webhook_deliveries",
+    "Push notifications received, by provider and what was made of them "
+    "(accepted, handshake, replayed, unknown).",
+    ["provider", "result"],
 )
 DUE_ACCOUNTS = Gauge(
     "crmflow_sync_due_accounts",

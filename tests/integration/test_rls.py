@@ -166,6 +166,15 @@ def tenant_row(
             sync_type="full",
             sync_direction="two_way",
         ),
+        "push_channels": lambda: full_row(
+            table,
+            **personal,
+            calendar_account_id=refs["calendar_accounts"],
+            provider="google",
+            channel_id=f"chan-{tag}",
+            resource_id=f"res-{tag}",
+            token_sha256="0" * 64,
+        ),
         "integration_events": lambda: full_row(
             table,
             **personal,
@@ -261,6 +270,7 @@ SEED_ORDER = [
     "calendar_event_mappings",
     "calendar_sync_log",
     "calendar_sync_conflicts",
+    "push_channels",
     "integration_events",
     "oauth_flows",
 ]

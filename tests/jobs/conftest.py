@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from crmflow.domain.schedule import Schedule
-from crmflow.jobs.runner import InProcessRunner
+from crmflow.jobs.runner import InProcessRunner, SyncScheduler
 from crmflow.jobs.tasks import SyncTasks
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
@@ -51,15 +51,14 @@ def make_runner(
     admin_db: Database, calendar: CalendarSync, mail: MailService, clock: Clock
 ) -> InProcessRunner:
     """A runner on the scheduling (owner) database; jitter 0, random 0.5."""
-    return InProcessRunner(
+    scheduler = SyncScheduler(
         admin_db,
         SyncTasks(calendar, mail),
         Schedule(INTERVAL, jitter=0.1),
-        concurrency=2,
-        tick_s=0.05,
         clock=clock,
         rand=lambda: 0.5,  # the middle of the jitter: exactly the interval
     )
+    return InProcessRunner(scheduler, concurrency=2, tick_s=0.05)
 
 
 @pytest.fixture

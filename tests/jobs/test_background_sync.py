@@ -153,4 +153,4 @@ async def test_the_runner_works_in_the_background(
 @pytest.mark.parametrize("concurrency", [0, -1])
 def test_concurrency_must_be_positive(concurrency: int, admin_db: Database) -> None:
     with pytest.raises(ValueError, match="concurrency"):
-        InProcessRunner(admin_db, None, None, concurrency=concurrency)  # type: ignore[arg-type]
+        InProcessRunner(None, concurrency=concurrency)  # type: ignore[arg-type]

@@ -25,7 +25,6 @@ sync runs as its user under row level security through the app role's URL.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -36,13 +35,8 @@ from sqlalchemy.engine import make_url
 
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
-from crmflow.domain.schedule import Schedule
 from crmflow.domain.tenancy import Role
-from crmflow.jobs.runner import SyncScheduler
-from crmflow.jobs.tasks import SyncTasks
-from crmflow.services.calendar_sync import CalendarSync
-from crmflow.services.mail import MailService
-from crmflow.store.db import Database
+from crmflow.jobs.runner import SyncScheduler, sync_scheduler
 from crmflow.store.schedule import DueAccount, SyncKind
 
 _log = logging.getLogger(__name__)
@@ -160,12 +154,7 @@ async def run_worker(
 ) -> None:
     """Process queue jobs until SIGINT / SIGTERM (graceful: running jobs end)."""
     settings = services.settings
-    admin = Database(settings.effective_admin_database_url)
-    scheduler = SyncScheduler(
-        admin,
-        SyncTasks(CalendarSync(integrations), MailService(integrations)),
-        Schedule(dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter),
-    )
+    scheduler = sync_scheduler(services, integrations)
     app = queue_app(settings.effective_admin_database_url)
     options: dict[str, Any] = {
         "concurrency": concurrency,
@@ -177,8 +166,5 @@ async def run_worker(
     }
     if name:
         options["name"] = name
-    try:
-        async with app.open_async():
-            await app.run_worker_async(**options)
-    finally:
-        await admin.dispose()
+    async with app.open_async():
+        await app.run_worker_async(**options)

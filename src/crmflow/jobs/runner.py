@@ -31,6 +31,7 @@ from crmflow.jobs.tasks import Outcome, SyncTasks
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
+from crmflow.services.push import CalendarPush
 from crmflow.store.db import Database
 from crmflow.store.schedule import DueAccount, ScheduleStore
 
@@ -118,26 +119,19 @@ class InProcessRunner:
 
     def __init__(
         self,
-        schedule_db: Database,
-        tasks: SyncTasks,
-        schedule: Schedule,
+        scheduler: SyncScheduler,
         *,
         concurrency: int = 2,
         tick_s: float = 5.0,
-        clock: Callable[[], dt.datetime] = _utcnow,
-        rand: Callable[[], float] = random.random,
     ) -> None:
         """
         Args:
-            schedule_db: see :class:`SyncScheduler`.
             concurrency: syncs run at the same time, at most.
             tick_s: pause between two looks at the schedule, in seconds.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.scheduler = SyncScheduler(
-            schedule_db, tasks, schedule, clock=clock, rand=rand
-        )
+        self.scheduler = scheduler
         self._limit = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._tick_s = tick_s
@@ -180,25 +174,27 @@ class InProcessRunner:
         self._task = None
 
 
+def sync_scheduler(services: Services, integrations: Integrations) -> SyncScheduler:
+    """The deployment's scheduler: its schedule, the services, push channels."""
+    settings = services.settings
+    return SyncScheduler(
+        services.system_db,
+        SyncTasks(
+            CalendarSync(integrations),
+            MailService(integrations),
+            CalendarPush(integrations),
+        ),
+        Schedule(dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter),
+    )
+
+
 class ServeSync:
-    """The runner as ``crmflow serve`` / ``demo`` own it (start, stop, close)."""
+    """The runner as ``crmflow serve`` / ``demo`` own it (start, stop)."""
 
     def __init__(self, services: Services, integrations: Integrations) -> None:
-        settings = services.settings
-        admin_url = settings.effective_admin_database_url
-        # on SQLite the one database sees every tenant: share its engine
-        self._own_db = (
-            None
-            if admin_url == settings.effective_database_url
-            else Database(admin_url)
-        )
         self.runner = InProcessRunner(
-            self._own_db or services.db,
-            SyncTasks(CalendarSync(integrations), MailService(integrations)),
-            Schedule(
-                dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter
-            ),
-            concurrency=settings.sync_concurrency,
+            sync_scheduler(services, integrations),
+            concurrency=services.settings.sync_concurrency,
         )
 
     async def __aenter__(self) -> ServeSync:
@@ -207,5 +203,3 @@ class ServeSync:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.runner.stop()
-        if self._own_db is not None:
-            await self._own_db.dispose()

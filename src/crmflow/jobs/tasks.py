@@ -13,9 +13,10 @@ import enum
 import logging
 
 from crmflow.domain.calendar_accounts import RunStatus, SyncType
-from crmflow.errors import NotFound, ValidationFailed
+from crmflow.errors import CrmflowError, NotFound, ValidationFailed
 from crmflow.services.calendar_sync import CalendarSync, SyncInProgress
 from crmflow.services.mail import MailService, MailSyncInProgress
+from crmflow.services.push import CalendarPush
 from crmflow.store.schedule import DueAccount, SyncKind
 
 _log = logging.getLogger(__name__)
@@ -38,9 +39,16 @@ class Outcome(enum.StrEnum):
 class SyncTasks:
     """Runs scheduled syncs through the calendar and mail services."""
 
-    def __init__(self, calendar: CalendarSync, mail: MailService) -> None:
+    def __init__(
+        self,
+        calendar: CalendarSync,
+        mail: MailService,
+        push: CalendarPush | None = None,
+    ) -> None:
+        """``push``: give synced Google calendars live watch channels."""
         self._calendar = calendar
         self._mail = mail
+        self._push = push
 
     async def sync_calendar(self, due: DueAccount) -> Outcome:
         """One scheduled run of a calendar account."""
@@ -52,7 +60,17 @@ class SyncTasks:
             return Outcome.BUSY
         except (NotFound, ValidationFailed):
             return Outcome.SKIPPED
-        return Outcome.FAILED if run.status is RunStatus.FAILED else Outcome.OK
+        if run.status is RunStatus.FAILED:
+            return Outcome.FAILED
+        if self._push is not None:
+            try:
+                await self._push.ensure(due.ctx, due.account_id)
+            except CrmflowError as exc:
+                # push is an extra: the schedule keeps the calendar in sync
+                _log.warning(
+                    "no push channel for calendar account %s: %s", due.account_id, exc
+                )
+        return Outcome.OK
 
     async def sync_mailbox(self, due: DueAccount) -> Outcome:
         """One scheduled sync of a mailbox."""

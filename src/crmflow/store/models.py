@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -598,6 +599,35 @@ class CalendarAccount(Base):
     sync_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
+
+
+class PushChannel(Base):
+    """A push notification channel on one synced calendar (Google events.watch).
+
+    The channel's token is a secret shared with the provider: only its SHA-256
+    is stored, enough to check a notification. ``last_message`` is the highest
+    message number seen, so a replayed notification triggers nothing.
+    """
+
+    __tablename__ = "push_channels"
+    __table_args__ = ({"info": {"tenancy": "personal"}},)
+
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    calendar_account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("calendar_accounts.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20))
+    #: the id the provider echoes in each notification
+    channel_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the provider's id of the watched collection (to stop the channel)
+    resource_id: Mapped[str] = mapped_column(String(200))
+    #: SHA-256 (hex) of the channel's token
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime | None]
+    last_message: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = _created()
 
 
 class CalendarEventMapping(Base):

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from crmflow import __version__
 from crmflow.bootstrap import Services, start_services
 from crmflow.config import Settings
-from crmflow.web import errors, health
+from crmflow.web import errors, health, webhooks
 from crmflow.web import oauth as oauth_routes
 from crmflow.web.api import account, appointments, contacts
 from crmflow.web.api import calendar_accounts as calendar_api
@@ -80,6 +80,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(webhooks.router)
     app.include_router(appointments.router)
     app.include_router(contacts.router)
     app.include_router(account.router)

@@ -31,7 +31,6 @@ from sqlalchemy import text
 
 from crmflow.bootstrap import Services
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
-from crmflow.store.db import Database
 from crmflow.store.schedule import ScheduleStore
 
 router = APIRouter(tags=["operations"])
@@ -83,19 +82,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def _schedule_gauges(services: Services) -> None:
-    # the schedule spans every tenant: on PostgreSQL only the owner role sees
-    # it (a connection per scrape; scrapes come every 15-60 s); on SQLite
-    # the one database does
-    settings = services.settings
-    admin_url = settings.effective_admin_database_url
-    own = admin_url != settings.effective_database_url
-    db = Database(admin_url) if own else services.db
-    try:
-        async with db.admin() as session:
-            stats = await ScheduleStore(session).stats(dt.datetime.now(dt.UTC))
-    finally:
-        if own:
-            await db.dispose()
+    async with services.system_db.admin() as session:
+        stats = await ScheduleStore(session).stats(dt.datetime.now(dt.UTC))
     DUE_ACCOUNTS.set(stats.due)
     SYNC_LAG.set(stats.lag_s)
     FAILING_ACCOUNTS.set(stats.failing)

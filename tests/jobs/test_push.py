@@ -1,0 +1,273 @@
+"""Google Calendar push, end to end, on SQLite and PostgreSQL.
+
+crmflow is served on a real port; the sandbox's Google creates the watch
+channel crmflow asks for and POSTs its notifications there over HTTP, as
+Google does. A change made through the sandbox's control API reaches the CRM
+through the webhook: the receiver marks the calendar due, the scheduler syncs
+it, the appointment appears. Forged and replayed notifications are refused
+and trigger nothing; a channel near its end is replaced and the old one
+stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from crmflow.bootstrap import Services
+from crmflow.config import Settings
+from crmflow.connections.service import Integrations
+from crmflow.domain.schedule import Schedule
+from crmflow.jobs.runner import InProcessRunner, SyncScheduler
+from crmflow.jobs.tasks import Outcome, SyncTasks
+from crmflow.services.calendar_sync import CalendarSync
+from crmflow.services.mail import MailService
+from crmflow.services.push import GOOGLE_CALENDAR_PATH, CalendarPush
+from crmflow.store.db import Database
+from crmflow.store.push import PushChannelStore
+from crmflow.store.schedule import ScheduleStore, SyncKind
+from tests.calendar_sync.conftest import GoogleAccount, connect_google
+from tests.connections.conftest import Flow
+from tests.jobs.conftest import INTERVAL, Clock
+from tests.servers.net import free_port
+from tests.servers.sandbox import Sandbox
+
+ALICE = "alice@gmail.test"
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def settings(settings: Settings, port: int) -> Settings:
+    """Push on: notifications go to this test's server (plain HTTP on
+    loopback, which the test sandbox allows)."""
+    return settings.model_copy(update={"webhook_base_url": f"http://127.0.0.1:{port}"})
+
+
+@pytest.fixture
+async def served(app: FastAPI, port: int) -> AsyncIterator[str]:
+    """crmflow on a real port, in this test's event loop."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="off", log_config=None
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def push(integrations: Integrations, sandbox: Sandbox) -> CalendarPush:
+    return CalendarPush(integrations, clock=sandbox.state.clock.now)
+
+
+@pytest.fixture
+def runner(
+    admin_db: Database,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    push: CalendarPush,
+    clock: Clock,
+) -> InProcessRunner:
+    scheduler = SyncScheduler(
+        admin_db,
+        SyncTasks(calendar_sync, mail, push),
+        Schedule(INTERVAL, jitter=0.0),
+        clock=clock,
+    )
+    return InProcessRunner(scheduler, tick_s=0.05)
+
+
+async def _notifications(sandbox: Sandbox) -> list[dict[str, Any]]:
+    body = (await sandbox.control("google", "GET", "notifications")).json()
+    return list(body["notifications"])
+
+
+async def _until(check, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout_s / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+async def _delivered(sandbox: Sandbox, state: str, count: int) -> None:
+    async def check() -> bool:
+        done = [
+            n
+            for n in await _notifications(sandbox)
+            if n["resourceState"] == state and n["outcome"] == "delivered"
+        ]
+        return len(done) >= count
+
+    try:
+        await _until(check)
+    except AssertionError:
+        raise AssertionError(await _notifications(sandbox)) from None
+
+
+async def _next_sync(admin_db: Database, account_id: uuid.UUID) -> dt.datetime | None:
+    async with admin_db.admin() as session:
+        rows = await ScheduleStore(session).overview()
+    (entry,) = [
+        a for a in rows if a.kind is SyncKind.CALENDAR and a.account_id == account_id
+    ]
+    return entry.next_sync_at
+
+
+async def _channel(sandbox: Sandbox) -> dict[str, Any]:
+    live = [
+        c
+        for c in (await sandbox.control("google", "GET", "channels")).json()["channels"]
+        if not c.get("stopped")
+    ]
+    assert len(live) == 1, live
+    return dict(live[0])
+
+
+async def _connected(
+    flow: Flow, sandbox: Sandbox, calendar_sync: CalendarSync, tenants
+) -> GoogleAccount:
+    return await connect_google(flow, sandbox, calendar_sync, tenants.alice.ctx, ALICE)
+
+
+async def test_a_change_at_google_reaches_the_crm_through_the_webhook(
+    served: str,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    google = await _connected(flow, sandbox, calendar_sync, tenants)
+    assert await runner.tick() == {Outcome.OK: 1}
+    assert len(await sandbox.requests("calendar.events.watch")) == 1
+    channel = await _channel(sandbox)
+    assert channel["address"] == served + GOOGLE_CALENDAR_PATH
+    await _delivered(sandbox, "sync", 1)  # the handshake: 200, nothing to do
+    assert await _next_sync(admin_db, google.account.id) == clock.now + INTERVAL
+
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
+    await sandbox.control(
+        "google",
+        "POST",
+        f"calendars/{ALICE}/events",
+        json={
+            "summary": "Pushed from Google",
+            "start": {"dateTime": start.isoformat()},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
+        },
+    )
+    await _delivered(sandbox, "exists", 1)
+    due = await _next_sync(admin_db, google.account.id)
+    assert due is not None
+    assert due < clock.now + INTERVAL  # marked due by the notification
+    clock.now = max(clock.now, due)
+    assert await runner.tick() == {Outcome.OK: 1}
+    (latest, *_older) = await calendar_sync.runs(tenants.alice.ctx, google.account.id)
+    assert latest.events_imported == 1
+    # the channel was live, so no second watch
+    assert len(await sandbox.requests("calendar.events.watch")) == 1
+
+
+async def test_forged_and_replayed_notifications_do_nothing(
+    served: str,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    admin_db: Database,
+    tenants,
+) -> None:
+    google = await _connected(flow, sandbox, calendar_sync, tenants)
+    await runner.tick()
+    await _delivered(sandbox, "sync", 1)
+    channel = await _channel(sandbox)
+    before = await _next_sync(admin_db, google.account.id)
+    genuine = {
+        "X-Goog-Channel-ID": channel["id"],
+        "X-Goog-Channel-Token": channel["token"],
+        "X-Goog-Resource-ID": channel["resource_id"],
+        "X-Goog-Resource-State": "exists",
+        "X-Goog-Message-Number": "1",  # the handshake's number: a replay
+    }
+    url = served + GOOGLE_CALENDAR_PATH
+    async with httpx.AsyncClient() as http:
+        forged = [
+            genuine | {"X-Goog-Channel-Token": "guessed"},
+            genuine | {"X-Goog-Channel-ID": uuid.uuid4().hex},
+            genuine | {"X-Goog-Resource-ID": "another-calendar"},
+            {k: v for k, v in genuine.items() if k != "X-Goog-Channel-Token"},
+            genuine | {"X-Goog-Message-Number": "not-a-number"},
+        ]
+        for headers in forged:
+            response = await http.post(url, headers=headers)
+            assert (response.status_code, response.content) == (404, b""), headers
+        replayed = await http.post(url, headers=genuine)
+        assert replayed.status_code == 200
+    assert await _next_sync(admin_db, google.account.id) == before
+    async with httpx.AsyncClient() as http:
+        fresh = await http.post(url, headers=genuine | {"X-Goog-Message-Number": "99"})
+    assert fresh.status_code == 200
+    assert await _next_sync(admin_db, google.account.id) != before
+
+
+async def test_a_channel_near_its_end_is_replaced_and_the_old_one_stopped(
+    served: str,
+    services: Services,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    clock: Clock,
+    tenants,
+) -> None:
+    google = await _connected(flow, sandbox, calendar_sync, tenants)
+    await runner.tick()
+    first = await _channel(sandbox)
+    # six and a half days on (channels live a week): the next scheduled sync
+    # replaces the channel
+    await sandbox.advance_clock(6.5 * 24 * 3600)
+    clock.advance(dt.timedelta(days=6, hours=12))
+    assert await runner.tick() == {Outcome.OK: 1}
+    second = await _channel(sandbox)
+    assert second["id"] != first["id"]
+    assert second["token"] != first["token"]
+    assert len(await sandbox.requests("calendar.channels.stop")) == 1
+    async with services.db.tenant(tenants.alice.ctx) as session:
+        stored = await PushChannelStore(session).of_account(google.account.id)
+    assert [c.channel_id for c in stored] == [second["id"]]
+    # the old channel's notifications are refused now
+    async with httpx.AsyncClient() as http:
+        old = await http.post(
+            served + GOOGLE_CALENDAR_PATH,
+            headers={
+                "X-Goog-Channel-ID": first["id"],
+                "X-Goog-Channel-Token": first["token"],
+                "X-Goog-Resource-ID": first["resource_id"],
+                "X-Goog-Resource-State": "exists",
+                "X-Goog-Message-Number": "1000",
+            },
+        )
+    assert old.status_code == 404
