@@ -104,6 +104,10 @@ def demo_settings(
         "microsoft_login_url": sandbox + "/microsoft",
         "microsoft_graph_url": sandbox + "/microsoft",
     }
+    if not os.environ.get("CRMFLOW_WEBHOOK_BASE_URL"):
+        # the demo's sandbox notifies plain http on its own server, so
+        # calendar changes arrive by push as in production
+        defaults["webhook_base_url"] = public
     for name in (
         "CRMFLOW_ENCRYPTION_KEYS",
         "CRMFLOW_SESSION_SECRET",

@@ -196,6 +196,8 @@ def test_demo_second_start_reuses_data(tmp_path):
     second = demo_settings(Path(tmp_path))
     assert first.encryption_keys == second.encryption_keys
     assert first.session_secret == second.session_secret
+    # push on: the demo's sandbox notifies the demo itself
+    assert first.webhook_base == str(first.public_base_url).rstrip("/")
 
 
 def test_sandbox_serve_prints_base_urls_and_serves_both_vendors(tmp_path):
