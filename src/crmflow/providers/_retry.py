@@ -1,7 +1,7 @@
 """One retry policy for every provider API call: rate limits and passing faults.
 
 :class:`RetryTransport` wraps the httpx transport the adapters use (Google
-Calendar and Gmail, Microsoft Graph, CalDAV). A request is tried again when the
+Calendar and Gmail, Microsoft Graph). A request is tried again when the
 provider said "not now":
 
 * 429, and 403 whose Google error reason is ``rateLimitExceeded`` or

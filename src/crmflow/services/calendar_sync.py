@@ -462,7 +462,9 @@ class CalendarSync:
             username,
             password,
             extra_ca_file=self._deps.settings.extra_ca_file,
-            transport=transport,
+            # its own client: TLS trust includes CRMFLOW_EXTRA_CA_FILE, which a
+            # shared transport would not carry (no retry policy for CalDAV)
+            transport=self._deps.transport,
         )
 
     async def _run(
