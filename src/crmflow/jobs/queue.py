@@ -96,8 +96,10 @@ def _register(app: procrastinate.App) -> None:
         context: procrastinate.JobContext, timestamp: int
     ) -> int:
         """Claim the due accounts and queue a sync job for each; how many."""
+        scheduler = _scheduler(context)
+        await scheduler.sweep_tokens()
         queued = 0
-        for due in await _scheduler(context).claim_due(limit=ENQUEUE_LIMIT):
+        for due in await scheduler.claim_due(limit=ENQUEUE_LIMIT):
             queued += await defer_sync(app, due)
         if queued:
             _log.info("queued %d scheduled syncs", queued)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.schedule import Schedule
+from crmflow.errors import CrmflowError
 from crmflow.jobs.tasks import Outcome, SyncTasks
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
 from crmflow.services.calendar_sync import CalendarSync
@@ -39,6 +40,12 @@ _log = logging.getLogger(__name__)
 
 #: how long a claimed account is kept from other runners (a run's lease)
 CLAIM = dt.timedelta(minutes=15)
+#: access tokens ending sooner than this are refreshed ahead by the sweep
+REFRESH_AHEAD = dt.timedelta(minutes=10)
+#: the sweep runs at most this often
+SWEEP_EVERY = dt.timedelta(minutes=1)
+#: integrations refreshed per sweep, at most
+SWEEP_LIMIT = 200
 
 
 def _utcnow() -> dt.datetime:
@@ -61,17 +68,21 @@ class SyncScheduler:
         *,
         clock: Callable[[], dt.datetime] = _utcnow,
         rand: Callable[[], float] = random.random,
+        integrations: Integrations | None = None,
     ) -> None:
         """
         Args:
             schedule_db: a database whose sessions see every tenant's accounts
                 (the owner role's on PostgreSQL; on SQLite the one file).
+            integrations: refresh tokens ahead of expiry (:meth:`sweep_tokens`).
         """
         self._db = schedule_db
         self._tasks = tasks
         self._schedule = schedule
         self._clock = clock
         self._rand = rand
+        self._integrations = integrations
+        self._swept_at: dt.datetime | None = None
 
     async def claim_due(self, *, limit: int) -> list[DueAccount]:
         """Claim up to ``limit`` accounts due now (each for one run)."""
@@ -92,6 +103,42 @@ class SyncScheduler:
         SYNC_LAG.set(stats.lag_s)
         FAILING_ACCOUNTS.set(stats.failing)
         return claimed
+
+    async def sweep_tokens(self) -> int:
+        """Refresh the access tokens that end within :data:`REFRESH_AHEAD`
+        (at most once per :data:`SWEEP_EVERY`); how many were refreshed.
+
+        A refresh that fails is recorded on the integration by the refresher
+        (a revoked grant: "needs reconnect"), counted in the metrics and
+        logged here; the sweep goes on with the next.
+        """
+        if self._integrations is None:
+            return 0
+        # the connections service's clock: the one token expiry is written in
+        now = self._integrations.deps.clock()
+        if self._swept_at is not None and now - self._swept_at < SWEEP_EVERY:
+            return 0
+        self._swept_at = now
+        async with self._db.admin() as session:
+            expiring = await ScheduleStore(session).expiring_tokens(
+                now + REFRESH_AHEAD, limit=SWEEP_LIMIT
+            )
+        refreshed = 0
+        for token in expiring:
+            try:
+                await self._integrations.refresh_if_needed(
+                    token.ctx, token.kind, token.provider, force=True
+                )
+            except CrmflowError as exc:
+                _log.warning(
+                    "token refresh ahead of expiry failed (%s %s): %s",
+                    token.provider,
+                    token.kind,
+                    exc,
+                )
+                continue
+            refreshed += 1
+        return refreshed
 
     async def run_claimed(self, due: DueAccount) -> Outcome:
         """Run a claimed account's sync and record how it went."""
@@ -139,6 +186,7 @@ class InProcessRunner:
 
     async def tick(self) -> dict[Outcome, int]:
         """Run what is due now, once; how many runs ended how."""
+        await self.scheduler.sweep_tokens()
         claimed = await self.scheduler.claim_due(limit=self._concurrency * 4)
         outcomes = await asyncio.gather(*(self._one(d) for d in claimed))
         counts: dict[Outcome, int] = {}
@@ -185,6 +233,7 @@ def sync_scheduler(services: Services, integrations: Integrations) -> SyncSchedu
             CalendarPush(integrations),
         ),
         Schedule(dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter),
+        integrations=integrations,
     )
 
 

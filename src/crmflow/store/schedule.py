@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.schedule import MAX_FAILURES, Schedule, is_failing
 from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.store import models
@@ -94,6 +95,15 @@ class ScheduleStats:
 def _aware(value: dt.datetime) -> dt.datetime:
     # aggregates bypass the column type: SQLite hands back naive UTC
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringToken:
+    """An OAuth integration whose access token is about to end."""
+
+    ctx: TenantContext
+    provider: ProviderKey
+    kind: IntegrationKind
 
 
 class ScheduleStore:
@@ -236,6 +246,47 @@ class ScheduleStore:
             )
         lag = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
         return ScheduleStats(due=due, lag_s=lag, failing=failing)
+
+    async def expiring_tokens(
+        self, before: dt.datetime, *, limit: int
+    ) -> list[ExpiringToken]:
+        """Connected OAuth integrations whose access token ends before
+        ``before`` and that hold a refresh token, soonest first."""
+        table = models.UserIntegration
+        rows = await self._s.execute(
+            select(
+                table.user_id,
+                table.organization_id,
+                table.provider,
+                table.kind,
+                models.UserOrganization.role,
+            )
+            .join(
+                models.UserOrganization,
+                and_(
+                    models.UserOrganization.user_id == table.user_id,
+                    models.UserOrganization.organization_id == table.organization_id,
+                ),
+            )
+            .join(models.User, models.User.id == table.user_id)
+            .where(
+                table.refresh_token.is_not(None),
+                table.status == "connected",
+                table.expires_at.is_not(None),
+                table.expires_at < before,
+                models.User.is_active.is_(True),
+            )
+            .order_by(table.expires_at)
+            .limit(limit)
+        )
+        return [
+            ExpiringToken(
+                TenantContext(r.user_id, r.organization_id, Role(r.role)),
+                ProviderKey(r.provider),
+                IntegrationKind(r.kind),
+            )
+            for r in rows
+        ]
 
     async def overview(self) -> list[AccountSchedule]:
         """Every syncable account with its schedule, soonest first."""
