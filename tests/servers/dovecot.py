@@ -239,6 +239,19 @@ scope = {OAUTH_SCOPE}
 """
 
 
+def _oauth2_passdb(base: Path) -> str:
+    """The ``oauth2`` passdb block, when ``base`` has its settings file (the
+    fixture writes one; the mail benchmark's server signs in by password only)."""
+    if not (base / "oauth2.conf").is_file():
+        return ""
+    return f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {base}/oauth2.conf
+}}
+"""
+
+
 def _config(base: Path, imap_port: int, imaps_port: int, cert: TestCert) -> str:
     return f"""\
 instance_name = crmflow-test-{imap_port}
@@ -265,12 +278,7 @@ passdb {{
   mechanisms = plain login none
   args = scheme=PLAIN username_format=%u {base}/passwd
 }}
-passdb {{
-  driver = oauth2
-  mechanisms = xoauth2 oauthbearer
-  args = {base}/oauth2.conf
-}}
-userdb {{
+{_oauth2_passdb(base)}userdb {{
   driver = static
   args = uid=nobody gid={MAIL_GROUP} home={base}/mail/%u
 }}
