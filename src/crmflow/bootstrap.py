@@ -6,6 +6,7 @@ constructs engines or vaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crmflow.config import Settings
@@ -23,6 +24,15 @@ class Services:
     db: Database
     vault: Vault
     _system_db: Database | None = field(default=None, repr=False)
+    #: called after a push notification made an account due: an in-process
+    #: runner registers its wake-up here so the sync starts at once (workers
+    #: on PostgreSQL hear it through ``NOTIFY`` instead)
+    push_listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def pushed(self) -> None:
+        """Tell the listeners that a notification made an account due."""
+        for listener in self.push_listeners:
+            listener()
 
     @property
     def system_db(self) -> Database:

@@ -5,15 +5,20 @@ test moves."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 
+from crmflow.bootstrap import Services
 from crmflow.domain.schedule import Schedule
+from crmflow.domain.secret import Secret
+from crmflow.domain.tenancy import TenantContext
 from crmflow.jobs.runner import InProcessRunner, SyncScheduler
 from crmflow.jobs.tasks import SyncTasks
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
 from crmflow.store.db import Database
+from crmflow.store.push import Delivery, PushChannelStore, PushInbox
 from tests.calendar_sync.conftest import calendar_sync
 from tests.connections import conftest as connections
 from tests.email.conftest import mail
@@ -69,3 +74,33 @@ def runner(
     clock: Clock,
 ) -> InProcessRunner:
     return make_runner(admin_db, calendar_sync, mail, clock)
+
+
+async def subscribe_mailbox(
+    services: Services, ctx: TenantContext, account_id: uuid.UUID
+) -> None:
+    """A Graph subscription row on a mailbox (client state ``state``)."""
+    async with services.db.tenant(ctx) as session:
+        await PushChannelStore(session).add(
+            account_id,
+            "microsoft",
+            channel_id="subscription-1",
+            resource_id="messages",
+            token=Secret("state"),
+            expires_at=None,
+            mailbox=True,
+        )
+
+
+async def notify_mailbox(admin_db: Database, now: dt.datetime) -> None:
+    """What the Graph receiver does for a genuine change notification of
+    :func:`subscribe_mailbox`'s subscription."""
+    async with admin_db.admin() as session:
+        result = await PushInbox(session).change(
+            "microsoft",
+            subscription_id="subscription-1",
+            client_state="state",
+            digest="d1",
+            now=now,
+        )
+    assert result is Delivery.ACCEPTED

@@ -22,7 +22,13 @@ from crmflow.store.schedule import ScheduleStore, SyncKind
 from tests.calendar_sync.conftest import connect_google
 from tests.connections.conftest import Flow
 from tests.email.conftest import connect_mailbox
-from tests.jobs.conftest import INTERVAL, Clock, make_runner
+from tests.jobs.conftest import (
+    INTERVAL,
+    Clock,
+    make_runner,
+    notify_mailbox,
+    subscribe_mailbox,
+)
 from tests.servers.sandbox import Sandbox
 
 ALICE = "alice@gmail.test"
@@ -148,6 +154,62 @@ async def test_the_runner_works_in_the_background(
         await runner.stop()
     assert (await mail.messages(ctx))[1] > 0
     await runner.stop()  # stopping twice is harmless
+
+
+async def test_a_push_wakes_the_runner_at_once(
+    flow: Flow,
+    sandbox: Sandbox,
+    mail: MailService,
+    runner: InProcessRunner,
+    services,
+    tenants,
+) -> None:
+    """A runner that would look at the schedule in an hour syncs a due
+    mailbox as soon as a push notification is announced."""
+    ctx = tenants.alice.ctx
+    seed_demo_google(sandbox.state, ALICE)
+    await connect_mailbox(flow, mail, ctx, ALICE)
+    hourly = InProcessRunner(runner.scheduler, tick_s=3600)
+    services.push_listeners.append(hourly.wake)
+    hourly.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert (await mail.messages(ctx))[1] == 0  # due, but not looked at
+        services.pushed()
+        for _ in range(600):
+            if (await mail.messages(ctx))[1] > 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        services.push_listeners.remove(hourly.wake)
+        await hourly.stop()
+    assert (await mail.messages(ctx))[1] > 0
+
+
+async def test_a_push_during_a_run_keeps_the_account_due(
+    flow: Flow,
+    sandbox: Sandbox,
+    mail: MailService,
+    runner: InProcessRunner,
+    services,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """A notification that arrives while the account's sync runs may be about
+    a change the run missed: the run's end leaves the account due now, and
+    the next run is logged as the push's."""
+    ctx = tenants.alice.ctx
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    await subscribe_mailbox(services, ctx, mailbox.id)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    assert not due.pushed
+    await notify_mailbox(admin_db, clock.now)
+    assert await runner.scheduler.run_claimed(due) is Outcome.OK
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert entry.next_sync_at == clock.now  # not clock.now + INTERVAL
+    (again,) = await runner.scheduler.claim_due(limit=10)
+    assert (again.account_id, again.pushed) == (mailbox.id, True)
 
 
 @pytest.mark.parametrize("concurrency", [0, -1])

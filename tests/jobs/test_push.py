@@ -11,103 +11,34 @@ stopped.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from crmflow.bootstrap import Services
-from crmflow.config import Settings
-from crmflow.connections.service import Integrations
-from crmflow.domain.schedule import Schedule
-from crmflow.jobs.runner import InProcessRunner, SyncScheduler
-from crmflow.jobs.tasks import Outcome, SyncTasks
+from crmflow.jobs.runner import InProcessRunner
+from crmflow.jobs.tasks import Outcome
 from crmflow.services.calendar_sync import CalendarSync
-from crmflow.services.mail import MailService
-from crmflow.services.push import GOOGLE_CALENDAR_PATH, CalendarPush
+from crmflow.services.push import GOOGLE_CALENDAR_PATH
 from crmflow.store.db import Database
 from crmflow.store.push import PushChannelStore
 from crmflow.store.schedule import ScheduleStore, SyncKind
 from tests.calendar_sync.conftest import GoogleAccount, connect_google
 from tests.connections.conftest import Flow
 from tests.jobs.conftest import INTERVAL, Clock
-from tests.servers.net import free_port
+from tests.jobs.served import port, push, runner, served, settings, until
 from tests.servers.sandbox import Sandbox
 
 ALICE = "alice@gmail.test"
 
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def settings(settings: Settings, port: int) -> Settings:
-    """Push on: notifications go to this test's server (plain HTTP on
-    loopback, which the test sandbox allows)."""
-    return settings.model_copy(update={"webhook_base_url": f"http://127.0.0.1:{port}"})
-
-
-@pytest.fixture
-async def served(app: FastAPI, port: int) -> AsyncIterator[str]:
-    """crmflow on a real port, in this test's event loop."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="off", log_config=None
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture
-def push(integrations: Integrations, sandbox: Sandbox) -> CalendarPush:
-    return CalendarPush(integrations, clock=sandbox.state.clock.now)
-
-
-@pytest.fixture
-def runner(
-    admin_db: Database,
-    calendar_sync: CalendarSync,
-    mail: MailService,
-    push: CalendarPush,
-    clock: Clock,
-) -> InProcessRunner:
-    scheduler = SyncScheduler(
-        admin_db,
-        SyncTasks(calendar_sync, mail, push),
-        Schedule(INTERVAL, jitter=0.0),
-        clock=clock,
-    )
-    return InProcessRunner(scheduler, tick_s=0.05)
+__all__ = ["port", "push", "runner", "served", "settings"]
 
 
 async def _notifications(sandbox: Sandbox) -> list[dict[str, Any]]:
     body = (await sandbox.control("google", "GET", "notifications")).json()
     return list(body["notifications"])
-
-
-async def _until(check, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout_s / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 async def _delivered(sandbox: Sandbox, state: str, count: int) -> None:
@@ -120,7 +51,7 @@ async def _delivered(sandbox: Sandbox, state: str, count: int) -> None:
         return len(done) >= count
 
     try:
-        await _until(check)
+        await until(check)
     except AssertionError:
         raise AssertionError(await _notifications(sandbox)) from None
 

@@ -10,6 +10,7 @@ processes started the way an operator starts them.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
 import sys
 import uuid
@@ -29,6 +30,7 @@ from tests.calendar_sync.test_cli_sync import _env
 from tests.conftest import DbUrls, make_actor
 from tests.connections.conftest import Flow
 from tests.email.conftest import connect_mailbox
+from tests.jobs.conftest import notify_mailbox, subscribe_mailbox
 from tests.servers.net import free_port
 from tests.servers.sandbox import Sandbox
 
@@ -68,6 +70,12 @@ async def _synced(admin_db: Database) -> dict[uuid.UUID, bool]:
     }
 
 
+async def _last_synced(admin_db: Database) -> dict[uuid.UUID, dt.datetime | None]:
+    async with admin_db.admin() as session:
+        rows = await ScheduleStore(session).overview()
+    return {a.account_id: a.last_synced_at for a in rows if a.kind is SyncKind.MAIL}
+
+
 async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
     flow: Flow,
     mail: MailService,
@@ -79,9 +87,11 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
 ) -> None:
     org = await provision_organization(admin_db, "Workers", "workers")
     addresses = [f"user{n}@gmail.test" for n in range(MAILBOXES)]
+    actors, accounts = [], []
     for address in addresses:
         actor = await make_actor(admin_db, services, org, address, Role.MEMBER)
-        await connect_mailbox(flow, mail, actor.ctx, address)
+        actors.append(actor)
+        accounts.append(await connect_mailbox(flow, mail, actor.ctx, address))
     assert set((await _synced(admin_db)).values()) == {False}
     before = len(await sandbox.requests())
 
@@ -112,6 +122,7 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
             if all((await _synced(admin_db)).values()):
                 break
             await asyncio.sleep(0.2)
+        first_sync = await _last_synced(admin_db)
         # each worker's own metrics: together they ran each sync once (a
         # sync is counted just after its row says so: scrape until it is)
         async with httpx.AsyncClient() as http:
@@ -123,6 +134,15 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
                 if _runs(scrapes) >= MAILBOXES:
                     break
                 await asyncio.sleep(0.1)
+        # a push notification for one mailbox: the workers hear the
+        # receiver's NOTIFY and sync it now, not in an hour
+        pushed = accounts[0]
+        await subscribe_mailbox(services, actors[0].ctx, pushed.id)
+        await notify_mailbox(admin_db, dt.datetime.now(dt.UTC))
+        for _ in range(int(ROUND_TIMEOUT_S / 0.2)):
+            if (await _last_synced(admin_db))[pushed.id] != first_sync[pushed.id]:
+                break
+            await asyncio.sleep(0.2)
     finally:
         for worker in workers:
             if worker.returncode is None:
@@ -139,7 +159,9 @@ async def test_three_workers_sync_every_mailbox_once_and_stop_gracefully(
         r["user"] for r in calls if r["apiMethod"] == "gmail.users.getProfile"
     )
     assert profiles == dict.fromkeys(addresses, 1)
-    # every job ran once: each worker logs the scheduled syncs it ran
+    # every job ran once: each worker logs the scheduled syncs it ran (and
+    # the pushed mailbox's second sync, queued by a worker's listener)
     ran = [log.count("scheduled mail sync of account") for log in logs]
-    assert sum(ran) == MAILBOXES, logs
+    assert sum(ran) == MAILBOXES + 1, logs
     assert _runs(scrapes) == MAILBOXES, scrapes
+    assert sum(log.count("queued 1 pushed syncs") for log in logs) == 1, logs

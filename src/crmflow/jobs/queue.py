@@ -1,4 +1,4 @@
-"""``crmflow worker``: scheduled syncs as jobs of a procrastinate queue on PostgreSQL.
+r"""``crmflow worker``: scheduled syncs as jobs of a procrastinate queue on PostgreSQL.
 
 Any number of worker processes, on any number of machines, share one queue
 in the database (procrastinate's tables, created by ``crmflow db upgrade``):
@@ -15,6 +15,12 @@ in the database (procrastinate's tables, created by ``crmflow db upgrade``):
   worker; its ``queueing_lock`` is the account too, so a burst of requests
   for one account leaves one job waiting, not many.
 
+* Push notifications do not wait for the next period: the receiver's
+  transaction ends with ``NOTIFY crmflow_due``, every worker ``LISTEN``\ s on
+  it (:func:`listen_for_pushes`), and the first to claim the account defers
+  its job at once; procrastinate's own notifications then start it on a
+  free worker within milliseconds.
+
 A failed sync is an outcome recorded on the account (the schedule retries it
 with a back-off), not a failed job; a job fails only on a crash, which is
 logged and backed off the same way. Jobs carry ids only, never personal data
@@ -25,11 +31,14 @@ sync runs as its user under row level security through the app role's URL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
 
 import procrastinate
+import psycopg
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
@@ -37,6 +46,7 @@ from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.tenancy import Role
 from crmflow.jobs.runner import SyncScheduler, sync_scheduler
+from crmflow.store.push import DUE_CHANNEL
 from crmflow.store.schedule import DueAccount, SyncKind
 
 _log = logging.getLogger(__name__)
@@ -45,6 +55,8 @@ _log = logging.getLogger(__name__)
 ENQUEUE_EVERY_S = 5
 #: accounts claimed per enqueue run, at most
 ENQUEUE_LIMIT = 500
+#: the pause before listening again after the connection was lost, in seconds
+RELISTEN_S = 5.0
 #: the key of the scheduler in each job's context
 _SCHEDULER = "crmflow.scheduler"
 
@@ -78,6 +90,7 @@ def _register(app: procrastinate.App) -> None:
         organization_id: str,
         role: str,
         failures: int,
+        pushed: bool = False,
     ) -> str:
         """Run one claimed account's scheduled sync; its outcome."""
         due = DueAccount(
@@ -87,6 +100,7 @@ def _register(app: procrastinate.App) -> None:
             uuid.UUID(organization_id),
             Role(role),
             failures,
+            pushed,
         )
         return (await _scheduler(context).run_claimed(due)).value
 
@@ -98,9 +112,7 @@ def _register(app: procrastinate.App) -> None:
         """Claim the due accounts and queue a sync job for each; how many."""
         scheduler = _scheduler(context)
         await scheduler.sweep_tokens()
-        queued = 0
-        for due in await scheduler.claim_due(limit=ENQUEUE_LIMIT):
-            queued += await defer_sync(app, due)
+        queued = await enqueue_due(app, scheduler)
         if queued:
             _log.info("queued %d scheduled syncs", queued)
         return queued
@@ -120,6 +132,7 @@ async def defer_sync(app: procrastinate.App, due: DueAccount) -> bool:
                 organization_id=str(due.organization_id),
                 role=due.role.value,
                 failures=due.failures,
+                pushed=due.pushed,
             )
         )
     except AlreadyEnqueued:
@@ -147,6 +160,64 @@ def queue_app(admin_url: str) -> procrastinate.App:
     return app
 
 
+async def enqueue_due(app: procrastinate.App, scheduler: SyncScheduler) -> int:
+    """Claim what is due now and queue a sync job each; how many."""
+    queued = 0
+    for due in await scheduler.claim_due(limit=ENQUEUE_LIMIT):
+        queued += await defer_sync(app, due)
+    return queued
+
+
+async def listen_for_pushes(
+    url: str, app: procrastinate.App, scheduler: SyncScheduler
+) -> None:
+    """Queue pushed accounts as soon as the receiver says so (runs until
+    cancelled; a lost connection is opened again after :data:`RELISTEN_S`).
+
+    A burst of notifications is folded: while one claim runs, the ones that
+    arrive only ask for one more.
+    """
+    wanted = asyncio.Event()
+
+    async def claimer() -> None:
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            try:
+                queued = await enqueue_due(app, scheduler)
+            except Exception:
+                _log.exception(
+                    "queueing pushed accounts failed; the schedule catches up"
+                )
+            else:
+                if queued:
+                    _log.info("queued %d pushed syncs", queued)
+
+    task = asyncio.create_task(claimer(), name="crmflow-push-claimer")
+    try:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo(url), autocommit=True
+                ) as conn:
+                    # what was pushed while no one listened is the periodic
+                    # enqueue's, a few seconds later
+                    await conn.execute(f"LISTEN {DUE_CHANNEL}")
+                    async for _notice in conn.notifies():
+                        wanted.set()
+            except (psycopg.Error, OSError) as exc:
+                _log.warning(
+                    "listening for push notifications failed (%s); retrying in %.0f s",
+                    type(exc).__name__,
+                    RELISTEN_S,
+                )
+            await asyncio.sleep(RELISTEN_S)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def run_worker(
     services: Services,
     integrations: Integrations,
@@ -169,4 +240,13 @@ async def run_worker(
     if name:
         options["name"] = name
     async with app.open_async():
-        await app.run_worker_async(**options)
+        listener = asyncio.create_task(
+            listen_for_pushes(settings.effective_admin_database_url, app, scheduler),
+            name="crmflow-push-listener",
+        )
+        try:
+            await app.run_worker_async(**options)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener

@@ -32,7 +32,7 @@ from crmflow.jobs.tasks import Outcome, SyncTasks
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
-from crmflow.services.push import CalendarPush
+from crmflow.services.push import PushChannels
 from crmflow.store.db import Database
 from crmflow.store.schedule import DueAccount, ScheduleStore
 
@@ -183,6 +183,12 @@ class InProcessRunner:
         self._concurrency = concurrency
         self._tick_s = tick_s
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the schedule now rather than at the next tick (a push
+        notification made an account due)."""
+        self._woken.set()
 
     async def tick(self) -> dict[Outcome, int]:
         """Run what is due now, once; how many runs ended how."""
@@ -201,7 +207,9 @@ class InProcessRunner:
     async def run_forever(self) -> None:
         """Tick until cancelled; a failed tick is logged and retried next time."""
         while True:
-            await asyncio.sleep(self._tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self._tick_s)
+            self._woken.clear()
             try:
                 await self.tick()
             except Exception:
@@ -230,7 +238,7 @@ def sync_scheduler(services: Services, integrations: Integrations) -> SyncSchedu
         SyncTasks(
             CalendarSync(integrations),
             MailService(integrations),
-            CalendarPush(integrations),
+            PushChannels(integrations),
         ),
         Schedule(dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter),
         integrations=integrations,
@@ -241,6 +249,7 @@ class ServeSync:
     """The runner as ``crmflow serve`` / ``demo`` own it (start, stop)."""
 
     def __init__(self, services: Services, integrations: Integrations) -> None:
+        self._services = services
         self.runner = InProcessRunner(
             sync_scheduler(services, integrations),
             concurrency=services.settings.sync_concurrency,
@@ -248,7 +257,9 @@ class ServeSync:
 
     async def __aenter__(self) -> ServeSync:
         self.runner.start()
+        self._services.push_listeners.append(self.runner.wake)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        self._services.push_listeners.remove(self.runner.wake)
         await self.runner.stop()

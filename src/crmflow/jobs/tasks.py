@@ -16,7 +16,7 @@ from crmflow.domain.calendar_accounts import RunStatus, SyncType
 from crmflow.errors import CrmflowError, NotFound, ValidationFailed
 from crmflow.services.calendar_sync import CalendarSync, SyncInProgress
 from crmflow.services.mail import MailService, MailSyncInProgress
-from crmflow.services.push import CalendarPush
+from crmflow.services.push import PushChannels
 from crmflow.store.schedule import DueAccount, SyncKind
 
 _log = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ class SyncTasks:
         self,
         calendar: CalendarSync,
         mail: MailService,
-        push: CalendarPush | None = None,
+        push: PushChannels | None = None,
     ) -> None:
-        """``push``: give synced Google calendars live watch channels."""
+        """``push``: give synced calendars and Outlook mailboxes live push
+        channels after each successful run."""
         self._calendar = calendar
         self._mail = mail
         self._push = push
@@ -54,7 +55,9 @@ class SyncTasks:
         """One scheduled run of a calendar account."""
         try:
             run = await self._calendar.sync(
-                due.ctx, due.account_id, sync_type=SyncType.SCHEDULED
+                due.ctx,
+                due.account_id,
+                sync_type=SyncType.WEBHOOK if due.pushed else SyncType.SCHEDULED,
             )
         except SyncInProgress:
             return Outcome.BUSY
@@ -80,7 +83,20 @@ class SyncTasks:
             return Outcome.BUSY
         except (NotFound, ValidationFailed):
             return Outcome.SKIPPED
-        return Outcome.FAILED if result.error else Outcome.OK
+        if result.error:
+            return Outcome.FAILED
+        if self._push is not None:
+            try:
+                account = await self._mail.account(due.ctx, due.account_id)
+                await self._push.ensure_mailbox(due.ctx, account)
+            except CrmflowError as exc:
+                # push is an extra: the schedule keeps the mailbox in sync
+                _log.warning(
+                    "no push subscription for email account %s: %s",
+                    due.account_id,
+                    exc,
+                )
+        return Outcome.OK
 
     async def run(self, due: DueAccount) -> Outcome:
         """The scheduled sync of ``due``, whatever its kind."""

@@ -62,6 +62,7 @@ from crmflow.services.calendar_sides import (
     DbStatusRepository,
     Progress,
 )
+from crmflow.services.push import PushChannels
 from crmflow.store.appointment_sync import SyncSession, apply_replies, login_address
 from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.store.integrations import IntegrationInfo, IntegrationStore
@@ -248,7 +249,11 @@ class CalendarSync:
 
     async def remove_account(self, ctx: TenantContext, account_id: uuid.UUID) -> None:
         """Stop syncing a calendar. Its appointments stay in the CRM and its
-        events stay in the calendar; only the link between them goes."""
+        events stay in the calendar; only the link between them goes, and
+        its push channels are stopped at the provider (best effort)."""
+        await PushChannels(self._integrations, clock=self._clock).release(
+            ctx, account_id
+        )
         async with self._deps.db.tenant(ctx) as session:
             await CalendarAccountStore(session).delete(account_id)
 

@@ -1,38 +1,50 @@
-"""Push notifications for synced Google calendars: watch channels and the
-webhook receiver.
+"""Push notifications for synced calendars and mailboxes: Google watch
+channels, Graph subscriptions and the webhook receivers.
 
-* :meth:`CalendarPush.ensure` gives a synced Google calendar a live
+* :meth:`PushChannels.ensure` gives a synced Google calendar a live
   ``events.watch`` channel addressed to ``<webhook base>/webhooks/google/calendar``
-  (``Settings.webhook_base``; no base, no push). A channel that ends within
-  :data:`RENEW_BEFORE` is replaced: a new channel with a new id and a new
-  random token, then the old one is stopped (Google has no renewal; both are
-  briefly live, and the receiver accepts either). The scheduled sync calls it
-  after each run, so channels are created and renewed without a job of their
-  own, and the schedule keeps polling beside push (Google drops a few
-  notifications by its own account).
-* :meth:`CalendarPush.receive` checks one notification
+  and a synced Outlook calendar a Graph subscription on its events;
+  :meth:`PushChannels.ensure_mailbox` gives an Outlook mailbox a Graph
+  subscription on its messages (``Settings.webhook_base``; no base, no push).
+  A Google channel that ends within :data:`RENEW_BEFORE` is replaced: a new
+  channel with a new id and a new random token, then the old one is stopped
+  (Google has no renewal; both are briefly live, and the receiver accepts
+  either). A Graph subscription that ends within :data:`RENEW_BEFORE` is
+  renewed in place (``PATCH``); one Graph no longer has is made again. The
+  scheduled sync calls these after each run, so channels are created and
+  renewed without a job of their own, and the schedule keeps polling beside
+  push (both providers drop a few notifications by their own account).
+* The receivers check each notification
   (:class:`~crmflow.store.push.PushInbox`): an unknown channel, a wrong token
-  or resource is rejected with 404 and does nothing; ``sync`` is the
-  handshake; a message number seen before is a replay; anything else marks
-  the calendar due now, and the scheduler (in-process or a worker) syncs it
-  within seconds. The answer is immediate: no sync runs in the request.
+  or resource is rejected and does nothing; Google's ``sync`` is the
+  handshake; a message number (Google) or change (Graph) seen before is a
+  replay; anything else marks the account due now, and the scheduler
+  (in-process or a worker) syncs it within seconds. Graph's lifecycle events
+  make the account due as well, and its run renews or recreates the
+  subscription. The answer is immediate: no sync runs in the request.
+* :meth:`PushChannels.release` stops an account's channels at the provider
+  before the account is removed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from crmflow.connections.service import Integrations
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
+from crmflow.domain.mail import EmailAccountInfo
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
+from crmflow.errors import CrmflowError
 from crmflow.metrics import WEBHOOK_DELIVERIES
-from crmflow.providers import google
-from crmflow.providers.base import ProviderError
+from crmflow.providers import google, microsoft
 from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.store.db import Database
 from crmflow.store.integrations import IntegrationStore
@@ -48,16 +60,31 @@ _log = logging.getLogger(__name__)
 
 #: where Google delivers calendar notifications, under the webhook base
 GOOGLE_CALENDAR_PATH = "/webhooks/google/calendar"
-#: a channel ending sooner than this is replaced
+#: where Graph delivers change and lifecycle notifications, under the
+#: webhook base (Graph allows one URL for both)
+MICROSOFT_PATH = "/webhooks/microsoft"
+#: a channel ending sooner than this is replaced (Google) or renewed (Graph)
 RENEW_BEFORE = dt.timedelta(days=1)
+#: what a Graph subscription asks to be told about
+GRAPH_CHANGES = "created,updated,deleted"
+#: the mailbox-wide Graph resource (every folder, Inbox and Sent Items too)
+GRAPH_MESSAGES = "me/messages"
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class CalendarPush:
-    """Watch channels of the acting user's Google calendars."""
+def graph_events_resource(calendar_id: str) -> str:
+    """The Graph subscription resource of one calendar's events."""
+    return f"me/calendars/{calendar_id}/events"
+
+
+AccessToken = Callable[[], Awaitable[Secret]]
+
+
+class PushChannels:
+    """Push channels of the acting user's calendars and mailboxes."""
 
     def __init__(
         self,
@@ -69,20 +96,31 @@ class CalendarPush:
         self._deps = integrations.deps
         self._clock = clock
 
-    def _root(self) -> str:
+    def _google_root(self) -> str:
         return str(self._deps.settings.google_api_url).rstrip("/") + "/calendar/v3/"
+
+    def _graph_root(self) -> str:
+        return str(self._deps.settings.microsoft_graph_url).rstrip("/") + "/v1.0"
+
+    def _live(self, channels: list[ChannelInfo]) -> list[ChannelInfo]:
+        now = self._clock()
+        return [
+            c
+            for c in channels
+            if c.expires_at is None or c.expires_at > now + RENEW_BEFORE
+        ]
 
     async def ensure(
         self, ctx: TenantContext, account_id: uuid.UUID
     ) -> ChannelInfo | None:
-        """A live channel on the calendar, made or replaced when needed.
+        """A live channel on the calendar, made, renewed or replaced when needed.
 
         Returns None when push is off (no webhook base), or the calendar is
-        not a connected, enabled Google calendar.
+        not a connected, enabled Google or Outlook calendar.
 
         Raises:
             NotFound: unknown account (or another user's).
-            ProviderError: Google refused the watch (nothing is stored then).
+            ProviderError: the provider refused (nothing is stored then).
         """
         base = self._deps.settings.webhook_base
         if base is None:
@@ -95,16 +133,69 @@ class CalendarPush:
                 account.integration_id
             )
             channels = await PushChannelStore(session).of_account(account_id)
+        if info.provider is ProviderKey.MICROSOFT:
+            return await self._ensure_graph(
+                ctx,
+                account_id,
+                channels,
+                access=self._integrations.token_source(
+                    ctx, IntegrationKind.CALENDAR, ProviderKey.MICROSOFT
+                ),
+                resource=graph_events_resource(account.external_calendar_id),
+                mailbox=False,
+                base=base,
+            )
         if info.provider is not ProviderKey.GOOGLE:
             return None
-        now = self._clock()
-        live = [
-            c
-            for c in channels
-            if c.expires_at is None or c.expires_at > now + RENEW_BEFORE
-        ]
-        if live:
+        if live := self._live(channels):
             return live[0]
+        return await self._replace_google(
+            ctx, account_id, account.external_calendar_id, channels, base
+        )
+
+    async def ensure_mailbox(
+        self, ctx: TenantContext, account: EmailAccountInfo
+    ) -> ChannelInfo | None:
+        """A live Graph subscription on an Outlook mailbox's messages.
+
+        Returns None when push is off or the mailbox is not an Outlook one
+        (Gmail's push goes through Cloud Pub/Sub, which crmflow does not use;
+        IMAP mailboxes are polled).
+
+        Raises:
+            ProviderError: Graph refused (nothing is stored then).
+        """
+        base = self._deps.settings.webhook_base
+        if (
+            base is None
+            or account.provider != ProviderKey.MICROSOFT.value
+            or account.integration_id is None
+        ):
+            return None
+        async with self._deps.db.tenant(ctx) as session:
+            channels = await PushChannelStore(session).of_account(
+                account.id, mailbox=True
+            )
+        return await self._ensure_graph(
+            ctx,
+            account.id,
+            channels,
+            access=self._integrations.token_source(
+                ctx, IntegrationKind.MAIL, ProviderKey.MICROSOFT
+            ),
+            resource=GRAPH_MESSAGES,
+            mailbox=True,
+            base=base,
+        )
+
+    async def _replace_google(
+        self,
+        ctx: TenantContext,
+        account_id: uuid.UUID,
+        calendar_id: str,
+        channels: list[ChannelInfo],
+        base: str,
+    ) -> ChannelInfo:
         token = Secret(secrets.token_urlsafe(32))
         access = self._integrations.token_source(
             ctx, IntegrationKind.CALENDAR, ProviderKey.GOOGLE
@@ -122,8 +213,8 @@ class CalendarPush:
             )
         try:
             watched = await google.watch_events(
-                self._root(),
-                account.external_calendar_id,
+                self._google_root(),
+                calendar_id,
                 access,
                 address=base + GOOGLE_CALENDAR_PATH,
                 channel_id=pending.channel_id,
@@ -139,23 +230,131 @@ class CalendarPush:
             created = await PushChannelStore(session).confirm(
                 pending.id, watched.resource_id, watched.expires_at
             )
-        for old in channels:
-            try:
-                await google.stop_channel(
-                    self._root(),
-                    access,
-                    channel_id=old.channel_id,
-                    resource_id=old.resource_id,
-                    transport=self._integrations.api_transport,
-                )
-            except ProviderError as exc:
-                # it ends by itself when it expires; its notifications are
-                # rejected once its row is gone
-                _log.warning("could not stop push channel %s: %s", old.id, exc)
-            async with self._deps.db.tenant(ctx) as session:
-                await PushChannelStore(session).remove(old.id)
+        await self._stop(ctx, channels, access)
         _log.info("push channel %s watches calendar account %s", created.id, account_id)
         return created
+
+    async def _ensure_graph(
+        self,
+        ctx: TenantContext,
+        account_id: uuid.UUID,
+        channels: list[ChannelInfo],
+        *,
+        access: AccessToken,
+        resource: str,
+        mailbox: bool,
+        base: str,
+    ) -> ChannelInfo:
+        if live := self._live(channels):
+            return live[0]
+        ttl = dt.timedelta(seconds=self._deps.settings.push_channel_ttl_s)
+        until = microsoft.lifetime_end(self._clock(), ttl)
+        root = self._graph_root()
+        transport = self._integrations.api_transport
+        for channel in channels:
+            renewed = await microsoft.renew_subscription(
+                root, access, channel.channel_id, expires_at=until, transport=transport
+            )
+            async with self._deps.db.tenant(ctx) as session:
+                store = PushChannelStore(session)
+                if renewed is not None:
+                    done = await store.renewed(channel.id, renewed.expires_at)
+                    others = [c for c in channels if c.id != channel.id]
+                    break
+                await store.remove(channel.id)
+        else:
+            client_state = Secret(secrets.token_urlsafe(48))
+            made = await microsoft.create_subscription(
+                root,
+                access,
+                resource=resource,
+                change_types=GRAPH_CHANGES,
+                notification_url=base + MICROSOFT_PATH,
+                lifecycle_url=base + MICROSOFT_PATH,
+                client_state=client_state,
+                expires_at=until,
+                transport=transport,
+            )
+            try:
+                async with self._deps.db.tenant(ctx) as session:
+                    done = await PushChannelStore(session).add(
+                        account_id,
+                        ProviderKey.MICROSOFT.value,
+                        channel_id=made.id,
+                        resource_id="messages" if mailbox else "events",
+                        token=client_state,
+                        expires_at=made.expires_at,
+                        mailbox=mailbox,
+                    )
+            except BaseException:
+                # not stored: its notifications would be refused, so drop it
+                await self._delete_graph(access, made.id)
+                raise
+            others = []
+        await self._stop(ctx, others, access)
+        _log.info(
+            "graph subscription %s on %s account %s",
+            done.id,
+            "email" if mailbox else "calendar",
+            account_id,
+        )
+        return done
+
+    async def _delete_graph(self, access: AccessToken, subscription_id: str) -> None:
+        try:
+            await microsoft.delete_subscription(
+                self._graph_root(),
+                access,
+                subscription_id,
+                transport=self._integrations.api_transport,
+            )
+        except CrmflowError as exc:
+            # it lapses at its end; its notifications are refused meanwhile
+            _log.warning("could not delete graph subscription: %s", exc)
+
+    async def _stop(
+        self, ctx: TenantContext, channels: Iterable[ChannelInfo], access: AccessToken
+    ) -> None:
+        """Stop ``channels`` at the provider and forget them."""
+        for old in channels:
+            if old.provider == ProviderKey.MICROSOFT.value:
+                await self._delete_graph(access, old.channel_id)
+            elif old.resource_id != PENDING:
+                try:
+                    await google.stop_channel(
+                        self._google_root(),
+                        access,
+                        channel_id=old.channel_id,
+                        resource_id=old.resource_id,
+                        transport=self._integrations.api_transport,
+                    )
+                except CrmflowError as exc:
+                    # it ends by itself when it expires; its notifications
+                    # are rejected once its row is gone
+                    _log.warning("could not stop push channel %s: %s", old.id, exc)
+            async with self._deps.db.tenant(ctx) as session:
+                await PushChannelStore(session).remove(old.id)
+
+    async def release(
+        self, ctx: TenantContext, account_id: uuid.UUID, *, mailbox: bool = False
+    ) -> int:
+        """Stop every channel of an account (before it is removed); how many.
+
+        Best effort: a provider that refuses is logged, and the channel
+        lapses at its end anyway (its notifications are refused once the
+        row is gone).
+        """
+        async with self._deps.db.tenant(ctx) as session:
+            channels = await PushChannelStore(session).of_account(
+                account_id, mailbox=mailbox
+            )
+        kind = IntegrationKind.MAIL if mailbox else IntegrationKind.CALENDAR
+        for channel in channels:
+            access = self._integrations.token_source(
+                ctx, kind, ProviderKey(channel.provider)
+            )
+            await self._stop(ctx, [channel], access)
+        return len(channels)
 
 
 async def receive_google_calendar(
@@ -188,3 +387,101 @@ async def receive_google_calendar(
             )
     WEBHOOK_DELIVERIES.labels("google", result.value).inc()
     return result
+
+
+#: the longest validation token echoed (Graph's are about 200 characters)
+MAX_VALIDATION_TOKEN = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class GraphBatch:
+    """What the receiver made of one Graph POST: one result per item."""
+
+    results: tuple[Delivery, ...]
+
+    @property
+    def acted(self) -> bool:
+        """Whether an account was made due."""
+        return any(r in (Delivery.ACCEPTED, Delivery.LIFECYCLE) for r in self.results)
+
+    @property
+    def genuine(self) -> bool:
+        """Whether any item came from a subscription of ours."""
+        return any(r is not Delivery.UNKNOWN for r in self.results)
+
+
+class MalformedNotification(ValueError):
+    """A POST that is not a Graph notification collection."""
+
+
+def _items(body: Any) -> list[Mapping[str, Any]]:
+    value = body.get("value") if isinstance(body, dict) else None
+    if not isinstance(value, list) or not value:
+        raise MalformedNotification('expected {"value": [...]}')
+    if not all(isinstance(item, dict) for item in value):
+        raise MalformedNotification("every notification must be an object")
+    return value
+
+
+def change_digest(item: Mapping[str, Any]) -> str:
+    """What identifies one change: the subscription, the kind of change, the
+    item and its version (its ``@odata.etag``)."""
+    data = item.get("resourceData")
+    data = data if isinstance(data, dict) else {}
+    key = "|".join(
+        str(part)
+        for part in (
+            item.get("subscriptionId"),
+            item.get("changeType"),
+            data.get("id") or item.get("resource"),
+            data.get("@odata.etag"),
+        )
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+async def receive_graph(
+    system_db: Database, body: Any, *, now: dt.datetime | None = None
+) -> GraphBatch:
+    """Check and act on one Graph POST of change and lifecycle notifications.
+
+    Each item stands alone: one of an unknown subscription or with a wrong
+    ``clientState`` is counted as unknown and does nothing, while the
+    genuine items of the same POST are acted on.
+
+    Raises:
+        MalformedNotification: the body is not a notification collection.
+    """
+    items = _items(body)
+    at = now or _utcnow()
+    results: list[Delivery] = []
+    async with system_db.admin() as session:
+        inbox = PushInbox(session)
+        for item in items:
+            subscription = item.get("subscriptionId")
+            state = item.get("clientState")
+            if not isinstance(subscription, str) or not isinstance(state, str):
+                results.append(Delivery.UNKNOWN)
+            elif isinstance(event := item.get("lifecycleEvent"), str):
+                results.append(
+                    await inbox.lifecycle(
+                        ProviderKey.MICROSOFT.value,
+                        subscription_id=subscription,
+                        client_state=state,
+                        event=event,
+                        now=at,
+                    )
+                )
+            else:
+                results.append(
+                    await inbox.change(
+                        ProviderKey.MICROSOFT.value,
+                        subscription_id=subscription,
+                        client_state=state,
+                        digest=change_digest(item),
+                        now=at,
+                    )
+                )
+    for result in results:
+        WEBHOOK_DELIVERIES.labels("microsoft", result.value).inc()
+    return GraphBatch(tuple(results))

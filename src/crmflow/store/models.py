@@ -422,6 +422,8 @@ class EmailAccount(Base):
     next_sync_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     #: failed scheduled syncs in a row (sets the back-off)
     sync_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: due because a push notification came in (the run is logged as a webhook run)
+    sync_pushed: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
@@ -597,26 +599,40 @@ class CalendarAccount(Base):
     next_sync_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     #: failed scheduled runs in a row (sets the back-off)
     sync_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: due because a push notification came in (the run is logged as a webhook run)
+    sync_pushed: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
 
 class PushChannel(Base):
-    """A push notification channel on one synced calendar (Google events.watch).
+    """A push notification channel on one synced calendar (Google
+    events.watch, a Graph subscription) or one mailbox (a Graph subscription).
 
-    The channel's token is a secret shared with the provider: only its SHA-256
-    is stored, enough to check a notification. ``last_message`` is the highest
-    message number seen, so a replayed notification triggers nothing.
+    The channel's token (Graph: its ``clientState``) is a secret shared with
+    the provider: only its SHA-256 is stored, enough to check a notification.
+    ``last_message`` is the highest message number seen (Google) and
+    ``recent`` the digests of the latest change notifications (Graph), so a
+    replayed notification triggers nothing.
     """
 
     __tablename__ = "push_channels"
-    __table_args__ = ({"info": {"tenancy": "personal"}},)
+    __table_args__ = (
+        CheckConstraint(
+            "(calendar_account_id IS NULL) <> (email_account_id IS NULL)",
+            name="one_owner",
+        ),
+        {"info": {"tenancy": "personal"}},
+    )
 
     id: Mapped[uuid.UUID] = _id()
     organization_id: Mapped[uuid.UUID] = _org_fk()
     user_id: Mapped[uuid.UUID] = _user_fk()
-    calendar_account_id: Mapped[uuid.UUID] = mapped_column(
+    calendar_account_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("calendar_accounts.id", ondelete="CASCADE"), index=True
+    )
+    email_account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("email_accounts.id", ondelete="CASCADE"), index=True
     )
     provider: Mapped[str] = mapped_column(String(20))
     #: the id the provider echoes in each notification
@@ -627,6 +643,8 @@ class PushChannel(Base):
     token_sha256: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[dt.datetime | None]
     last_message: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: space-separated digests of the latest change notifications (Graph)
+    recent: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[dt.datetime] = _created()
 
 

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
@@ -55,6 +55,8 @@ class DueAccount:
     role: Role
     #: failed scheduled runs in a row so far
     failures: int
+    #: due because a push notification came in
+    pushed: bool = False
 
     @property
     def ctx(self) -> TenantContext:
@@ -137,6 +139,7 @@ class ScheduleStore:
                     table.organization_id,
                     table.next_sync_at,
                     table.sync_failures,
+                    table.sync_pushed,
                     models.UserOrganization.role,
                 )
                 .join(
@@ -167,6 +170,7 @@ class ScheduleStore:
                             row.organization_id,
                             Role(row.role),
                             row.sync_failures,
+                            bool(row.sync_pushed),
                         ),
                     )
                 )
@@ -185,7 +189,7 @@ class ScheduleStore:
         result = await self._s.execute(
             update(table)
             .where(table.id == account_id, self._due_at(table, now))
-            .values(next_sync_at=until)
+            .values(next_sync_at=until, sync_pushed=False)
         )
         return bool(getattr(result, "rowcount", 0))
 
@@ -199,7 +203,13 @@ class ScheduleStore:
         now: dt.datetime,
         rand: float,
     ) -> dt.datetime:
-        """Record a scheduled run's outcome; returns when the account is due next."""
+        """Record a scheduled run's outcome; returns when the account is due
+        next by its schedule.
+
+        A push notification that came in while the run was under way (it
+        may have missed the change) keeps the account due now: one UPDATE
+        decides, so the notification's own UPDATE is never overwritten.
+        """
         table = _TABLES[kind]
         failures = await self._s.scalar(
             select(table.sync_failures).where(table.id == account_id)
@@ -215,7 +225,10 @@ class ScheduleStore:
         await self._s.execute(
             update(table)
             .where(table.id == account_id)
-            .values(next_sync_at=when, sync_failures=failures)
+            .values(
+                next_sync_at=case((table.sync_pushed.is_(True), now), else_=when),
+                sync_failures=failures,
+            )
         )
         return when
 

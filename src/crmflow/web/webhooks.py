@@ -6,21 +6,39 @@
                                     scheduler syncs it), 404 for an unknown or
                                     forged channel (Google counts it as failed and
                                     does not retry), never any work for those
+``POST /webhooks/microsoft``        Graph change and lifecycle notifications:
+                                    ``?validationToken=`` is the handshake (200,
+                                    the token as text/plain); a collection with
+                                    a genuine item is 202 at once, one with none
+                                    (unknown subscriptions, wrong
+                                    ``clientState``) 403, a body that is not a
+                                    collection 400; never any work for those
 =================================  ==============================================
 
-See :mod:`crmflow.services.push`. Answers carry no body; nothing from the
-request is echoed.
+See :mod:`crmflow.services.push`. Answers carry no body (but the validation
+token Graph asks to have echoed); nothing else from the request is echoed.
 """
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request, Response
 
 from crmflow.bootstrap import Services
-from crmflow.services.push import GOOGLE_CALENDAR_PATH, receive_google_calendar
+from crmflow.services.push import (
+    GOOGLE_CALENDAR_PATH,
+    MAX_VALIDATION_TOKEN,
+    MICROSOFT_PATH,
+    receive_google_calendar,
+    receive_graph,
+)
 from crmflow.store.push import Delivery
 
 router = APIRouter(include_in_schema=False)
+
+#: the largest notification collection read (Graph batches stay far below)
+MAX_BODY = 1_000_000
 
 
 @router.post(GOOGLE_CALENDAR_PATH)
@@ -36,4 +54,33 @@ async def google_calendar(request: Request) -> Response:
         resource_state=headers.get("x-goog-resource-state"),
         message_number=headers.get("x-goog-message-number"),
     )
+    if result is Delivery.ACCEPTED:
+        services.pushed()
     return Response(status_code=404 if result is Delivery.UNKNOWN else 200)
+
+
+@router.post(MICROSOFT_PATH)
+async def microsoft(request: Request) -> Response:
+    """A Graph validation request or a collection of notifications."""
+    token = request.query_params.get("validationToken")
+    if token is not None:
+        # the query parser has URL-decoded it, as Graph requires
+        if not token or len(token) > MAX_VALIDATION_TOKEN:
+            return Response(status_code=400)
+        return Response(
+            token,
+            media_type="text/plain; charset=utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY:
+        return Response(status_code=413)
+    raw = await request.body()
+    services: Services = request.app.state.services
+    try:
+        batch = await receive_graph(services.system_db, json.loads(raw[:MAX_BODY]))
+    except ValueError:  # not JSON, or MalformedNotification
+        return Response(status_code=400)
+    if batch.acted:
+        services.pushed()
+    return Response(status_code=202 if batch.genuine else 403)
