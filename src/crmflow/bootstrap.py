@@ -65,7 +65,8 @@ async def start_services(settings: Settings) -> Services:
     """
     settings.require("encryption_keys", "session_secret")
     vault = Vault.from_setting(settings.encryption_keys)
-    db = Database(settings.effective_database_url)
+    # the services live as long as their event loop: their connections too
+    db = Database(settings.effective_database_url, pooled=True)
     try:
         await verify_keys(db, vault)
     except BaseException:

@@ -468,7 +468,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             integrations = Integrations(services.db, services.vault, settings)
             await run_worker(
-                services, integrations, concurrency=args.concurrency, name=args.name
+                services,
+                integrations,
+                concurrency=args.concurrency,
+                name=args.name,
+                imap_idle=args.imap_idle,
             )
         finally:
             await services.close()
@@ -671,6 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         default="127.0.0.1",
         help="address of the metrics port (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--imap-idle",
+        action="store_true",
+        help="also hold IMAP IDLE connections (up to CRMFLOW_IMAP_IDLE_MAX) so new "
+        "mail is synced at once; give it to one worker",
     )
     p.set_defaults(func=cmd_worker)
 

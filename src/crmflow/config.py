@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     background_sync: Literal["auto", "on", "off"] = "auto"
     #: scheduled syncs run at the same time by one process, at most
     sync_concurrency: int = Field(default=2, ge=1, le=64)
+    #: IMAP mailboxes one process keeps an IDLE connection open to, at most
+    #: (0: none; the rest are polled)
+    imap_idle_max: int = Field(default=20, ge=0, le=1000)
     #: log level of crmflow's own loggers
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -74,6 +74,22 @@ class Mailboxes:
             a for a in await self.mail.accounts(ctx) if a.email_address == address
         )
 
+    async def store_stale_password(
+        self, ctx: TenantContext, account: EmailAccountInfo, stale: str
+    ) -> None:
+        """What crmflow holds becomes wrong (the password changed at the provider)."""
+        async with self.services.db.tenant(ctx) as session:
+            store = IntegrationStore(session, self.services.vault)
+            info = await store.get(account.integration_id)  # type: ignore[arg-type]
+            await store.save_credentials(
+                info.provider,
+                info.kind,
+                email=account.email_address,
+                username=str(info.settings["username"]),
+                password=Secret(stale),
+                settings={k: v for k, v in info.settings.items() if k != "username"},
+            )
+
 
 @pytest.fixture
 def boxes(
@@ -243,17 +259,7 @@ async def test_changed_password_fails_the_sync_with_words_to_act_on(
     ctx = tenants.alice.ctx
     account = await boxes.connect(ctx)
     stale = "stale-pässword-1234"
-    async with services.db.tenant(ctx) as session:
-        store = IntegrationStore(session, services.vault)
-        info = await store.get(account.integration_id)  # type: ignore[arg-type]
-        await store.save_credentials(
-            info.provider,
-            info.kind,
-            email=account.email_address,
-            username=str(info.settings["username"]),
-            password=Secret(stale),
-            settings={k: v for k, v in info.settings.items() if k != "username"},
-        )
+    await boxes.store_stale_password(ctx, account, stale)
     result = await mail.sync(ctx, account.id)
     assert result.error is not None
     assert "Connect it again" in result.error

@@ -10,6 +10,7 @@ import datetime as dt
 import uuid
 
 import pytest
+from sqlalchemy import update
 
 from crmflow.domain.schedule import MIN_RETRY
 from crmflow.jobs.runner import InProcessRunner
@@ -17,10 +18,14 @@ from crmflow.jobs.tasks import Outcome
 from crmflow.sandbox.google.demo import seed_demo_google
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
+from crmflow.store import models
 from crmflow.store.db import Database
 from crmflow.store.schedule import ScheduleStore, SyncKind
+from crmflow.web.api.calendar_accounts import CalendarAccountOut
+from crmflow.web.api.email import EmailAccountOut
+from crmflow.web.ui.pages import instant
 from tests.calendar_sync.conftest import connect_google
-from tests.connections.conftest import Flow
+from tests.connections.conftest import Flow, sign_in
 from tests.email.conftest import connect_mailbox
 from tests.jobs.conftest import (
     INTERVAL,
@@ -164,17 +169,18 @@ async def test_a_push_wakes_the_runner_at_once(
     services,
     tenants,
 ) -> None:
-    """A runner that would look at the schedule in an hour syncs a due
-    mailbox as soon as a push notification is announced."""
+    """A runner that would look at the schedule again in an hour syncs a
+    due mailbox as soon as a push notification is announced."""
     ctx = tenants.alice.ctx
     seed_demo_google(sandbox.state, ALICE)
-    await connect_mailbox(flow, mail, ctx, ALICE)
     hourly = InProcessRunner(runner.scheduler, tick_s=3600)
     services.push_listeners.append(hourly.wake)
     hourly.start()
     try:
+        await asyncio.sleep(0.3)  # its first look: nothing due
+        await connect_mailbox(flow, mail, ctx, ALICE)  # due from now on
         await asyncio.sleep(0.3)
-        assert (await mail.messages(ctx))[1] == 0  # due, but not looked at
+        assert (await mail.messages(ctx))[1] == 0  # not looked at again
         services.pushed()
         for _ in range(600):
             if (await mail.messages(ctx))[1] > 0:
@@ -216,3 +222,52 @@ async def test_a_push_during_a_run_keeps_the_account_due(
 def test_concurrency_must_be_positive(concurrency: int, admin_db: Database) -> None:
     with pytest.raises(ValueError, match="concurrency"):
         InProcessRunner(None, concurrency=concurrency)  # type: ignore[arg-type]
+
+
+async def test_the_pages_show_last_and_next_sync_and_failures(
+    web,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    ctx = tenants.alice.ctx
+    google = await connect_google(flow, sandbox, calendar_sync, ctx, ALICE)
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    await sign_in(web, tenants.alice)
+    calendars = (await web.get("/calendars")).text
+    assert '<dd class="next-sync">soon</dd>' in calendars  # never synced: due
+
+    assert await runner.tick() == {Outcome.OK: 2}
+    when = instant(clock.now + INTERVAL)
+    calendars = (await web.get("/calendars")).text
+    assert f'<dd class="next-sync">{when}</dd>' in calendars
+    assert "sync-failures" not in calendars
+    email = (await web.get("/email")).text
+    assert f'<span class="next-sync">{when}</span>' in email
+
+    for kind, account_id in (
+        (SyncKind.CALENDAR, google.account.id),
+        (SyncKind.MAIL, mailbox.id),
+    ):
+        table = (
+            models.CalendarAccount if kind is SyncKind.CALENDAR else models.EmailAccount
+        )
+        async with admin_db.admin() as session:
+            await session.execute(
+                update(table).where(table.id == account_id).values(sync_failures=3)
+            )
+    calendars = (await web.get("/calendars")).text
+    assert '<dd class="sync-failures">3 in a row;' in calendars
+    email = (await web.get("/email")).text
+    assert '<span class="sync-failures">3 failed in a row</span>' in email
+    # and the API's models say the same
+    (info,) = await calendar_sync.accounts(ctx)
+    out = CalendarAccountOut.of(info)
+    assert (out.sync_failures, out.next_sync_at) == (3, clock.now + INTERVAL)
+    (box,) = await mail.accounts(ctx)
+    assert EmailAccountOut.of(box).sync_failures == 3

@@ -46,7 +46,13 @@ from psycopg.abc import Query
 from crmflow.store.migrate import upgrade
 from tests.servers.require import missing_server
 
-__all__ = ["PgCluster", "PgDatabase", "pg_available"]
+__all__ = [
+    "PgCluster",
+    "PgDatabase",
+    "cluster_in",
+    "pg_available",
+    "standalone_database",
+]
 
 #: Debian's PostgreSQL 15 binaries; override with CRMFLOW_PG_BIN
 PG_BIN = Path(os.environ.get("CRMFLOW_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -343,49 +349,81 @@ def _initdb(data_dir: Path, pwfile: Path) -> None:
     )
 
 
+@contextmanager
+def cluster_in(base: Path) -> Iterator[PgCluster]:
+    """A running cluster with the crmflow roles and a migrated template, its
+    files under ``base`` (which its OS user must be able to reach); stopped
+    at the end."""
+    data_dir, socket_dir, log_dir = base / "data", base / "sock", base / "log"
+    for directory in (data_dir, socket_dir, log_dir):
+        directory.mkdir()
+        _give_to_server_user(directory)
+    socket_dir.chmod(0o700)  # private: only the server's OS user connects here
+    secrets = {name: uuid.uuid4().hex for name in ("super", "owner", "app")}
+    pwfile = log_dir / "pwfile"
+    pwfile.write_text(secrets["super"] + "\n")
+    _give_to_server_user(pwfile)
+    pwfile.chmod(0o600)
+    try:
+        _initdb(data_dir, pwfile)
+    finally:
+        pwfile.unlink()
+    log_file = log_dir / "server.log"
+    port = _start(data_dir, socket_dir, log_file)
+    try:
+        cluster = PgCluster(
+            host="127.0.0.1",
+            port=port,
+            data_dir=data_dir,
+            socket_dir=socket_dir,
+            log_file=log_file,
+            superuser_password=secrets["super"],
+            owner_password=secrets["owner"],
+            app_password=secrets["app"],
+            template=TEMPLATE_DB,
+        )
+        _create_roles(cluster)
+        _create_template(cluster)
+        yield cluster
+    finally:
+        _run(_pg_ctl(data_dir, "-m", "fast", "stop"), "pg_ctl stop")
+
+
+@contextmanager
+def standalone_database() -> Iterator[PgDatabase]:
+    """A cluster and one migrated database outside pytest (benchmarks):
+    in RAM when ``/dev/shm`` allows, removed afterwards.
+
+    Raises:
+        RuntimeError: the PostgreSQL binaries are missing.
+    """
+    reason = _missing()
+    if reason is not None:
+        raise RuntimeError(reason)
+    base = Path(tempfile.mkdtemp(prefix="crmflow-pg-", dir=_ram_dir()))
+    try:
+        _make_traversable(base)
+        base.chmod(0o755)
+        with cluster_in(base) as cluster:
+            name = _create_database(cluster, cluster.template)
+            yield cluster.database(name)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     """A running PostgreSQL 15 cluster with the crmflow roles and a migrated template."""
     reason = _missing()
     if reason is not None:
         missing_server(reason)
-    with _cluster_dir(tmp_path_factory) as base:
-        data_dir, socket_dir, log_dir = base / "data", base / "sock", base / "log"
-        for directory in (data_dir, socket_dir, log_dir):
-            directory.mkdir()
-            _give_to_server_user(directory)
-        socket_dir.chmod(0o700)  # private: only the server's OS user connects here
-        secrets = {name: uuid.uuid4().hex for name in ("super", "owner", "app")}
-        pwfile = log_dir / "pwfile"
-        pwfile.write_text(secrets["super"] + "\n")
-        _give_to_server_user(pwfile)
-        pwfile.chmod(0o600)
+    with _cluster_dir(tmp_path_factory) as base, cluster_in(base) as cluster:
         try:
-            _initdb(data_dir, pwfile)
-        finally:
-            pwfile.unlink()
-        log_file = log_dir / "server.log"
-        port = _start(data_dir, socket_dir, log_file)
-        try:
-            cluster = PgCluster(
-                host="127.0.0.1",
-                port=port,
-                data_dir=data_dir,
-                socket_dir=socket_dir,
-                log_file=log_file,
-                superuser_password=secrets["super"],
-                owner_password=secrets["owner"],
-                app_password=secrets["app"],
-                template=TEMPLATE_DB,
-            )
-            _create_roles(cluster)
-            _create_template(cluster)
             yield cluster
         finally:
-            _run(_pg_ctl(data_dir, "-m", "fast", "stop"), "pg_ctl stop")
             # keep the server log where pytest keeps test output
-            if log_file.exists():
-                shutil.copy(log_file, tmp_path_factory.mktemp("postgres-log"))
+            if cluster.log_file.exists():
+                shutil.copy(cluster.log_file, tmp_path_factory.mktemp("postgres-log"))
 
 
 @pytest.fixture

@@ -112,6 +112,10 @@ class CalendarAccountInfo:
     mapped_events: int = 0
     #: conflicts waiting for a person
     open_conflicts: int = 0
+    #: when the background sync runs next (None: as soon as it can)
+    next_sync_at: dt.datetime | None = None
+    #: scheduled runs that failed in a row (0 after a success)
+    sync_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,6 +282,10 @@ class EmailAccountInfo:
     last_error: str | None
     import_since: dt.datetime | None
     created_at: dt.datetime
+    #: when the background sync runs next (None: as soon as it can)
+    next_sync_at: dt.datetime | None = None
+    #: scheduled syncs that failed in a row (0 after a success)
+    sync_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)

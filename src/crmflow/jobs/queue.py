@@ -15,6 +15,8 @@ in the database (procrastinate's tables, created by ``crmflow db upgrade``):
   worker; its ``queueing_lock`` is the account too, so a burst of requests
   for one account leaves one job waiting, not many.
 
+* ``crmflow.cleanup``, hourly, removes expired OAuth flows and attachment
+  files no message names (:mod:`crmflow.store.cleanup`).
 * Push notifications do not wait for the next period: the receiver's
   transaction ends with ``NOTIFY crmflow_due``, every worker ``LISTEN``\ s on
   it (:func:`listen_for_pushes`), and the first to claim the account defers
@@ -45,9 +47,10 @@ from sqlalchemy.engine import make_url
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.tenancy import Role
+from crmflow.jobs.idle import IdleListeners
 from crmflow.jobs.runner import SyncScheduler, sync_scheduler
-from crmflow.store.push import DUE_CHANNEL
-from crmflow.store.schedule import DueAccount, SyncKind
+from crmflow.services.mail import MailService
+from crmflow.store.schedule import DUE_CHANNEL, DueAccount, SyncKind
 
 _log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ _SCHEDULER = "crmflow.scheduler"
 #: the task names (stable: queued jobs name their task)
 SYNC_ACCOUNT = "crmflow.sync_account"
 ENQUEUE_DUE = "crmflow.enqueue_due_syncs"
+CLEANUP = "crmflow.cleanup"
 
 
 def lock_of(kind: SyncKind, account_id: uuid.UUID) -> str:
@@ -118,6 +122,15 @@ def _register(app: procrastinate.App) -> None:
         return queued
 
 
+def _register_cleanup(app: procrastinate.App) -> None:
+    @app.periodic(cron="17 * * * *", periodic_id="cleanup")
+    @app.task(name=CLEANUP, pass_context=True, queueing_lock=CLEANUP)
+    async def cleanup(context: procrastinate.JobContext, timestamp: int) -> str:
+        """Housekeeping: expired OAuth flows, unnamed attachment files."""
+        done = await _scheduler(context).cleanup(force=True)
+        return f"{done.oauth_flows} flows, {done.blobs} files" if done else "nothing"
+
+
 async def defer_sync(app: procrastinate.App, due: DueAccount) -> bool:
     """Queue one claimed account's sync (False: one is waiting already)."""
     key = lock_of(due.kind, due.account_id)
@@ -157,6 +170,7 @@ def queue_app(admin_url: str) -> procrastinate.App:
         periodic_defaults={"max_delay": 60},
     )
     _register(app)
+    _register_cleanup(app)
     return app
 
 
@@ -224,8 +238,13 @@ async def run_worker(
     *,
     concurrency: int,
     name: str | None = None,
+    imap_idle: bool = False,
 ) -> None:
-    """Process queue jobs until SIGINT / SIGTERM (graceful: running jobs end)."""
+    """Process queue jobs until SIGINT / SIGTERM (graceful: running jobs end).
+
+    ``imap_idle``: also hold IMAP IDLE connections (:mod:`crmflow.jobs.idle`);
+    give it to one worker of the deployment (two would both listen).
+    """
     settings = services.settings
     scheduler = sync_scheduler(services, integrations)
     app = queue_app(settings.effective_admin_database_url)
@@ -244,9 +263,16 @@ async def run_worker(
             listen_for_pushes(settings.effective_admin_database_url, app, scheduler),
             name="crmflow-push-listener",
         )
+        idle = IdleListeners(
+            services.system_db,
+            MailService(integrations),
+            limit=settings.imap_idle_max if imap_idle else 0,
+        )
+        idle.start()
         try:
             await app.run_worker_async(**options)
         finally:
+            await idle.stop()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

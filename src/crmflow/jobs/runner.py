@@ -1,10 +1,12 @@
 """The in-process runner: scheduled syncs inside ``crmflow serve`` / ``demo``.
 
-Every ``tick_s`` the runner asks the schedule what is due
-(:class:`~crmflow.store.schedule.ScheduleStore`), claims each account (a
-claim is one conditional UPDATE, so a second runner on the same database
-never runs it too), runs at most ``concurrency`` syncs at a time through the
-task functions, and records each outcome, which sets the account's next sync:
+Whenever a slot is free (at start, when a sync ends, when a push
+notification wakes it, and at least every ``tick_s``) the runner asks the
+schedule what is due (:class:`~crmflow.store.schedule.ScheduleStore`),
+claims accounts for its free slots (a claim is one conditional UPDATE, so a
+second runner on the same database never runs it too), runs at most
+``concurrency`` syncs at a time through the task functions, and records each
+outcome, which sets the account's next sync:
 the interval with jitter after success, a back-off after failure
 (:mod:`crmflow.domain.schedule`). An account whose sync is running holds its
 lease, so a manual Sync at the same time is refused with 409, never doubled.
@@ -23,16 +25,21 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Callable
+from typing import Any
 
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.schedule import Schedule
 from crmflow.errors import CrmflowError
+from crmflow.jobs.idle import IdleListeners
 from crmflow.jobs.tasks import Outcome, SyncTasks
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
 from crmflow.services.push import PushChannels
+from crmflow.store import cleanup
+from crmflow.store.blobs import BlobStore
+from crmflow.store.cleanup import Cleanup
 from crmflow.store.db import Database
 from crmflow.store.schedule import DueAccount, ScheduleStore
 
@@ -46,6 +53,8 @@ REFRESH_AHEAD = dt.timedelta(minutes=10)
 SWEEP_EVERY = dt.timedelta(minutes=1)
 #: integrations refreshed per sweep, at most
 SWEEP_LIMIT = 200
+#: housekeeping (expired OAuth flows, unnamed attachment files) runs this often
+CLEANUP_EVERY = dt.timedelta(hours=1)
 
 
 def _utcnow() -> dt.datetime:
@@ -69,12 +78,14 @@ class SyncScheduler:
         clock: Callable[[], dt.datetime] = _utcnow,
         rand: Callable[[], float] = random.random,
         integrations: Integrations | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         """
         Args:
             schedule_db: a database whose sessions see every tenant's accounts
                 (the owner role's on PostgreSQL; on SQLite the one file).
             integrations: refresh tokens ahead of expiry (:meth:`sweep_tokens`).
+            blobs: the attachment store :meth:`cleanup` sweeps.
         """
         self._db = schedule_db
         self._tasks = tasks
@@ -83,6 +94,8 @@ class SyncScheduler:
         self._rand = rand
         self._integrations = integrations
         self._swept_at: dt.datetime | None = None
+        self._blobs = blobs
+        self._cleaned_at: dt.datetime | None = None
 
     async def claim_due(self, *, limit: int) -> list[DueAccount]:
         """Claim up to ``limit`` accounts due now (each for one run)."""
@@ -139,6 +152,28 @@ class SyncScheduler:
                 continue
             refreshed += 1
         return refreshed
+
+    async def cleanup(self, *, force: bool = False) -> Cleanup | None:
+        """Housekeeping (:mod:`crmflow.store.cleanup`), at most once per
+        :data:`CLEANUP_EVERY` unless ``force``; None when it was not time."""
+        now = self._clock()
+        if (
+            not force
+            and self._cleaned_at is not None
+            and now - self._cleaned_at < CLEANUP_EVERY
+        ):
+            return None
+        self._cleaned_at = now
+        if self._blobs is None:
+            return None
+        done = await cleanup.sweep(self._db, self._blobs, now)
+        if done.oauth_flows or done.blobs:
+            _log.info(
+                "cleanup: %d expired OAuth flows, %d unnamed attachment files removed",
+                done.oauth_flows,
+                done.blobs,
+            )
+        return done
 
     async def run_claimed(self, due: DueAccount) -> Outcome:
         """Run a claimed account's sync and record how it went."""
@@ -205,15 +240,57 @@ class InProcessRunner:
             return await self.scheduler.run_claimed(due)
 
     async def run_forever(self) -> None:
-        """Tick until cancelled; a failed tick is logged and retried next time."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self._tick_s)
-            self._woken.clear()
-            try:
-                await self.tick()
-            except Exception:
-                _log.exception("the sync scheduler failed; it tries again shortly")
+        """Keep up to ``concurrency`` syncs running until cancelled.
+
+        A slot that frees up, a :meth:`wake` or every ``tick_s`` seconds
+        makes the runner claim what is due for the free slots, so a pushed
+        account starts as soon as a slot is free rather than after a whole
+        batch. A failure to read the schedule is logged and retried.
+        """
+        running: set[asyncio.Task[Outcome]] = set()
+        housekeeping: asyncio.Task[Cleanup | None] | None = None
+
+        def ended(task: asyncio.Task[Outcome]) -> None:
+            running.discard(task)
+            self._woken.set()
+
+        try:
+            while True:
+                # cleared before looking: a wake during the look is kept
+                self._woken.clear()
+                if housekeeping is None or housekeeping.done():
+                    # beside the syncs, never in their way
+                    housekeeping = asyncio.create_task(self._cleanup())
+                free = self._concurrency - len(running)
+                if free > 0:
+                    try:
+                        await self.scheduler.sweep_tokens()
+                        claimed = await self.scheduler.claim_due(limit=free)
+                    except Exception:
+                        _log.exception(
+                            "the sync scheduler failed; it tries again shortly"
+                        )
+                        claimed = []
+                    for due in claimed:
+                        task = asyncio.create_task(self.scheduler.run_claimed(due))
+                        running.add(task)
+                        task.add_done_callback(ended)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._tick_s)
+        finally:
+            pending: list[asyncio.Task[Any]] = [*running]
+            if housekeeping is not None:
+                pending.append(housekeeping)
+            for each in pending:
+                each.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _cleanup(self) -> Cleanup | None:
+        try:
+            return await self.scheduler.cleanup()
+        except Exception:
+            _log.exception("cleanup failed; it runs again in an hour")
+            return None
 
     def start(self) -> None:
         """Run the loop as a task of the running event loop."""
@@ -242,6 +319,7 @@ def sync_scheduler(services: Services, integrations: Integrations) -> SyncSchedu
         ),
         Schedule(dt.timedelta(seconds=settings.sync_interval_s), settings.sync_jitter),
         integrations=integrations,
+        blobs=BlobStore(settings.effective_blob_dir),
     )
 
 
@@ -254,12 +332,20 @@ class ServeSync:
             sync_scheduler(services, integrations),
             concurrency=services.settings.sync_concurrency,
         )
+        self.idle = IdleListeners(
+            services.system_db,
+            MailService(integrations),
+            limit=services.settings.imap_idle_max,
+            on_change=self.runner.wake,
+        )
 
     async def __aenter__(self) -> ServeSync:
         self.runner.start()
+        self.idle.start()
         self._services.push_listeners.append(self.runner.wake)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
         self._services.push_listeners.remove(self.runner.wake)
+        await self.idle.stop()
         await self.runner.stop()

@@ -45,6 +45,9 @@ from crmflow.sync.status import (
     SyncStatusRepository,
 )
 
+#: UIDs a run looks up one by one before it loads the organization's index
+UID_LOOKUPS = 32
+
 #: ``(stage, done, total)``; total None when unknown
 Progress = Callable[[str, int, int | None], None]
 
@@ -78,7 +81,10 @@ class CrmCalendar(CalendarProvider):
         self._export_own = export_own
         self._cancel = cancel
         self._progress = progress
+        #: the organization's appointments by UID, once loaded; before that,
+        #: the UIDs looked up one by one and the ones created by this run
         self._uids: dict[str, tuple[uuid.UUID, int]] | None = None
+        self._known: dict[str, tuple[uuid.UUID, int] | None] = {}
         self.writes = 0
         #: responses to record on other users' appointments after the run:
         #: ``(owner, appointment, {address: status})`` (``store.apply_replies``)
@@ -112,15 +118,38 @@ class CrmCalendar(CalendarProvider):
     async def create(
         self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
     ) -> Written:
-        if self._uids is None:
-            self._uids = await store.uid_index(await self._uow.session())
-        found = self._uids.get(event.ical_uid)
+        found = await self._by_uid(event.ical_uid)
         if found is not None:
             return Written(str(found[0]), str(found[1]), adopted=True)
         appointment_id = store.insert_event(self._uow, event)
-        self._uids[event.ical_uid] = (appointment_id, 1)
+        (self._known if self._uids is None else self._uids)[event.ical_uid] = (
+            appointment_id,
+            1,
+        )
         self._wrote()
         return Written(str(appointment_id), "1")
+
+    async def _by_uid(self, uid: str) -> tuple[uuid.UUID, int] | None:
+        """The organization's appointment with this UID, if any.
+
+        A run that creates a few appointments (the usual incremental one)
+        looks each UID up; one that creates many (an initial import) loads
+        the organization's whole UID index once, after
+        :data:`UID_LOOKUPS` single look-ups.
+        """
+        if self._uids is not None:
+            return self._uids.get(uid)
+        if uid in self._known:
+            return self._known[uid]
+        session = await self._uow.session()
+        if len(self._known) < UID_LOOKUPS:
+            self._known[uid] = await store.uid_lookup(session, uid)
+            return self._known[uid]
+        self._uids = await store.uid_index(session)
+        # created by this run and maybe not flushed: uid_index saw them anyway
+        # (session() writes pending rows), but keep them for certainty
+        self._uids.update({k: v for k, v in self._known.items() if v is not None})
+        return self._uids.get(uid)
 
     async def update(
         self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify

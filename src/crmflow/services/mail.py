@@ -192,6 +192,20 @@ class MailService:
     ) -> Callable[[], Awaitable[Secret]]:
         return self._integrations.token_source(ctx, info.kind, info.provider)
 
+    async def idle_mailbox(
+        self, ctx: TenantContext, account_id: uuid.UUID
+    ) -> imap.ImapMailbox | None:
+        """The mailbox as an IMAP connection an IDLE listener can wait on
+        (password IMAP accounts, Gmail over IMAP); None for the others.
+
+        Raises:
+            NotFound: no such mailbox (or another user's).
+            ValidationFailed: it is no longer connected, or lacks its password.
+        """
+        account = await self.account(ctx, account_id)
+        provider, _source = await self._mailbox(ctx, account)
+        return provider if isinstance(provider, imap.ImapMailbox) else None
+
     async def _provider(
         self, ctx: TenantContext, account: EmailAccountInfo
     ) -> MailProvider:

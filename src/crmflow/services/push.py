@@ -375,7 +375,7 @@ async def receive_google_calendar(
     if not channel_id or not message_number or not message_number.isdigit():
         result = Delivery.UNKNOWN
     else:
-        async with system_db.admin() as session:
+        async with system_db.admin(write_lock=True) as session:
             result = await PushInbox(session).receive(
                 ProviderKey.GOOGLE.value,
                 channel_id=channel_id,
@@ -455,7 +455,7 @@ async def receive_graph(
     items = _items(body)
     at = now or _utcnow()
     results: list[Delivery] = []
-    async with system_db.admin() as session:
+    async with system_db.admin(write_lock=True) as session:
         inbox = PushInbox(session)
         for item in items:
             subscription = item.get("subscriptionId")

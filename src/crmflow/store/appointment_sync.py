@@ -177,6 +177,19 @@ async def uid_index(session: AsyncSession) -> dict[str, tuple[uuid.UUID, int]]:
     return {uid: (row_id, version) for uid, row_id, version in rows}
 
 
+async def uid_lookup(session: AsyncSession, uid: str) -> tuple[uuid.UUID, int] | None:
+    """One appointment of the organization by iCalendar UID: ``(id, version)``."""
+    a = models.Appointment
+    row = (
+        await session.execute(
+            select(a.id, a.version).where(
+                a.organization_id == _ctx(session).organization_id, a.ical_uid == uid
+            )
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 async def login_address(session: AsyncSession) -> str | None:
     """The acting user's sign-in address (lower case)."""
     found: str | None = await session.scalar(

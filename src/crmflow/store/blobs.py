@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from crmflow.errors import NotFound
 CHUNK = 64 * 1024
 
 _KEY = re.compile(r"^[0-9a-f-]{36}/[0-9a-f]{2}/[0-9a-f]{64}$")
+_ORG = re.compile(r"^[0-9a-f-]{36}$")
 
 
 class BlobStore:
@@ -67,6 +69,9 @@ class BlobStore:
         """Store ``data`` under ``key`` (from :meth:`address`); idempotent."""
         path = self._path(key)
         if path.exists():
+            # fresh again: the orphan sweep leaves young files alone, and a
+            # row about to name this file must not lose it to a sweep
+            os.utime(path)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -107,3 +112,50 @@ class BlobStore:
     def read(self, key: str) -> bytes:
         """The whole blob (for attachments being re-sent, within send limits)."""
         return b"".join(self.stream(key))
+
+    def organizations(self) -> list[str]:
+        """The organization ids that have a directory in the store."""
+        if not self._root.is_dir():
+            return []
+        return sorted(p.name for p in self._root.iterdir() if _ORG.match(p.name))
+
+    def files_of(self, organization: str, *, older_than_s: float) -> Iterator[str]:
+        """Keys of one organization's blobs last written more than
+        ``older_than_s`` ago, and the names (relative to the root) of its
+        temporary files of that age (a write cut off by a crash)."""
+        cutoff = time.time() - older_than_s
+        base = self._root / organization
+        for shard in sorted(base.iterdir()) if base.is_dir() else []:
+            if not shard.is_dir():
+                continue
+            for path in shard.iterdir():
+                try:
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+                yield f"{organization}/{shard.name}/{path.name}"
+
+    def remove(self, name: str, *, older_than_s: float) -> bool:
+        """Delete a blob or a temporary file named by :meth:`files_of` if it
+        is still older than ``older_than_s`` (not written again meanwhile);
+        whether it was deleted."""
+        parts = name.split("/")
+        if not (
+            _KEY.match(name)
+            or (
+                len(parts) == 3
+                and _ORG.match(parts[0])
+                and re.fullmatch(r"[0-9a-f]{2}", parts[1])
+                and parts[2].startswith(".tmp-")
+            )
+        ):
+            raise NotFound("No such attachment.")
+        path = self._root / name
+        try:
+            if path.stat().st_mtime >= time.time() - older_than_s:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -64,6 +64,8 @@ def _account_info(
         created_at=row.created_at,
         mapped_events=mapped,
         open_conflicts=conflicts,
+        next_sync_at=row.next_sync_at,
+        sync_failures=row.sync_failures,
     )
 
 

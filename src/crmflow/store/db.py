@@ -13,6 +13,8 @@ migrations, provisioning and key rotation.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -28,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from crmflow.domain.tenancy import TenantContext
 
@@ -109,15 +111,32 @@ def _set_tenant(session: Session, _tx: SessionTransaction, conn: Connection) -> 
 class Database:
     """An async engine plus sessions bound to a tenant context."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pooled: bool = False) -> None:
+        """
+        Args:
+            pooled: on SQLite, keep connections open between sessions (a
+                long-lived process on one event loop: ``crmflow serve``).
+                Without it each session opens its own connection, which is
+                never shared across event loops (tests, CLI), but costs a
+                thread and the pragmas each time. PostgreSQL always pools.
+        """
         ensure_sqlite_dir(url)
         aurl = async_url(url)
         self.dialect = aurl.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        #: write-locked transactions of this process queue here first (pooled
+        #: SQLite only): they wait their turn in order instead of polling
+        #: SQLite's lock with sleeps of up to 100 ms each
+        self._write_gate: asyncio.Lock | None = None
         if self.dialect == "sqlite":
-            # aiosqlite runs each connection in a thread; a fresh connection per
-            # checkout avoids sharing one across event loops (tests, CLI).
-            kwargs["poolclass"] = NullPool
+            # aiosqlite runs each connection in a thread of its own
+            if pooled:
+                kwargs.update(
+                    poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=10
+                )
+                self._write_gate = asyncio.Lock()
+            else:
+                kwargs["poolclass"] = NullPool
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
         self.engine: AsyncEngine = create_async_engine(aurl, **kwargs)
@@ -153,11 +172,14 @@ class Database:
             if write_lock and self._locked_sessions
             else self._sessions
         )
-        async with maker() as session:
+        async with contextlib.AsyncExitStack() as stack:
+            if write_lock and self._write_gate is not None:
+                await stack.enter_async_context(self._write_gate)
+            session = await stack.enter_async_context(maker())
             session.info["rls"] = dict(rls)
             event.listen(session.sync_session, "after_begin", _set_tenant)
-            async with session.begin():
-                yield session
+            await stack.enter_async_context(session.begin())
+            yield session
 
     def tenant(self, ctx: TenantContext, *, write_lock: bool = False) -> Any:
         """A transaction acting as ``ctx``; commits on success, rolls back on error.
@@ -194,13 +216,14 @@ class Database:
             rls["app.token_hash"] = token_hash
         return self._session(rls)
 
-    def admin(self) -> Any:
+    def admin(self, *, write_lock: bool = False) -> Any:
         """A transaction with no tenant context.
 
         On the migration role's URL this sees every row (provisioning, key
         rotation); on the application role's URL it sees nothing.
+        ``write_lock`` as for :meth:`tenant`.
         """
-        return self._session({})
+        return self._session({}, write_lock=write_lock)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

@@ -107,6 +107,8 @@ def _account_info(row: models.EmailAccount) -> EmailAccountInfo:
         last_error=row.last_error,
         import_since=row.import_since,
         created_at=row.created_at,
+        next_sync_at=row.next_sync_at,
+        sync_failures=row.sync_failures,
     )
 
 

@@ -23,22 +23,20 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, select, text, update
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.secret import Secret
 from crmflow.errors import NotFound
 from crmflow.store import models
 from crmflow.store.db import tenant_of
+from crmflow.store.schedule import ScheduleStore, SyncKind
 
 #: the resource id of a channel whose watch has not been answered yet: its
 #: notifications are checked by channel id and token alone
 PENDING = ""
 #: change digests kept per Graph subscription for spotting replays
 RECENT_KEPT = 256
-#: the PostgreSQL notification channel told when a push made an account due
-#: (``crmflow worker`` listens; delivered when the transaction commits)
-DUE_CHANNEL = "crmflow_due"
 
 
 def token_sha256(token: Secret) -> str:
@@ -221,23 +219,11 @@ class PushInbox:
         return row
 
     async def _due_now(self, row: models.PushChannel, now: dt.datetime) -> None:
-        if self._s.get_bind().dialect.name == "postgresql":
-            # one per transaction: PostgreSQL folds identical notifications
-            await self._s.execute(
-                text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL}
-            )
+        schedule = ScheduleStore(self._s)
         if row.calendar_account_id is not None:
-            await self._s.execute(
-                update(models.CalendarAccount)
-                .where(models.CalendarAccount.id == row.calendar_account_id)
-                .values(next_sync_at=now, sync_pushed=True)
-            )
-        else:
-            await self._s.execute(
-                update(models.EmailAccount)
-                .where(models.EmailAccount.id == row.email_account_id)
-                .values(next_sync_at=now, sync_pushed=True)
-            )
+            await schedule.due_now(SyncKind.CALENDAR, row.calendar_account_id, now)
+        elif row.email_account_id is not None:
+            await schedule.due_now(SyncKind.MAIL, row.email_account_id, now)
 
     async def receive(
         self,

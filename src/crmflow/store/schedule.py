@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
@@ -37,6 +37,11 @@ class SyncKind(enum.StrEnum):
     CALENDAR = "calendar"
     MAIL = "mail"
 
+
+#: the PostgreSQL notification channel told when an announced change made an
+#: account due (``crmflow worker`` listens; delivered when the transaction
+#: commits)
+DUE_CHANNEL = "crmflow_due"
 
 _TABLES: dict[SyncKind, Any] = {
     SyncKind.CALENDAR: models.CalendarAccount,
@@ -128,34 +133,37 @@ class ScheduleStore:
             or_(table.sync_lease_until.is_(None), table.sync_lease_until < now),
         )
 
+    def _owned(self, table: Any) -> Any:
+        """Syncable accounts of active users, with what a run needs to act
+        as their owner."""
+        return (
+            select(
+                table.id,
+                table.user_id,
+                table.organization_id,
+                table.next_sync_at,
+                table.sync_failures,
+                table.sync_pushed,
+                models.UserOrganization.role,
+            )
+            .join(
+                models.UserOrganization,
+                and_(
+                    models.UserOrganization.user_id == table.user_id,
+                    models.UserOrganization.organization_id == table.organization_id,
+                ),
+            )
+            .join(models.User, models.User.id == table.user_id)
+            .where(*self._syncable(table), models.User.is_active.is_(True))
+        )
+
     async def due(self, now: dt.datetime, *, limit: int) -> list[DueAccount]:
         """Accounts due at ``now``, longest waiting first (never synced first)."""
         found: list[tuple[dt.datetime | None, DueAccount]] = []
         for kind, table in _TABLES.items():
             rows = await self._s.execute(
-                select(
-                    table.id,
-                    table.user_id,
-                    table.organization_id,
-                    table.next_sync_at,
-                    table.sync_failures,
-                    table.sync_pushed,
-                    models.UserOrganization.role,
-                )
-                .join(
-                    models.UserOrganization,
-                    and_(
-                        models.UserOrganization.user_id == table.user_id,
-                        models.UserOrganization.organization_id
-                        == table.organization_id,
-                    ),
-                )
-                .join(models.User, models.User.id == table.user_id)
-                .where(
-                    *self._syncable(table),
-                    self._due_at(table, now),
-                    models.User.is_active.is_(True),
-                )
+                self._owned(table)
+                .where(self._due_at(table, now))
                 .order_by(table.next_sync_at.is_not(None), table.next_sync_at)
                 .limit(limit)
             )
@@ -231,6 +239,40 @@ class ScheduleStore:
             )
         )
         return when
+
+    async def due_now(
+        self, kind: SyncKind, account_id: uuid.UUID, now: dt.datetime
+    ) -> None:
+        """Make an account due now because a change was announced (a push
+        notification, an IMAP IDLE wake-up): its run is logged as a webhook
+        run, and on PostgreSQL the workers hear of it when this commits."""
+        table = _TABLES[kind]
+        await self._s.execute(
+            update(table)
+            .where(table.id == account_id)
+            .values(next_sync_at=now, sync_pushed=True)
+        )
+        if self._s.get_bind().dialect.name == "postgresql":
+            # one per transaction: PostgreSQL folds identical notifications
+            await self._s.execute(
+                text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL}
+            )
+
+    async def mailboxes(self) -> list[DueAccount]:
+        """Every connected mailbox of an active user, whom to act as."""
+        table = models.EmailAccount
+        rows = await self._s.execute(self._owned(table).order_by(table.created_at))
+        return [
+            DueAccount(
+                SyncKind.MAIL,
+                row.id,
+                row.user_id,
+                row.organization_id,
+                Role(row.role),
+                row.sync_failures,
+            )
+            for row in rows
+        ]
 
     async def stats(self, now: dt.datetime) -> ScheduleStats:
         """How many accounts are due and failing, and the longest wait."""

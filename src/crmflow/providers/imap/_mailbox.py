@@ -74,6 +74,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -936,8 +937,14 @@ class ImapMailbox:
 
     # -- listener support
 
-    async def wait_for_change(self, timeout_s: float) -> bool:
+    async def wait_for_change(
+        self, timeout_s: float, *, executor: Executor | None = None
+    ) -> bool:
         """Wait up to ``timeout_s`` seconds for INBOX to change (IMAP IDLE, RFC 2177).
+
+        The wait blocks a thread: of ``executor`` when given (a listener
+        holding many connections brings a pool of its own size, so it never
+        takes the default pool's few threads), else of the default pool.
 
         True when the server reports a new, removed or changed message, or
         at once when INBOX already differs from what the last complete
@@ -953,7 +960,9 @@ class ImapMailbox:
         session = await self._open()
         stop = threading.Event()
         work = asyncio.ensure_future(
-            asyncio.to_thread(session.wait, self._inbox_seen, timeout_s, stop)
+            asyncio.get_running_loop().run_in_executor(
+                executor, session.wait, self._inbox_seen, timeout_s, stop
+            )
         )
         try:
             return await asyncio.shield(work)

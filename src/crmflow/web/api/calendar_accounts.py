@@ -110,6 +110,12 @@ class CalendarAccountOut(BaseModel):
     mapped_events: int
     open_conflicts: int
     created_at: dt.datetime
+    next_sync_at: dt.datetime | None = Field(
+        description="When the background sync runs next (None: as soon as it can)."
+    )
+    sync_failures: int = Field(
+        description="Background runs that failed in a row (they back off)."
+    )
 
     @classmethod
     def of(cls, a: CalendarAccountInfo) -> CalendarAccountOut:
@@ -130,6 +136,8 @@ class CalendarAccountOut(BaseModel):
             mapped_events=a.mapped_events,
             open_conflicts=a.open_conflicts,
             created_at=a.created_at,
+            next_sync_at=a.next_sync_at,
+            sync_failures=a.sync_failures,
         )
 
 

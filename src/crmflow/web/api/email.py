@@ -102,6 +102,12 @@ class EmailAccountOut(BaseModel):
     last_synced_at: dt.datetime | None
     last_error: str | None = Field(description="What went wrong and what to do.")
     import_since: dt.datetime | None
+    next_sync_at: dt.datetime | None = Field(
+        description="When the background sync runs next (None: as soon as it can)."
+    )
+    sync_failures: int = Field(
+        description="Background syncs that failed in a row (they back off)."
+    )
 
     @classmethod
     def of(cls, a: EmailAccountInfo) -> EmailAccountOut:
@@ -114,6 +120,8 @@ class EmailAccountOut(BaseModel):
             last_synced_at=a.last_synced_at,
             last_error=a.last_error,
             import_since=a.import_since,
+            next_sync_at=a.next_sync_at,
+            sync_failures=a.sync_failures,
         )
 
 

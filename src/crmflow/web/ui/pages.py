@@ -81,6 +81,14 @@ def instant(value: dt.datetime | None) -> str:
     return f"{value.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def next_sync(value: dt.datetime | None) -> str:
+    """When the background sync runs next: ``soon`` when it is due, else the
+    instant (``2026-05-01 09:30 UTC``)."""
+    if value is None or value <= dt.datetime.now(dt.UTC):
+        return "soon"
+    return instant(value)
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("crmflow.web.ui", "templates"),
@@ -91,6 +99,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["when"] = when
     env.filters["instant"] = instant
+    env.filters["next_sync"] = next_sync
     env.filters["first_day"] = first_day
     env.globals["version"] = __version__
     return env
