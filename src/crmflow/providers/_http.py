@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from crmflow.domain.secret import Secret
-from crmflow.providers._retry import RetryTransport
+from crmflow.providers._retry import RetryTransport, shared_ssl_context
 from crmflow.providers._retry import retry_after_s as retry_after_s  # re-exported
 from crmflow.providers.base import (
     AuthError,
@@ -33,7 +33,11 @@ def new_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.Async
     if isinstance(transport, RetryTransport):
         transport = transport.for_client()
     return httpx.AsyncClient(
-        timeout=TIMEOUT, follow_redirects=False, transport=transport
+        timeout=TIMEOUT,
+        follow_redirects=False,
+        transport=transport,
+        # used when there is no transport: one TLS context for all clients
+        verify=shared_ssl_context(),
     )
 
 
