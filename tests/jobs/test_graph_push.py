@@ -242,7 +242,16 @@ async def test_forged_malformed_and_replayed_notifications_do_nothing(
         assert (await _post(url, malformed)).status_code == 400, malformed
     async with httpx.AsyncClient() as http:
         not_json = await http.post(url, content=b"\xff{")
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(40):
+                yield b" " * 50_000
+
+        # chunked, no Content-Length: read up to the cap only
+        too_big = await http.post(url, content=chunks())
     assert not_json.status_code == 400
+    assert too_big.status_code == 413
+    assert (await _post(url, {"value": [genuine] * 1001})).status_code == 400
     assert await _next_sync(admin_db, SyncKind.CALENDAR, account.id) == before
     assert announced == []  # no runner was woken
 
@@ -264,6 +273,21 @@ async def test_forged_malformed_and_replayed_notifications_do_nothing(
     }
     assert (await _post(url, {"value": [newer]})).status_code == 202
     assert await _next_sync(admin_db, SyncKind.CALENDAR, account.id) != after_run
+    # a change without a version cannot be told from the next one: never a
+    # replay
+    clock.now = max(
+        clock.now, await _next_sync(admin_db, SyncKind.CALENDAR, account.id)
+    )
+    assert await runner.tick() == {Outcome.OK: 1}
+    unversioned = genuine | {"resourceData": {"id": "AAMk1"}}
+    for _ in range(2):
+        settled = await _next_sync(admin_db, SyncKind.CALENDAR, account.id)
+        assert (await _post(url, {"value": [unversioned]})).status_code == 202
+        assert await _next_sync(admin_db, SyncKind.CALENDAR, account.id) != settled
+        clock.now = max(
+            clock.now, await _next_sync(admin_db, SyncKind.CALENDAR, account.id)
+        )
+        assert await runner.tick() == {Outcome.OK: 1}
 
 
 async def test_lifecycle_events_renew_recreate_and_resync(

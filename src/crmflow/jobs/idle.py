@@ -9,9 +9,13 @@ mailbox is made due now (logged as a webhook run) and the runner is told
 workers' ``NOTIFY``). An IDLE that ends quietly (every
 :data:`IDLE_S`, below the 29 minutes servers allow) is simply begun again.
 
-A connection that fails (a server down, a changed password) is retried after
-a growing pause (1, 2, 4 … seconds, at most :data:`RETRY_MAX_S`), never in a
-hot loop; the scheduled sync reports the failure to the user. Every
+A connection that fails (a server down) is retried after a growing pause
+(1, 2, 4 … seconds, at most :data:`RETRY_MAX_S`), never in a hot loop; a
+refused sign-in (a changed password) waits :data:`RETRY_MAX_S` each time, so
+the listener never gets the account locked; the scheduled sync reports the
+failure to the user. A listener's connection has no record of the last
+sync's INBOX, so mail that lands between two IDLEs waits for the next
+change or the schedule. Every
 :data:`REFRESH_S` the set of mailboxes is read again: new ones get a
 listener, removed or disconnected ones lose theirs.
 
@@ -31,7 +35,8 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from crmflow.errors import CrmflowError, NotFound
+from crmflow.errors import NotFound
+from crmflow.providers.base import AuthError
 from crmflow.services.mail import MailService
 from crmflow.store.db import Database
 from crmflow.store.schedule import DueAccount, ScheduleStore, SyncKind
@@ -131,11 +136,19 @@ class IdleListeners:
                 changed = await mailbox.wait_for_change(
                     self._idle_s, executor=self._pool
                 )
+                if changed:
+                    await self._changed(due.account_id)
             except NotFound:
                 return  # removed: the next refresh forgets it
-            except CrmflowError as exc:
+            except Exception as exc:
+                # a provider failure, or the database briefly gone: never a
+                # dead listener, never a hot loop
                 failures += 1
-                pause = min(self._retry_max_s, 2.0 ** (failures - 1))
+                pause = (
+                    self._retry_max_s  # a refused sign-in: no lock-out by retries
+                    if isinstance(exc, AuthError)
+                    else min(self._retry_max_s, 2.0 ** (failures - 1))
+                )
                 pause *= 0.5 + random.random() / 2  # noqa: S311 - jitter
                 _log.warning(
                     "IMAP IDLE for email account %s failed (%s); retrying in %.0f s",
@@ -146,9 +159,9 @@ class IdleListeners:
                 await asyncio.sleep(pause)
                 continue
             failures = 0
-            if changed:
-                await self._changed(due.account_id)
-            elif time.monotonic() - began < min(NO_IDLE_S, self._idle_s / 2):
+            if not changed and time.monotonic() - began < min(
+                NO_IDLE_S, self._idle_s / 2
+            ):
                 _log.info(
                     "the server of email account %s offers no IDLE: it is polled",
                     due.account_id,

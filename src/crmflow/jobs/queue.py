@@ -219,7 +219,7 @@ async def listen_for_pushes(
                     await conn.execute(f"LISTEN {DUE_CHANNEL}")
                     async for _notice in conn.notifies():
                         wanted.set()
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # never a dead listener: the next try
                 _log.warning(
                     "listening for push notifications failed (%s); retrying in %.0f s",
                     type(exc).__name__,

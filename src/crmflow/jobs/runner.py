@@ -248,23 +248,29 @@ class InProcessRunner:
         batch. A failure to read the schedule is logged and retried.
         """
         running: set[asyncio.Task[Outcome]] = set()
-        housekeeping: asyncio.Task[Cleanup | None] | None = None
+        housekeeping: asyncio.Task[None] | None = None
 
         def ended(task: asyncio.Task[Outcome]) -> None:
             running.discard(task)
             self._woken.set()
+            if not task.cancelled() and task.exception() is not None:
+                # run_claimed turns a sync's crash into an outcome: this is
+                # the schedule's own write failing (its claim then lapses)
+                _log.error(
+                    "recording a scheduled sync failed", exc_info=task.exception()
+                )
 
         try:
             while True:
                 # cleared before looking: a wake during the look is kept
                 self._woken.clear()
                 if housekeeping is None or housekeeping.done():
-                    # beside the syncs, never in their way
-                    housekeeping = asyncio.create_task(self._cleanup())
+                    # beside the syncs, never in their way: the token sweep
+                    # (each minute) and the cleanup (each hour)
+                    housekeeping = asyncio.create_task(self._housekeeping())
                 free = self._concurrency - len(running)
                 if free > 0:
                     try:
-                        await self.scheduler.sweep_tokens()
                         claimed = await self.scheduler.claim_due(limit=free)
                     except Exception:
                         _log.exception(
@@ -285,12 +291,15 @@ class InProcessRunner:
                 each.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _cleanup(self) -> Cleanup | None:
+    async def _housekeeping(self) -> None:
         try:
-            return await self.scheduler.cleanup()
+            await self.scheduler.sweep_tokens()
+        except Exception:
+            _log.exception("the token sweep failed; it runs again in a minute")
+        try:
+            await self.scheduler.cleanup()
         except Exception:
             _log.exception("cleanup failed; it runs again in an hour")
-            return None
 
     def start(self) -> None:
         """Run the loop as a task of the running event loop."""

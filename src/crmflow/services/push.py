@@ -374,6 +374,12 @@ async def receive_google_calendar(
     """
     if not channel_id or not message_number or not message_number.isdigit():
         result = Delivery.UNKNOWN
+    elif not await _any_genuine(
+        system_db, ProviderKey.GOOGLE, [(channel_id, token or "")]
+    ):
+        # refused without the write lock: forged traffic never queues
+        # behind (or holds up) the syncs
+        result = Delivery.UNKNOWN
     else:
         async with system_db.admin(write_lock=True) as session:
             result = await PushInbox(session).receive(
@@ -391,6 +397,15 @@ async def receive_google_calendar(
 
 #: the longest validation token echoed (Graph's are about 200 characters)
 MAX_VALIDATION_TOKEN = 2048
+#: notifications read from one Graph POST, at most (Graph sends far fewer)
+MAX_ITEMS = 1000
+
+
+async def _any_genuine(
+    system_db: Database, provider: ProviderKey, claims: list[tuple[str, str]]
+) -> set[str]:
+    async with system_db.admin() as session:
+        return await PushInbox(session).genuine(provider.value, claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,16 +433,21 @@ def _items(body: Any) -> list[Mapping[str, Any]]:
     value = body.get("value") if isinstance(body, dict) else None
     if not isinstance(value, list) or not value:
         raise MalformedNotification('expected {"value": [...]}')
+    if len(value) > MAX_ITEMS:
+        raise MalformedNotification(f"at most {MAX_ITEMS} notifications per POST")
     if not all(isinstance(item, dict) for item in value):
         raise MalformedNotification("every notification must be an object")
     return value
 
 
-def change_digest(item: Mapping[str, Any]) -> str:
+def change_digest(item: Mapping[str, Any]) -> str | None:
     """What identifies one change: the subscription, the kind of change, the
-    item and its version (its ``@odata.etag``)."""
+    item and its version (its ``@odata.etag``); None without a version (two
+    changes of the item could not be told apart)."""
     data = item.get("resourceData")
     data = data if isinstance(data, dict) else {}
+    if not data.get("@odata.etag"):
+        return None
     key = "|".join(
         str(part)
         for part in (
@@ -454,34 +474,45 @@ async def receive_graph(
     """
     items = _items(body)
     at = now or _utcnow()
-    results: list[Delivery] = []
-    async with system_db.admin(write_lock=True) as session:
-        inbox = PushInbox(session)
-        for item in items:
-            subscription = item.get("subscriptionId")
-            state = item.get("clientState")
-            if not isinstance(subscription, str) or not isinstance(state, str):
-                results.append(Delivery.UNKNOWN)
-            elif isinstance(event := item.get("lifecycleEvent"), str):
-                results.append(
-                    await inbox.lifecycle(
+    claims = [
+        (str(item.get("subscriptionId")), str(item.get("clientState")))
+        for item in items
+        if isinstance(item.get("subscriptionId"), str)
+        and isinstance(item.get("clientState"), str)
+    ]
+    genuine = await _any_genuine(system_db, ProviderKey.MICROSOFT, claims)
+    results: list[Delivery] = [Delivery.UNKNOWN] * len(items)
+    # the write lock only for the items that passed; in subscription order,
+    # so two POSTs lock the same rows in the same order on PostgreSQL
+    todo = sorted(
+        (
+            (str(item["subscriptionId"]), n)
+            for n, item in enumerate(items)
+            if item.get("subscriptionId") in genuine
+        ),
+    )
+    if todo:
+        async with system_db.admin(write_lock=True) as session:
+            inbox = PushInbox(session)
+            for subscription, n in todo:
+                item = items[n]
+                state = str(item["clientState"])
+                if isinstance(event := item.get("lifecycleEvent"), str):
+                    results[n] = await inbox.lifecycle(
                         ProviderKey.MICROSOFT.value,
                         subscription_id=subscription,
                         client_state=state,
                         event=event,
                         now=at,
                     )
-                )
-            else:
-                results.append(
-                    await inbox.change(
+                else:
+                    results[n] = await inbox.change(
                         ProviderKey.MICROSOFT.value,
                         subscription_id=subscription,
                         client_state=state,
                         digest=change_digest(item),
                         now=at,
                     )
-                )
     for result in results:
         WEBHOOK_DELIVERIES.labels("microsoft", result.value).inc()
     return GraphBatch(tuple(results))

@@ -197,6 +197,32 @@ class PushInbox:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
 
+    async def genuine(self, provider: str, claims: list[tuple[str, str]]) -> set[str]:
+        """Which of ``(channel id, token)`` claims name a channel with that
+        token (a read, no lock: receivers take the write lock only for
+        notifications that pass this; :meth:`receive` and the others check
+        again under it)."""
+        ids = sorted({channel for channel, _token in claims})
+        if not ids:
+            return set()
+        rows = await self._s.execute(
+            select(
+                models.PushChannel.channel_id, models.PushChannel.token_sha256
+            ).where(
+                models.PushChannel.provider == provider,
+                models.PushChannel.channel_id.in_(ids),
+            )
+        )
+        stored: dict[str, str] = {row[0]: row[1] for row in rows.all()}
+        return {
+            channel
+            for channel, token in claims
+            if channel in stored
+            and hmac.compare_digest(
+                hashlib.sha256(token.encode()).hexdigest(), stored[channel]
+            )
+        }
+
     async def _genuine(
         self, provider: str, channel_id: str, token: str | None
     ) -> models.PushChannel | None:
@@ -256,21 +282,23 @@ class PushInbox:
         *,
         subscription_id: str,
         client_state: str | None,
-        digest: str,
+        digest: str | None,
         now: dt.datetime,
     ) -> Delivery:
         """Check one Graph change notification and act on it.
 
         ``digest`` identifies the change (the item and its version): one seen
-        among the latest :data:`RECENT_KEPT` is a replay.
+        among the latest :data:`RECENT_KEPT` is a replay. None (a change
+        without a version) is always acted on.
         """
         row = await self._genuine(provider, subscription_id, client_state)
         if row is None:
             return Delivery.UNKNOWN
-        recent = row.recent.split()
-        if digest in recent:
-            return Delivery.REPLAYED
-        row.recent = " ".join([*recent[-(RECENT_KEPT - 1) :], digest])
+        if digest is not None:
+            recent = row.recent.split()
+            if digest in recent:
+                return Delivery.REPLAYED
+            row.recent = " ".join([*recent[-(RECENT_KEPT - 1) :], digest])
         await self._due_now(row, now)
         return Delivery.ACCEPTED
 

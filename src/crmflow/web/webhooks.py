@@ -72,13 +72,17 @@ async def microsoft(request: Request) -> Response:
             media_type="text/plain; charset=utf-8",
             headers={"X-Content-Type-Options": "nosniff"},
         )
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
         return Response(status_code=413)
-    raw = await request.body()
+    raw = bytearray()
+    async for chunk in request.stream():  # chunked bodies too: never past the cap
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            return Response(status_code=413)
     services: Services = request.app.state.services
     try:
-        batch = await receive_graph(services.system_db, json.loads(raw[:MAX_BODY]))
+        batch = await receive_graph(services.system_db, json.loads(bytes(raw)))
     except ValueError:  # not JSON, or MalformedNotification
         return Response(status_code=400)
     if batch.acted:

@@ -58,8 +58,9 @@ def _instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
-def _parsed(body: Any, what: str) -> GraphSubscription:
+def _parsed(response: httpx.Response, what: str) -> GraphSubscription:
     try:
+        body: Any = response.json()
         raw = str(body["expirationDateTime"]).replace("Z", "+00:00")
         expires = dt.datetime.fromisoformat(raw)
         if expires.tzinfo is None:
@@ -124,7 +125,7 @@ async def create_subscription(
     )
     if response.status_code not in (200, 201):
         raise _refused(response, what)
-    return _parsed(response.json(), what)
+    return _parsed(response, what)
 
 
 async def renew_subscription(
@@ -154,7 +155,7 @@ async def renew_subscription(
         return None
     if response.status_code != 200:
         raise _refused(response, what)
-    return _parsed(response.json(), what)
+    return _parsed(response, what)
 
 
 async def delete_subscription(
