@@ -346,7 +346,10 @@ class CalendarSync:
         """
         db = self._deps.db
         now = self._clock()
-        async with db.tenant(ctx) as session:
+        # write-locked: on SQLite a read-then-write transaction that raced
+        # another run's lease would fail ("database is locked") instead of
+        # seeing the lease taken
+        async with db.tenant(ctx, write_lock=True) as session:
             store = CalendarAccountStore(session)
             account = await store.get(account_id)
             if not account.is_enabled or account.integration_id is None:

@@ -298,7 +298,10 @@ class MailService:
         """
         db = self._deps.db
         now = self._clock()
-        async with db.tenant(ctx) as session:
+        # write-locked: on SQLite a read-then-write transaction that raced
+        # another one's lease would fail ("database is locked") instead of
+        # seeing the lease taken
+        async with db.tenant(ctx, write_lock=True) as session:
             store = MailStore(session, self._blobs)
             account = await store.account(account_id)
             if not await store.acquire_lease(account_id, _utcnow(), _utcnow() + LEASE):
