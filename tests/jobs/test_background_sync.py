@@ -116,6 +116,50 @@ async def test_a_failing_mailbox_backs_off_and_recovers(
     assert (entry.failures, entry.last_error) == (0, None)
 
 
+async def test_a_rate_limit_longer_than_the_back_off_is_waited_for(
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """A provider that asks for 15 minutes (longer than a worker may wait
+    inside a run) gets them: the run fails at once and the schedule does not
+    try again before the provider's Retry-After, although its own back-off
+    after a first failure is one minute."""
+    ctx = tenants.alice.ctx
+    google = await connect_google(flow, sandbox, calendar_sync, ctx, ALICE)
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    asked = dt.timedelta(minutes=15)
+    for api in ("calendar", "gmail"):
+        await sandbox.add_fault(
+            "google",
+            kind="rate_limit_429",
+            api=api,
+            retry_after_s=asked.total_seconds(),
+            count=1,
+        )
+    assert await runner.tick() == {Outcome.FAILED: 2}
+    (run,) = await calendar_sync.runs(ctx, google.account.id)
+    assert run.errors[0].code == "rate_limited"
+    assert "slow down" in run.errors[0].message
+    for kind, account_id in (
+        (SyncKind.CALENDAR, google.account.id),
+        (SyncKind.MAIL, mailbox.id),
+    ):
+        entry = await _schedule(admin_db, kind, account_id)
+        assert entry.failures == 1
+        assert entry.next_sync_at == clock.now + asked  # not + MIN_RETRY
+
+    clock.advance(MIN_RETRY)
+    assert await runner.tick() == {}  # the back-off alone would run now
+    clock.advance(asked - MIN_RETRY)
+    assert await runner.tick() == {Outcome.OK: 2}
+
+
 async def test_two_runners_never_sync_the_same_account_twice(
     flow: Flow,
     sandbox: Sandbox,

@@ -127,8 +127,12 @@ class SyncError:
     ical_uid: str | None = None
     title: str | None = None
     #: a machine-readable reason where the user can act on it: ``mass_delete``
-    #: (confirm the deletion), ``reconnect`` (the grant is gone)
+    #: (confirm the deletion), ``reconnect`` (the grant is gone); and
+    #: ``rate_limited`` (the provider asked to slow down)
     code: str | None = None
+    #: how long the provider asked crmflow to wait (its ``Retry-After``),
+    #: in seconds: the schedule does not try again sooner
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

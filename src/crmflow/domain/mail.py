@@ -348,5 +348,8 @@ class MailSyncResult:
     removed: int = 0
     #: None on success; else what went wrong, in words a user can act on
     error: str | None = None
+    #: the provider's ``Retry-After`` when it refused the sync for a rate
+    #: limit, in seconds: the schedule does not try again sooner
+    retry_after_s: float | None = None
     #: the cursor had expired and the window was listed again
     resynced: bool = False

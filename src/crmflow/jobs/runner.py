@@ -32,7 +32,7 @@ from crmflow.connections.service import Integrations
 from crmflow.domain.schedule import Schedule
 from crmflow.errors import CrmflowError
 from crmflow.jobs.idle import IdleListeners
-from crmflow.jobs.tasks import Outcome, SyncTasks
+from crmflow.jobs.tasks import Outcome, SyncTasks, TaskResult
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
@@ -55,6 +55,9 @@ SWEEP_EVERY = dt.timedelta(minutes=1)
 SWEEP_LIMIT = 200
 #: housekeeping (expired OAuth flows, unnamed attachment files) runs this often
 CLEANUP_EVERY = dt.timedelta(hours=1)
+#: the longest a provider's ``Retry-After`` holds back an account's next
+#: scheduled try (a mistaken header must not stop its sync for days)
+MAX_RETRY_AFTER = dt.timedelta(hours=6)
 
 
 def _utcnow() -> dt.datetime:
@@ -178,22 +181,29 @@ class SyncScheduler:
     async def run_claimed(self, due: DueAccount) -> Outcome:
         """Run a claimed account's sync and record how it went."""
         try:
-            outcome = await self._tasks.run(due)
+            result = await self._tasks.run(due)
         except Exception:
             # a bug, not a provider failure (those are outcomes): log it and
             # back off like a failure, so it is no hot loop
             _log.exception("scheduled %s sync of %s crashed", due.kind, due.account_id)
-            outcome = Outcome.FAILED
+            result = TaskResult(Outcome.FAILED)
+        now = self._clock()
         async with self._db.admin() as session:
             await ScheduleStore(session).finish(
                 due.kind,
                 due.account_id,
-                ok=outcome is not Outcome.FAILED,
+                ok=result.outcome is not Outcome.FAILED,
                 schedule=self._schedule,
-                now=self._clock(),
+                now=now,
                 rand=self._rand(),
+                not_before=(
+                    now
+                    + min(dt.timedelta(seconds=result.retry_after_s), MAX_RETRY_AFTER)
+                    if result.retry_after_s
+                    else None
+                ),
             )
-        return outcome
+        return result.outcome
 
 
 class InProcessRunner:

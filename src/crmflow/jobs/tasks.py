@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 
 from crmflow.domain.calendar_accounts import RunStatus, SyncType
 from crmflow.errors import CrmflowError, NotFound, ValidationFailed
@@ -36,6 +37,16 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """A scheduled sync's outcome, and the provider's wish after a rate limit."""
+
+    outcome: Outcome
+    #: the provider's ``Retry-After`` in seconds (a rate-limited failure):
+    #: the schedule waits at least this long before the next try
+    retry_after_s: float | None = None
+
+
 class SyncTasks:
     """Runs scheduled syncs through the calendar and mail services."""
 
@@ -51,7 +62,7 @@ class SyncTasks:
         self._mail = mail
         self._push = push
 
-    async def sync_calendar(self, due: DueAccount) -> Outcome:
+    async def sync_calendar(self, due: DueAccount) -> TaskResult:
         """One scheduled run of a calendar account."""
         try:
             run = await self._calendar.sync(
@@ -60,11 +71,12 @@ class SyncTasks:
                 sync_type=SyncType.WEBHOOK if due.pushed else SyncType.SCHEDULED,
             )
         except SyncInProgress:
-            return Outcome.BUSY
+            return TaskResult(Outcome.BUSY)
         except (NotFound, ValidationFailed):
-            return Outcome.SKIPPED
+            return TaskResult(Outcome.SKIPPED)
         if run.status is RunStatus.FAILED:
-            return Outcome.FAILED
+            asked = [e.retry_after_s for e in run.errors if e.retry_after_s]
+            return TaskResult(Outcome.FAILED, max(asked, default=None))
         if self._push is not None:
             try:
                 await self._push.ensure(due.ctx, due.account_id)
@@ -73,18 +85,18 @@ class SyncTasks:
                 _log.warning(
                     "no push channel for calendar account %s: %s", due.account_id, exc
                 )
-        return Outcome.OK
+        return TaskResult(Outcome.OK)
 
-    async def sync_mailbox(self, due: DueAccount) -> Outcome:
+    async def sync_mailbox(self, due: DueAccount) -> TaskResult:
         """One scheduled sync of a mailbox."""
         try:
             result = await self._mail.sync(due.ctx, due.account_id)
         except MailSyncInProgress:
-            return Outcome.BUSY
+            return TaskResult(Outcome.BUSY)
         except (NotFound, ValidationFailed):
-            return Outcome.SKIPPED
+            return TaskResult(Outcome.SKIPPED)
         if result.error:
-            return Outcome.FAILED
+            return TaskResult(Outcome.FAILED, result.retry_after_s)
         if self._push is not None:
             try:
                 account = await self._mail.account(due.ctx, due.account_id)
@@ -96,15 +108,18 @@ class SyncTasks:
                     due.account_id,
                     exc,
                 )
-        return Outcome.OK
+        return TaskResult(Outcome.OK)
 
-    async def run(self, due: DueAccount) -> Outcome:
+    async def run(self, due: DueAccount) -> TaskResult:
         """The scheduled sync of ``due``, whatever its kind."""
         if due.kind is SyncKind.CALENDAR:
-            outcome = await self.sync_calendar(due)
+            result = await self.sync_calendar(due)
         else:
-            outcome = await self.sync_mailbox(due)
+            result = await self.sync_mailbox(due)
         _log.info(
-            "scheduled %s sync of account %s: %s", due.kind, due.account_id, outcome
+            "scheduled %s sync of account %s: %s",
+            due.kind,
+            due.account_id,
+            result.outcome,
         )
-        return outcome
+        return result

@@ -1,7 +1,7 @@
 """One retry policy for every provider API call: rate limits and passing faults.
 
 :class:`RetryTransport` wraps the httpx transport the adapters use (Google
-Calendar and Gmail, Microsoft Graph). A request is tried again when the
+Calendar and Gmail, Microsoft Graph, CalDAV). A request is tried again when the
 provider said "not now":
 
 * 429, and 403 whose Google error reason is ``rateLimitExceeded`` or
@@ -49,12 +49,17 @@ from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["RetryPolicy", "RetryTransport", "retry_after_s"]
+__all__ = ["RetryPolicy", "RetryTransport", "parse_retry_after", "retry_after_s"]
 
 
 def retry_after_s(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (delta-seconds, fractional allowed, or an HTTP date)."""
-    value = response.headers.get("Retry-After")
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header value in seconds from now (None: absent or
+    unreadable)."""
     if not value:
         return None
     try:
@@ -198,13 +203,23 @@ class RetryTransport(httpx.AsyncBaseTransport):
             return _is_rate_limit_403(response)
         return status in TRANSIENT and request.method in IDEMPOTENT
 
-    def for_client(self) -> httpx.AsyncBaseTransport:
+    def for_client(
+        self, *, verify: ssl.SSLContext | None = None
+    ) -> httpx.AsyncBaseTransport:
         """A transport for one client: this policy (and its per-user slots),
         with a connection pool of the client's own when this one has no inner
-        transport, closed when the client closes."""
+        transport, closed when the client closes.
+
+        Args:
+            verify: the TLS settings of that pool (a CalDAV server's extra CA
+                file); None: the shared system trust. An inner transport
+                passed in at construction keeps its own.
+        """
         if self._own_inner:
             return _ClientTransport(
-                self, httpx.AsyncHTTPTransport(verify=shared_ssl_context()), own=True
+                self,
+                httpx.AsyncHTTPTransport(verify=verify or shared_ssl_context()),
+                own=True,
             )
         return _ClientTransport(self, self._inner, own=False)
 

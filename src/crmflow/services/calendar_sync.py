@@ -470,9 +470,9 @@ class CalendarSync:
             username,
             password,
             extra_ca_file=self._deps.settings.extra_ca_file,
-            # its own client: TLS trust includes CRMFLOW_EXTRA_CA_FILE, which a
-            # shared transport would not carry (no retry policy for CalDAV)
-            transport=self._deps.transport,
+            # the retry policy of every provider call, over a connection pool
+            # that trusts CRMFLOW_EXTRA_CA_FILE too
+            transport=self._integrations.api_transport,
         )
 
     async def _run(
@@ -620,7 +620,14 @@ def _failure(exc: CrmflowError, account: CalendarAccountInfo) -> SyncError:
             "reconnect the account in Settings -> Integrations. " + str(exc),
             code="reconnect",
         )
-    if isinstance(exc, RateLimited | TransientProviderError):
+    if isinstance(exc, RateLimited):
+        return SyncError(
+            f"{name} asked crmflow to slow down; nothing was lost and the next "
+            f"sync continues where this one stopped. ({exc})",
+            code="rate_limited",
+            retry_after_s=exc.retry_after_s,
+        )
+    if isinstance(exc, TransientProviderError):
         return SyncError(
             f"{name} could not be reached or asked us to slow down; nothing was "
             f"lost and the next sync continues where this one stopped. ({exc})"

@@ -335,7 +335,13 @@ class MailService:
                 )
         except CrmflowError as exc:
             error = _words(exc, account)
-            result = dataclasses.replace(result, error=error)
+            result = dataclasses.replace(
+                result,
+                error=error,
+                retry_after_s=(
+                    exc.retry_after_s if isinstance(exc, RateLimited) else None
+                ),
+            )
         finally:
             async with db.tenant(ctx) as session:
                 await MailStore(session, self._blobs).finish_sync(

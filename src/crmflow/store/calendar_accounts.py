@@ -86,7 +86,11 @@ def _run_info(row: models.CalendarSyncLog) -> SyncRunInfo:
         conflicts=row.conflicts,
         errors=tuple(
             SyncError(
-                e.get("message", ""), e.get("ical_uid"), e.get("title"), e.get("code")
+                e.get("message", ""),
+                e.get("ical_uid"),
+                e.get("title"),
+                e.get("code"),
+                e.get("retry_after_s"),
             )
             for e in row.errors
         ),
@@ -361,6 +365,7 @@ class CalendarAccountStore:
                 "ical_uid": e.ical_uid,
                 "title": e.title,
                 "code": e.code,
+                **({"retry_after_s": e.retry_after_s} if e.retry_after_s else {}),
             }
             for e in run.errors
         ]

@@ -210,9 +210,13 @@ class ScheduleStore:
         schedule: Schedule,
         now: dt.datetime,
         rand: float,
+        not_before: dt.datetime | None = None,
     ) -> dt.datetime:
         """Record a scheduled run's outcome; returns when the account is due
         next by its schedule.
+
+        ``not_before``: a failed run is not tried again before this instant
+        (the provider's ``Retry-After``), even when the back-off is shorter.
 
         A push notification that came in while the run was under way (it
         may have missed the change) keeps the account due now: one UPDATE
@@ -230,6 +234,8 @@ class ScheduleStore:
             if ok
             else schedule.after_failure(now, failures, rand)
         )
+        if not ok and not_before is not None and not_before > when:
+            when = not_before
         await self._s.execute(
             update(table)
             .where(table.id == account_id)

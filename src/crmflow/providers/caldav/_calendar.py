@@ -68,6 +68,7 @@ from crmflow.domain.calendar import (
     Written,
 )
 from crmflow.domain.secret import Secret
+from crmflow.providers._retry import RetryTransport, parse_retry_after
 from crmflow.providers._tls import cause, client_context, require_safe_transport
 from crmflow.providers.base import (
     AuthError,
@@ -206,7 +207,10 @@ class CalDAVCalendar(CalendarProvider):
         get_many_limit: most hrefs per ``calendar-multiget`` (None: any;
             answers passing ``MAX_REPORT_BYTES`` are split either way).
         transport: an httpx transport (tests inject a counting or mock one);
-            closing the object closes it, as httpx clients do.
+            closing the object closes it, as httpx clients do. A
+            :class:`~crmflow.providers._retry.RetryTransport` (the
+            services') adds the retry policy and keeps its inner transport
+            open.
 
     Raises:
         ValidationFailed: a malformed URL, or ``http://`` to a non-loopback host.
@@ -299,11 +303,16 @@ class CalDAVCalendar(CalendarProvider):
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            transport = self._transport
+            if isinstance(transport, RetryTransport):
+                # the deployment's retry policy over a pool with this
+                # server's TLS trust (CRMFLOW_EXTRA_CA_FILE included)
+                transport = transport.for_client(verify=self._verify)
             self._client = httpx.AsyncClient(
                 verify=self._verify,
                 timeout=httpx.Timeout(self._timeout_s),
                 follow_redirects=False,
-                transport=self._transport,
+                transport=transport,
             )
         return self._client
 
@@ -669,8 +678,11 @@ class CalDAVCalendar(CalendarProvider):
         if status == 412:
             return PreconditionFailed(f"{self._what}: the item changed (HTTP 412).")
         if status == 429:
-            retry = response.headers.get("Retry-After", "")
-            return RateLimited(float(retry) if retry.isdigit() else None)
+            return RateLimited(
+                parse_retry_after(response.headers.get("Retry-After")),
+                f"{self._what} asks crmflow to slow down (HTTP 429); the sync "
+                "tries again later.",
+            )
         if status >= 500:
             return TransientProviderError(
                 f"{self._what} failed with HTTP {status}; crmflow tries again later."
