@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from crmflow.domain.calendar_accounts import CalendarAccountInfo, SyncType
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
@@ -26,6 +27,7 @@ from crmflow.jobs.tasks import Outcome
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
 from crmflow.services.push import MICROSOFT_PATH
+from crmflow.store import models
 from crmflow.store.db import Database
 from crmflow.store.schedule import ScheduleStore, SyncKind
 from tests.connections.conftest import Flow
@@ -370,3 +372,44 @@ async def test_a_subscription_near_its_end_is_renewed_and_deleted_with_its_accou
     await calendar_sync.remove_account(ctx, account.id)
     assert await _subscriptions(sandbox) == []
     assert len(await sandbox.requests("graph.subscriptions.delete")) == 1
+
+
+async def test_disconnecting_deletes_the_subscriptions_before_the_grant_goes(
+    served: str,
+    web: httpx.AsyncClient,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    tenants,
+) -> None:
+    """Once the grant is revoked crmflow cannot delete a subscription, and
+    Graph would keep notifying for days: disconnecting deletes them first,
+    the mail integration's only its mailbox's."""
+    ctx = tenants.alice.ctx
+    await _connect_calendar(flow, calendar_sync, ctx)
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE, ProviderKey.MICROSOFT)
+    assert await runner.tick() == {Outcome.OK: 2}
+    events = await _subscription(sandbox, "events")
+    assert (await _subscription(sandbox, "messages"))["id"] != events["id"]
+
+    gone = await web.delete(
+        "/api/integrations/mail",
+        params={"provider": "microsoft"},
+        headers=tenants.alice.headers,
+    )
+    assert gone.status_code == 200, gone.text
+    assert [s["id"] for s in await _subscriptions(sandbox)] == [events["id"]]
+    (deleted,) = await sandbox.requests("graph.subscriptions.delete")
+    assert deleted["status"] == 204
+    async with admin_db.admin() as session:
+        left = await session.scalars(
+            select(models.PushChannel.email_account_id).where(
+                models.PushChannel.email_account_id.is_not(None)
+            )
+        )
+        assert list(left) == []
+    # the mailbox is kept, detached, as before
+    assert (await mail.account(ctx, mailbox.id)).integration_id is None

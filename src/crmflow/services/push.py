@@ -23,7 +23,9 @@ channels, Graph subscriptions and the webhook receivers.
   make the account due as well, and its run renews or recreates the
   subscription. The answer is immediate: no sync runs in the request.
 * :meth:`PushChannels.release` stops an account's channels at the provider
-  before the account is removed.
+  before the account is removed; :meth:`PushChannels.disconnect` stops the
+  channels of every calendar and mailbox of an integration, while its tokens
+  still work, then disconnects it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from crmflow.connections.service import Integrations
+from crmflow.connections.service import DisconnectResult, Integrations
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.mail import EmailAccountInfo
 from crmflow.domain.secret import Secret
@@ -355,6 +357,32 @@ class PushChannels:
             )
             await self._stop(ctx, [channel], access)
         return len(channels)
+
+    async def disconnect(
+        self,
+        ctx: TenantContext,
+        kind: IntegrationKind,
+        provider: ProviderKey | None = None,
+    ) -> DisconnectResult:
+        """Disconnect an integration (:meth:`Integrations.disconnect`) after
+        stopping the push channels of its calendars and mailboxes.
+
+        The channels go first: once the grant is revoked crmflow can no
+        longer ask Google or Graph to stop them, and a Graph subscription
+        would keep sending notifications for up to three days. Stopping is
+        best effort, as for :meth:`release`; the rows go either way.
+
+        Raises:
+            NotFound, AmbiguousIntegration: as :meth:`Integrations.disconnect`.
+        """
+        view = await self._integrations.get_integration(ctx, kind, provider)
+        info = view.info
+        async with self._deps.db.tenant(ctx) as session:
+            channels = await PushChannelStore(session).of_integration(info.id)
+        if channels:
+            access = self._integrations.token_source(ctx, info.kind, info.provider)
+            await self._stop(ctx, channels, access)
+        return await self._integrations.disconnect(ctx, kind, info.provider)
 
 
 async def receive_google_calendar(

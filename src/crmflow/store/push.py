@@ -23,7 +23,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.secret import Secret
@@ -156,6 +156,28 @@ class PushChannelStore:
     ) -> ChannelInfo:
         """Record a renewed channel's new end."""
         return await self.confirm(channel_row_id, None, expires_at)
+
+    async def of_integration(self, integration_id: uuid.UUID) -> list[ChannelInfo]:
+        """The channels of every calendar and mailbox synced through one
+        integration, oldest first."""
+        calendars = select(models.CalendarAccount.id).where(
+            models.CalendarAccount.integration_id == integration_id
+        )
+        mailboxes = select(models.EmailAccount.id).where(
+            models.EmailAccount.integration_id == integration_id
+        )
+        rows = await self._s.scalars(
+            select(models.PushChannel)
+            .where(
+                or_(
+                    models.PushChannel.calendar_account_id.in_(calendars),
+                    models.PushChannel.email_account_id.in_(mailboxes),
+                ),
+                *self._mine(),
+            )
+            .order_by(models.PushChannel.created_at)
+        )
+        return [_info(r) for r in rows]
 
     async def remove(self, channel_row_id: uuid.UUID) -> None:
         await self._s.execute(

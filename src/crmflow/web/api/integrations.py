@@ -61,6 +61,7 @@ from crmflow.providers.base import (
     RateLimited,
     TransientProviderError,
 )
+from crmflow.services.push import PushChannels
 from crmflow.store.integrations import IntegrationEvent, IntegrationStatus
 from crmflow.web.api.schemas import Strict
 from crmflow.web.deps import TenantDep
@@ -475,8 +476,11 @@ async def disconnect(
     provider: ProviderQuery = None,
 ) -> DisconnectOut:
     """Disconnect: revoke at the provider where it can, delete the tokens, keep
-    dependent mail and calendar accounts detached, record an audit event."""
-    return DisconnectOut.of(await integrations.disconnect(ctx, kind, provider))
+    dependent mail and calendar accounts detached (their push channels
+    stopped first), record an audit event."""
+    return DisconnectOut.of(
+        await PushChannels(integrations).disconnect(ctx, kind, provider)
+    )
 
 
 @router.get("/organization/oauth-clients", response_model=list[OAuthClientOut])

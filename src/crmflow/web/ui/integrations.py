@@ -60,6 +60,7 @@ from crmflow.providers.base import (
 )
 from crmflow.providers.caldav import CALENDAR_PRESETS, CalendarPreset
 from crmflow.providers.imap import MAIL_PRESETS, MailPreset, MailServer, Security
+from crmflow.services.push import PushChannels
 from crmflow.store.integrations import (
     IntegrationEvent,
     IntegrationEventInfo,
@@ -686,7 +687,7 @@ async def disconnect(
     view = _find(views, integration_id)
     if text(await request.form(), "confirm") != "yes":
         return _disconnect_page(request, viewer, view, views)
-    result = await integrations.disconnect(
+    result = await PushChannels(integrations).disconnect(
         viewer.ctx, view.info.kind, view.info.provider
     )
     flash(request, result.message)
