@@ -708,6 +708,30 @@ async def test_idle_reports_mail_that_came_after_the_last_fetch(env):
     assert time.monotonic() - started < 2
 
 
+async def test_idle_reports_mail_that_came_between_two_connections(env):
+    """A listener opens a new connection (a new object) for each IDLE: given
+    the state the previous one left, it reports mail delivered in between.
+    After a change that state is read again, so the change itself is not
+    reported twice."""
+    bob = env.account()
+    first = env.mailbox(bob)
+    async with waiting_for_change(first, WAIT_S) as waiting:
+        await eventually(lambda: idling(bob.address), "the IDLE session")
+        env.deliver(bob, "heard")
+        assert await waiting is True
+
+    quiet = env.mailbox(bob)
+    quiet.expect_inbox(first.inbox_state)
+    assert await quiet.wait_for_change(0.3) is False  # "heard" is not news
+
+    env.deliver(bob, "in between")
+    second = env.mailbox(bob)
+    second.expect_inbox(quiet.inbox_state)
+    assert await second.wait_for_change(0.3) is True
+    # without the previous state nothing tells: IDLE hears no change
+    assert await env.mailbox(bob).wait_for_change(0.3) is False
+
+
 async def test_cancelled_idle_still_ends_cleanly(env):
     bob = env.account()
     async with waiting_for_change(env.mailbox(bob), WAIT_S) as waiting:

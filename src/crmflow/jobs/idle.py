@@ -13,9 +13,10 @@ A connection that fails (a server down) is retried after a growing pause
 (1, 2, 4 … seconds, at most :data:`RETRY_MAX_S`), never in a hot loop; a
 refused sign-in (a changed password) waits :data:`RETRY_MAX_S` each time, so
 the listener never gets the account locked; the scheduled sync reports the
-failure to the user. A listener's connection has no record of the last
-sync's INBOX, so mail that lands between two IDLEs waits for the next
-change or the schedule. Every
+failure to the user. Each connection compares INBOX with how the previous
+one left it (UIDVALIDITY, UIDNEXT, EXISTS, HIGHESTMODSEQ), so mail that lands
+between two IDLEs, or while the server was unreachable, starts a sync as soon
+as the listener is back. Every
 :data:`REFRESH_S` the set of mailboxes is read again: new ones get a
 listener, removed or disconnected ones lose theirs.
 
@@ -37,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from crmflow.errors import NotFound
 from crmflow.providers.base import AuthError
+from crmflow.providers.imap import InboxState
 from crmflow.services.mail import MailService
 from crmflow.store.db import Database
 from crmflow.store.schedule import DueAccount, ScheduleStore, SyncKind
@@ -125,6 +127,9 @@ class IdleListeners:
 
     async def _listen(self, due: DueAccount) -> None:
         failures = 0
+        #: INBOX as the previous wait left it: the next connection compares
+        #: (mail that landed between two IDLEs, or during an outage, counts)
+        seen: InboxState | None = None
         assert self._pool is not None  # noqa: S101 - made by run_forever
         while True:
             try:
@@ -132,10 +137,12 @@ class IdleListeners:
                 if mailbox is None:
                     self._polled.add(due.account_id)
                     return
+                mailbox.expect_inbox(seen)
                 began = time.monotonic()
                 changed = await mailbox.wait_for_change(
                     self._idle_s, executor=self._pool
                 )
+                seen = mailbox.inbox_state
                 if changed:
                     await self._changed(due.account_id)
             except NotFound:

@@ -16,7 +16,7 @@ Public surface:
 
 from __future__ import annotations
 
-from crmflow.providers.imap._mailbox import ImapMailbox
+from crmflow.providers.imap._mailbox import ImapMailbox, InboxState
 from crmflow.providers.imap._verify import (
     DEFAULT_TIMEOUT_S,
     ImapLogin,
@@ -37,6 +37,7 @@ __all__ = [
     "MAIL_PRESETS",
     "ImapLogin",
     "ImapMailbox",
+    "InboxState",
     "MailPreset",
     "MailServer",
     "Security",

@@ -210,6 +210,11 @@ class _Selected:
     highestmodseq: int | None
 
 
+#: a mailbox's INBOX state (UIDVALIDITY, UIDNEXT, EXISTS, HIGHESTMODSEQ), to
+#: tell whether it changed between two connections
+InboxState = _Selected
+
+
 @dataclass(slots=True)
 class _FolderPlan:
     """What one fetch reads from one folder."""
@@ -649,17 +654,19 @@ class _Session:
 
     def wait(
         self, baseline: _Selected | None, timeout_s: float, stop: threading.Event
-    ) -> bool:
+    ) -> tuple[bool, _Selected]:
         """IDLE on INBOX until it changes, ``timeout_s`` passes or ``stop`` is set.
 
         True at once when INBOX differs from ``baseline``; False at once when
-        the server does not offer IDLE.
+        the server does not offer IDLE. Also returns INBOX's state at the
+        end (after a change: read again once IDLE is done), the baseline of
+        the next wait.
         """
         selected = self.select(_INBOX, readonly=True)
         if baseline is not None and selected != baseline:
-            return True
+            return True, selected
         if "IDLE" not in self.capabilities:
-            return False
+            return False, selected
         deadline = time.monotonic() + timeout_s
         changed = False
         with self._command("waiting for new mail") as client:
@@ -680,7 +687,24 @@ class _Session:
                     raise
                 _text, responses = client.idle_done()
                 changed = changed or _changed(responses)
-        return changed
+        if changed:
+            selected = self.select(_INBOX, readonly=True)
+        return changed, selected
+
+
+async def _close_after(opening: asyncio.Future[_Session]) -> None:
+    """Log out the session of a sign-in whose caller was cancelled, before
+    the cancellation goes on: a callback would never run once the event loop
+    closes (a stopping process), and the connection would be left open."""
+    try:
+        session = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_when_open)  # cancelled again
+        return
+    except Exception:  # the sign-in failed: nothing to close
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(session.close)
 
 
 def _close_when_open(opening: asyncio.Future[_Session]) -> None:
@@ -746,7 +770,8 @@ class ImapMailbox:
         self._timeout_s = timeout_s
         self._page_size = page_size
         self._tls_context: ssl.SSLContext | None = None
-        #: INBOX as the last complete fetch found it (see wait_for_change)
+        #: INBOX as the last complete fetch or wait found it (see
+        #: wait_for_change)
         self._inbox_seen: _Selected | None = None
 
     def __repr__(self) -> str:
@@ -787,7 +812,7 @@ class ImapMailbox:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
             # the worker thread signs in all the same: log out once it has
-            opening.add_done_callback(_close_when_open)
+            await _close_after(opening)
             raise
 
     @contextlib.asynccontextmanager
@@ -937,6 +962,19 @@ class ImapMailbox:
 
     # -- listener support
 
+    @property
+    def inbox_state(self) -> InboxState | None:
+        """INBOX as the last complete fetch or wait found it (None: neither
+        ran on this object)."""
+        return self._inbox_seen
+
+    def expect_inbox(self, state: InboxState | None) -> None:
+        """Take ``state`` (another object's :attr:`inbox_state` for the same
+        mailbox) as the baseline of the next :meth:`wait_for_change`; None
+        changes nothing."""
+        if state is not None:
+            self._inbox_seen = state
+
     async def wait_for_change(
         self, timeout_s: float, *, executor: Executor | None = None
     ) -> bool:
@@ -948,9 +986,10 @@ class ImapMailbox:
 
         True when the server reports a new, removed or changed message, or
         at once when INBOX already differs from what the last complete
-        :meth:`fetch` found (so mail that arrived between that fetch and this
-        call is not missed). False when the time ran out, or at once when the
-        server does not offer IDLE (poll instead). IDLE is always ended with
+        :meth:`fetch` or wait found, or the state given to :meth:`expect_inbox`
+        (so mail that arrived between that fetch or wait and this call is not
+        missed). False when the time ran out, or at once when the server does
+        not offer IDLE (poll instead). IDLE is always ended with
         ``DONE`` and the connection logged out, also when the caller is
         cancelled (within about half a second).
 
@@ -965,7 +1004,8 @@ class ImapMailbox:
             )
         )
         try:
-            return await asyncio.shield(work)
+            changed, self._inbox_seen = await asyncio.shield(work)
+            return changed
         except asyncio.CancelledError:
             stop.set()
             with contextlib.suppress(ProviderError):
