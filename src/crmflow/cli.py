@@ -680,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--imap-idle",
         action="store_true",
         help="also hold IMAP IDLE connections (up to CRMFLOW_IMAP_IDLE_MAX) so new "
-        "mail is synced at once; give it to one worker",
+        "mail is synced at once; workers given it share the mailboxes",
     )
     p.set_defaults(func=cmd_worker)
 

@@ -22,6 +22,14 @@ listener, removed or disconnected ones lose theirs.
 
 Each waiting connection blocks one thread of the listeners' own pool (sized
 ``limit``), so the listeners never take the threads the syncs need.
+
+Several processes may listen (``crmflow worker --imap-idle`` on PostgreSQL):
+a listener starts only for a mailbox whose claim it got
+(:class:`MailboxClaims`; the workers' are PostgreSQL advisory locks,
+:class:`crmflow.jobs.queue.AdvisoryClaims`), so each mailbox has one
+connection in the deployment and the mailboxes spread over the processes, up
+to ``limit`` each. A process that stops or loses its database connection
+frees its claims, and the others take the mailboxes at their next refresh.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from crmflow.errors import NotFound
 from crmflow.providers.base import AuthError
@@ -60,6 +69,44 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class MailboxClaims(Protocol):
+    """Which process of the deployment listens to which mailbox."""
+
+    async def take(self, account_id: uuid.UUID) -> bool:
+        """Claim a mailbox for this process; False when another one has it."""
+        ...
+
+    async def release(self, account_id: uuid.UUID) -> None:
+        """Give a claimed mailbox back (nothing when it was not claimed)."""
+        ...
+
+    async def kept(self) -> bool:
+        """False once the claims taken were lost (a dropped connection):
+        every listener must stop, as another process may now listen."""
+        ...
+
+    async def close(self) -> None:
+        """Give every claim back."""
+        ...
+
+
+class OneProcess:
+    """The claims of a deployment in which one process listens (the
+    embedded default): every mailbox is this process's."""
+
+    async def take(self, account_id: uuid.UUID) -> bool:
+        return True
+
+    async def release(self, account_id: uuid.UUID) -> None:
+        return None
+
+    async def kept(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
 class IdleListeners:
     """IDLE connections to the connected IMAP mailboxes (see the module)."""
 
@@ -70,6 +117,7 @@ class IdleListeners:
         *,
         limit: int,
         on_change: Callable[[], None] | None = None,
+        claims: MailboxClaims | None = None,
         idle_s: float = IDLE_S,
         refresh_s: float = REFRESH_S,
         retry_max_s: float = RETRY_MAX_S,
@@ -81,11 +129,14 @@ class IdleListeners:
             limit: connections held at most (0: the listeners do nothing).
             on_change: called after a mailbox was made due (the in-process
                 runner's wake-up).
+            claims: shared with the deployment's other listening processes
+                (None: this process listens alone).
         """
         self._db = schedule_db
         self._mail = mail
         self._limit = limit
         self._on_change = on_change
+        self._claims: MailboxClaims = claims if claims is not None else OneProcess()
         self._idle_s = idle_s
         self._refresh_s = refresh_s
         self._retry_max_s = retry_max_s
@@ -103,24 +154,36 @@ class IdleListeners:
         """The mailboxes with a listener now."""
         return {k for k, t in self._tasks.items() if not t.done()}
 
+    def _stop_listener(self, account_id: uuid.UUID) -> None:
+        gone = self._tasks.pop(account_id)
+        gone.cancel()
+        self._stopping.add(gone)
+        gone.add_done_callback(self._stopping.discard)
+
     async def refresh(self) -> None:
         """Start listeners for new mailboxes, stop those of removed ones."""
+        if not await self._claims.kept():
+            _log.warning("IMAP IDLE claims were lost; listening again")
+            for account_id in list(self._tasks):
+                self._stop_listener(account_id)
         async with self._db.admin() as session:
             mailboxes = await ScheduleStore(session).mailboxes()
         wanted = {m.account_id: m for m in mailboxes}
         for account_id in list(self._tasks):
             if account_id not in wanted:
-                gone = self._tasks.pop(account_id)
-                gone.cancel()
-                self._stopping.add(gone)
-                gone.add_done_callback(self._stopping.discard)
+                self._stop_listener(account_id)
+                await self._claims.release(account_id)
+            elif self._tasks[account_id].done():  # polled, or gone meanwhile
+                del self._tasks[account_id]
+                await self._claims.release(account_id)
         self._polled &= set(wanted)
         for account_id, due in wanted.items():
-            task = self._tasks.get(account_id)
-            if task is not None and not task.done():
+            if account_id in self._tasks:
                 continue
             if account_id in self._polled or len(self.listening) >= self._limit:
                 continue
+            if not await self._claims.take(account_id):
+                continue  # another process listens
             self._tasks[account_id] = asyncio.create_task(
                 self._listen(due), name=f"crmflow-idle-{account_id}"
             )
@@ -204,6 +267,10 @@ class IdleListeners:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
+            try:
+                await self._claims.close()
+            except Exception:  # the claims end with their connection anyway
+                _log.warning("giving back IMAP IDLE claims failed", exc_info=True)
             # each cancelled wait ends its IDLE within about half a second
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -174,6 +174,87 @@ def queue_app(admin_url: str) -> procrastinate.App:
     return app
 
 
+#: the first key of crmflow's IMAP IDLE advisory locks ("IMAP"): the second
+#: is taken from the mailbox's id
+IDLE_LOCK_SPACE = 0x494D4150
+
+
+def _idle_lock_key(account_id: uuid.UUID) -> int:
+    return int.from_bytes(account_id.bytes[:4], "big", signed=True)
+
+
+class AdvisoryClaims:
+    """IMAP IDLE claims as PostgreSQL session advisory locks
+    (``pg_try_advisory_lock``), all on one connection of this process: a
+    worker that stops or loses that connection frees its mailboxes for the
+    others (see :mod:`crmflow.jobs.idle`).
+
+    Two ids that share a key (the first 4 bytes) are simply listened to by
+    the same worker: the locks are re-entrant within the connection.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._conninfo = conninfo(url)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._held: set[uuid.UUID] = set()
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True
+            )
+        return self._conn
+
+    async def take(self, account_id: uuid.UUID) -> bool:
+        if account_id in self._held:
+            return True  # once: a second lock would outlive the release
+        conn = await self._connection()
+        cursor = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)",
+            (IDLE_LOCK_SPACE, _idle_lock_key(account_id)),
+        )
+        row = await cursor.fetchone()
+        if row is None or not row[0]:
+            return False
+        self._held.add(account_id)
+        return True
+
+    async def release(self, account_id: uuid.UUID) -> None:
+        if account_id not in self._held:
+            return
+        self._held.discard(account_id)
+        if self._conn is not None and not self._conn.closed:
+            await self._conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s)",
+                (IDLE_LOCK_SPACE, _idle_lock_key(account_id)),
+            )
+
+    async def kept(self) -> bool:
+        if not self._held:
+            return True
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                await conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                pass
+        # the locks went with the connection
+        self._held.clear()
+        await self._drop()
+        return False
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+    async def close(self) -> None:
+        self._held.clear()
+        await self._drop()
+
+
 async def enqueue_due(app: procrastinate.App, scheduler: SyncScheduler) -> int:
     """Claim what is due now and queue a sync job each; how many."""
     queued = 0
@@ -242,8 +323,9 @@ async def run_worker(
 ) -> None:
     """Process queue jobs until SIGINT / SIGTERM (graceful: running jobs end).
 
-    ``imap_idle``: also hold IMAP IDLE connections (:mod:`crmflow.jobs.idle`);
-    give it to one worker of the deployment (two would both listen).
+    ``imap_idle``: also hold IMAP IDLE connections (:mod:`crmflow.jobs.idle`),
+    up to ``CRMFLOW_IMAP_IDLE_MAX``; the workers given it share the
+    mailboxes (:class:`AdvisoryClaims`), one connection per mailbox.
     """
     settings = services.settings
     scheduler = sync_scheduler(services, integrations)
@@ -267,6 +349,7 @@ async def run_worker(
             services.system_db,
             MailService(integrations),
             limit=settings.imap_idle_max if imap_idle else 0,
+            claims=AdvisoryClaims(settings.effective_admin_database_url),
         )
         idle.start()
         try:
