@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
 from crmflow.bootstrap import Services, start_services
 from crmflow.config import Settings, load_settings
 from crmflow.domain.tenancy import Role, TenantContext
+from crmflow.store import passwords
 from crmflow.store.crypto import generate_key_entry
 from crmflow.store.db import Database
 from crmflow.store.identity import provision_organization, provision_user
@@ -35,6 +37,34 @@ pytest_plugins = [
 ]
 
 SESSION_SECRET = "s" * 48
+
+
+class _RememberingHasher:
+    """The production argon2id hasher, remembering the hash of each password
+    it was given: the fixtures provision the same users for a thousand tests,
+    and each real hash costs about 0.1 s of CPU by design. Hashes stay real
+    (verification, logins and wrong passwords work as in production); only
+    the salt of one password is the same across tests."""
+
+    def __init__(self, inner: PasswordHasher) -> None:
+        self._inner = inner
+        self._hashes: dict[str, str] = {}
+
+    def hash(self, password: str) -> str:
+        if password not in self._hashes:
+            self._hashes[password] = self._inner.hash(password)
+        return self._hashes[password]
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        return self._inner.verify(stored_hash, password)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _remembered_password_hashes() -> Iterator[None]:
+    real = passwords._hasher
+    passwords._hasher = _RememberingHasher(real)  # type: ignore[assignment]
+    yield
+    passwords._hasher = real
 
 
 @dataclass(frozen=True)
