@@ -271,3 +271,33 @@ async def test_giving_up_on_a_down_provider_keeps_the_status(
     )
     view = await flow.integrations.get_integration(ctx, CAL, G)
     assert view.info.last_error is None
+
+
+@pytest.mark.parametrize(("provider", "token_call", "lifetime_s"), PROVIDERS)
+async def test_a_token_source_keeps_its_fresh_token_until_the_margin(
+    flow, sandbox, tenants, services, provider, token_call, lifetime_s
+):
+    """The requests of one run do not read the database for each token: a
+    source hands out the token it holds while that one is fresh, and looks
+    again (refreshing when needed) once it is within the margin."""
+    ctx = tenants.alice.ctx
+    await flow.connect(ctx, provider, CAL, EMAIL[provider])
+    source = flow.integrations.token_source(ctx, CAL, provider)
+    held = await source()
+    assert held == (await _tokens(services, ctx, provider)).access_token
+    refreshes = len(await sandbox.requests(token_call))
+
+    # ten minutes on another caller refreshes: the database has a newer
+    # token, the source keeps its own while it is fresh
+    await sandbox.advance_clock(600)
+    newer = await flow.integrations.refresh_if_needed(ctx, CAL, provider, force=True)
+    assert newer != held
+    assert await source() == held
+    await sandbox.advance_clock(lifetime_s - 600 - 121)
+    assert await source() == held
+
+    # within two minutes of its end the source looks again: the newer token
+    # is fresh, so nothing more is sent to the provider
+    await sandbox.advance_clock(2)
+    assert await source() == newer
+    assert len(await sandbox.requests(token_call)) == refreshes + 1

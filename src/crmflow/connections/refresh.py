@@ -133,12 +133,28 @@ class TokenRefresher:
                 the status is unchanged (retry later).
             ProviderError: the provider refused for another reason (recorded).
         """
+        return (await self.access_token_until(ctx, provider, kind, force=force))[0]
+
+    async def access_token_until(
+        self,
+        ctx: TenantContext,
+        provider: ProviderKey,
+        kind: IntegrationKind,
+        *,
+        force: bool = False,
+    ) -> tuple[Secret, dt.datetime | None]:
+        """:meth:`access_token`, and until when it stays fresh without a
+        look at the database (None: just refreshed, or no lifetime known:
+        look again next time). Raises as :meth:`access_token`."""
         tokens, last_error = await self._load(ctx, provider, kind)
         if tokens.status is IntegrationStatus.NEEDS_REAUTH:
             raise _reauth_error(tokens, last_error)
         if not force and self._fresh(tokens):
             assert tokens.access_token is not None  # noqa: S101 - _fresh checked it
-            return tokens.access_token
+            if tokens.expires_at is None:
+                return tokens.access_token, None
+            margin = dt.timedelta(seconds=self._deps.settings.token_refresh_margin_s)
+            return tokens.access_token, tokens.expires_at - margin
         flight = self._flights.get(tokens.id)
         if flight is None:
             replace = tokens.access_token if force else None
@@ -148,7 +164,7 @@ class TokenRefresher:
             self._flights[tokens.id] = flight
             flight.add_done_callback(functools.partial(self._landed, tokens.id))
         # shield: one caller giving up must not cancel everyone's refresh
-        return await asyncio.shield(flight)
+        return await asyncio.shield(flight), None
 
     def _landed(self, integration_id: uuid.UUID, task: asyncio.Task[Secret]) -> None:
         if self._flights.get(integration_id) is task:

@@ -44,6 +44,7 @@ Disconnecting (:meth:`Integrations.disconnect`):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -298,11 +299,26 @@ class Integrations:
     def token_source(
         self, ctx: TenantContext, kind: IntegrationKind, provider: ProviderKey
     ) -> Callable[[], Awaitable[Secret]]:
-        """What provider adapters call for a token before each request: a fresh
-        :meth:`refresh_if_needed` each time, so a long sync outlives a token."""
+        """What provider adapters call for a token before each request, so a
+        long sync outlives a token: refreshed as :meth:`refresh_if_needed`
+        does. One source keeps a fresh token in memory until it comes within
+        ``token_refresh_margin_s`` of its end, so the requests of one run do
+        not read the database each (sources are made per run or call).
+
+        Raises (when called): as :meth:`refresh_if_needed`.
+        """
+        kept: tuple[Secret, dt.datetime] | None = None
 
         async def token() -> Secret:
-            return await self.refresh_if_needed(ctx, kind, provider)
+            nonlocal kept
+            if kept is not None and self.deps.clock() < kept[1]:
+                return kept[0]
+            spec_of(provider, kind)  # OAuth integrations only
+            secret, fresh_until = await self._refresher.access_token_until(
+                ctx, provider, kind
+            )
+            kept = None if fresh_until is None else (secret, fresh_until)
+            return secret
 
         return token
 
