@@ -37,7 +37,17 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    Request,
+    sync_playwright,
+)
+from playwright.sync_api import (
+    Error as PlaywrightError,
+)
 
 from crmflow.config import load_settings
 from crmflow.domain.tenancy import Role
@@ -170,18 +180,53 @@ def live_site(tmp_path: Path) -> Iterator[LiveSite]:
             pytest.fail(f"the crmflow server did not stop within {STOP_TIMEOUT_S} s")
 
 
+class _Chromium:
+    """One Chromium per module, launched again if it crashed."""
+
+    def __init__(self, playwright: Playwright) -> None:
+        self._playwright = playwright
+        self._browser: Browser | None = None
+
+    def get(self) -> Browser:
+        if self._browser is not None and not self._alive(self._browser):
+            self._browser = None
+        if self._browser is None:
+            self._browser = self._playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+        return self._browser
+
+    @staticmethod
+    def _alive(browser: Browser) -> bool:
+        # is_connected() learns of a crash only at the next call: make one
+        try:
+            browser.new_context().close()
+        except PlaywrightError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._browser is not None and self._browser.is_connected():
+            self._browser.close()
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def chromium() -> Iterator[_Chromium]:
     if not CHROMIUM.exists():
         missing_server(f"{CHROMIUM} is missing (apt-get install chromium)")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        launcher = _Chromium(playwright)
         try:
-            yield launched
+            yield launcher
         finally:
-            launched.close()
+            launcher.close()
+
+
+@pytest.fixture
+def browser(chromium: _Chromium) -> Browser:
+    """The module's Chromium; a test after one whose browser crashed gets a
+    new one, so a crash fails that test only, not the rest of the module."""
+    return chromium.get()
 
 
 @dataclass
