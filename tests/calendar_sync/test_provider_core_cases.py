@@ -10,14 +10,17 @@ app) and the CRM side in the database. Outcomes are read from appointment
 rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
-Cases 7, 9-11, 13-19 and 21 are not repeated here; the engine tests cover
-them with in-memory sides.
+Cases 9-11, 13-19 and 21 are not repeated here; the engine tests cover
+them with in-memory sides (21, an idempotent create under a lost reply, is
+also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+
+from sqlalchemy import delete
 
 from crmflow.bootstrap import Services
 from crmflow.domain.appointments import timed_span
@@ -404,6 +407,88 @@ async def test_case5_both_changed_differently_per_strategy(
     assert conflict.ical_uid == manual
     assert conflict.crm_event.title == "manual: the CRM's"
     assert conflict.calendar_event.title == "manual: the calendar's"
+
+
+# ------------------------------------------------------------------ case 7
+
+
+async def forget_status(services: Services, mb: Mailbox) -> None:
+    """Lose the account's status, as a restored backup would: its status
+    rows (mappings) and its change-feed cursor."""
+    m = models.CalendarEventMapping
+    async with services.db.tenant(mb.ctx) as session:
+        await session.execute(delete(m).where(m.calendar_account_id == mb.account.id))
+        row = await session.get_one(models.CalendarAccount, mb.account.id)
+        row.sync_cursor = None
+
+
+async def test_case7_a_lost_status_is_rebuilt_without_writes_or_duplicates(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    await synced_events(driver, calendar_sync, mb, "Pipeline review", "Site visit")
+    start = wall(next_monday() + dt.timedelta(days=2), 15).replace(tzinfo=dt.UTC)
+    await create_appointment(
+        services,
+        mb.ctx,
+        AppointmentDraft(
+            title="Demo for ACME",
+            span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
+        ),
+    )
+    exported = await run(calendar_sync, mb)
+    assert exported.events_exported == 1
+    before = {
+        u: (r.id, r.version) for u, r in (await appointments(services, mb.ctx)).items()
+    }
+    held = sorted(await driver.uids(mb))
+    assert sorted(before) == held
+
+    await forget_status(services, mb)
+    assert await mappings(services, mb) == {}
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (
+        done.events_imported,
+        done.events_exported,
+        done.events_updated,
+        done.events_deleted,
+        done.conflicts,
+    ) == (0, 0, 0, 0, 0)
+    # identical on both sides: adopted, nothing written, nothing duplicated
+    assert await writes(driver, mark) == 0
+    after = {
+        u: (r.id, r.version) for u, r in (await appointments(services, mb.ctx)).items()
+    }
+    assert after == before
+    assert sorted(await driver.uids(mb)) == held
+    rebuilt = await mappings(services, mb)
+    assert sorted(rebuilt) == held
+    assert all(r.crm_hash == r.external_hash for r in rebuilt.values())
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+async def test_case7_a_lost_status_with_different_versions_is_a_conflict(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """Without a status neither side can be said to have changed: the two
+    versions wait for a person (the account's strategy is manual)."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(driver, calendar_sync, mb, "Contract call")
+    await forget_status(services, mb)
+    await driver.retitle(mb, uid, "Contract call (moved)")
+
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.conflicts == 1
+    assert await writes(driver, mark) == 0
+    assert (await appointments(services, mb.ctx))[uid].title == "Contract call"
+    assert (await driver.held(mb, uid)).title == "Contract call (moved)"
+    [conflict] = await calendar_sync.conflicts(mb.ctx, account_id=mb.account.id)
+    assert conflict.ical_uid == uid
+    assert conflict.crm_event.title == "Contract call"
+    assert conflict.calendar_event.title == "Contract call (moved)"
 
 
 # ------------------------------------------------------------------ cases 6, 8
