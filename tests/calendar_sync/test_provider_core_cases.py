@@ -10,7 +10,7 @@ app) and the CRM side in the database. Outcomes are read from appointment
 rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
-Cases 9-11, 13-19 and 21 are not repeated here; the engine tests cover
+Cases 10, 11, 13-19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -489,6 +489,38 @@ async def test_case7_a_lost_status_with_different_versions_is_a_conflict(
     assert conflict.ical_uid == uid
     assert conflict.crm_event.title == "Contract call"
     assert conflict.calendar_event.title == "Contract call (moved)"
+
+
+# ------------------------------------------------------------------ case 9
+
+
+async def test_case9_a_new_version_with_the_same_content_is_not_a_change(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """The event saved again unchanged in the provider's app: a new ETag or
+    changeKey, the same synced content. The run writes nothing on either
+    side and records the new version, so the next run does not look again."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(driver, calendar_sync, mb, "Board meeting")
+    before = (await mappings(services, mb))[uid]
+    version = (await appointments(services, mb.ctx))[uid].version
+    await driver.retitle(mb, uid, "Board meeting")
+
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (
+        done.events_imported,
+        done.events_exported,
+        done.events_updated,
+        done.conflicts,
+    ) == (0, 0, 0, 0)
+    assert await writes(driver, mark) == 0
+    assert (await appointments(services, mb.ctx))[uid].version == version
+    after = (await mappings(services, mb))[uid]
+    assert after.external_event_etag != before.external_event_etag
+    assert after.external_hash == before.external_hash == after.crm_hash
+    await quiet_sync(driver, calendar_sync, services, mb)
 
 
 # ------------------------------------------------------------------ cases 6, 8
