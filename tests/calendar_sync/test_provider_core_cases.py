@@ -10,7 +10,8 @@ app) and the CRM side in the database. Outcomes are read from appointment
 rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
-Cases 10, 11, 13-19 and 21 are not repeated here; the engine tests cover
+Case 10 runs for CalDAV only (Google and Graph never change an event's id
+within a calendar). Cases 11, 13-19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -18,8 +19,11 @@ also tested per adapter in ``tests/sync/test_*_calendar.py``).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from sqlalchemy import delete
 
 from crmflow.bootstrap import Services
@@ -32,6 +36,7 @@ from crmflow.store.repositories import AppointmentRepository
 from tests.calendar_sync import test_provider_conformance as conformance
 from tests.calendar_sync.drivers import (
     CalDAVDriver,
+    Context,
     Driver,
     GoogleDriver,
     GraphDriver,
@@ -48,6 +53,8 @@ from tests.calendar_sync.test_provider_conformance import (
     sync,
     wall,
 )
+from tests.connections.conftest import Flow
+from tests.servers.sandbox import Sandbox
 
 #: the conformance tests' per-provider driver (Google, Graph, CalDAV)
 driver = conformance.driver
@@ -521,6 +528,68 @@ async def test_case9_a_new_version_with_the_same_content_is_not_a_change(
     assert after.external_event_etag != before.external_event_etag
     assert after.external_hash == before.external_hash == after.crm_hash
     await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 10
+
+
+@pytest.fixture
+async def dav(
+    request: pytest.FixtureRequest,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    services: Services,
+) -> AsyncIterator[CalDAVDriver]:
+    """The CalDAV driver alone (a real Radicale)."""
+    context = Context(flow, sandbox, calendar_sync, services)
+    context.radicale = request.getfixturevalue("radicale")
+    made = CalDAVDriver(context)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.mark.servers
+async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
+    dav: CalDAVDriver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """A CalDAV client may rename an event's resource (``MOVE``), keeping its
+    UID: the event's id changes, nothing else. (Google and Graph never change
+    an event's id within a calendar.)"""
+    mb = await dav.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(dav, calendar_sync, mb, "Renewal call")
+    before = (await mappings(services, mb))[uid]
+    row = (await appointments(services, mb.ctx))[uid]
+    name = f"renamed-{uuid.uuid4().hex}.ics"
+    moved = await dav._request(
+        mb.login,
+        "MOVE",
+        await dav._href(mb, uid),
+        headers={"Destination": mb.calendar + name},
+    )
+    assert moved.status_code in (201, 204), moved.text
+    dav._hrefs[uid + "\n" + mb.calendar] = mb.calendar + name
+
+    mark = await dav.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (
+        done.events_imported,
+        done.events_exported,
+        done.events_updated,
+        done.events_deleted,
+        done.conflicts,
+    ) == (0, 0, 0, 0, 0)
+    assert await writes(dav, mark) == 0
+    after = (await mappings(services, mb))[uid]
+    assert after.external_event_id != before.external_event_id
+    assert name in after.external_event_id
+    assert after.appointment_id == row.id
+    again = (await appointments(services, mb.ctx))[uid]
+    assert (again.id, again.version) == (row.id, row.version)
+    await quiet_sync(dav, calendar_sync, services, mb)
 
 
 # ------------------------------------------------------------------ cases 6, 8
