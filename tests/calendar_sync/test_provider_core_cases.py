@@ -11,7 +11,7 @@ rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
-within a calendar). Cases 11, 13-19 and 21 are not repeated here; the engine tests cover
+within a calendar). Cases 11, 13-16, 18, 19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import delete
 
 from crmflow.bootstrap import Services
+from crmflow.config import Settings
+from crmflow.connections.service import Integrations
 from crmflow.domain.appointments import timed_span
 from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo
 from crmflow.domain.crm import AppointmentDraft
@@ -53,7 +56,7 @@ from tests.calendar_sync.test_provider_conformance import (
     sync,
     wall,
 )
-from tests.connections.conftest import Flow
+from tests.connections.conftest import Flow, Pauses
 from tests.servers.sandbox import Sandbox
 
 #: the conformance tests' per-provider driver (Google, Graph, CalDAV)
@@ -590,6 +593,78 @@ async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
     again = (await appointments(services, mb.ctx))[uid]
     assert (again.id, again.version) == (row.id, row.version)
     await quiet_sync(dav, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 17
+
+
+class EditBeforeWrite(httpx.AsyncBaseTransport):
+    """crmflow's provider traffic, over the network; when armed, the person
+    edits the event in the provider's app just before crmflow's first
+    write (PUT/PATCH) reaches the provider, and the write's answer is kept."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.edit: Callable[[], Awaitable[None]] | None = None
+        self.answers: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method not in ("PUT", "PATCH") or self.edit is None:
+            return await self.real.handle_async_request(request)
+        edit, self.edit = self.edit, None
+        await edit()
+        response = await self.real.handle_async_request(request)
+        self.answers.append(response.status_code)
+        return response
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_case17_an_edit_between_listing_and_write_becomes_a_conflict(
+    driver: Driver,
+    tenants,
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+    calendar_sync: CalendarSync,
+):
+    """crmflow listed the event, then the person edited it in the provider's
+    app before crmflow's update arrived: the conditional write is refused
+    (412), the run plans again and finds both sides changed, and (manual
+    strategy) keeps both versions as a conflict; nothing is overwritten."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(driver, calendar_sync, mb, "Budget review")
+    hooked = EditBeforeWrite()
+    racing = CalendarSync(
+        Integrations(
+            services.db,
+            services.vault,
+            settings,
+            clock=sandbox.state.clock.now,
+            sleep=pauses,
+            transport=hooked,
+        ),
+        clock=sandbox.state.clock.now,
+    )
+    try:
+        await edit_in_crm(services, mb, uid, "Budget review (CRM)")
+
+        async def edit() -> None:
+            await driver.retitle(mb, uid, "Budget review (calendar)")
+
+        hooked.edit = edit
+        done = await run(racing, mb)
+    finally:
+        await hooked.aclose()
+    assert hooked.answers == [412]
+    assert done.conflicts == 1, done.errors
+    assert (await appointments(services, mb.ctx))[uid].title == "Budget review (CRM)"
+    assert (await driver.held(mb, uid)).title == "Budget review (calendar)"
+    [conflict] = await calendar_sync.conflicts(mb.ctx, account_id=mb.account.id)
+    assert conflict.crm_event.title == "Budget review (CRM)"
+    assert conflict.calendar_event.title == "Budget review (calendar)"
 
 
 # ------------------------------------------------------------------ cases 6, 8
