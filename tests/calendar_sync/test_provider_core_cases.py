@@ -11,7 +11,7 @@ rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
-within a calendar). Cases 11, 13-16, 18, 19 and 21 are not repeated here; the engine tests cover
+within a calendar). Cases 11, 13, 15, 16, 18, 19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -595,6 +595,105 @@ async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
     await quiet_sync(dav, calendar_sync, services, mb)
 
 
+# ------------------------------------------------------------------ case 14
+
+
+class RefuseFirstCreate(httpx.AsyncBaseTransport):
+    """crmflow's provider traffic, over the network, except that the first
+    request creating an event is refused with a 400 (as a provider refuses
+    one malformed or policy-blocked event)."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.refused: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        creating = (request.method == "POST" and path.endswith("/events")) or (
+            request.method == "PUT"
+            and path.endswith(".ics")
+            and request.headers.get("if-none-match") == "*"
+        )
+        if creating and not self.refused:
+            self.refused.append(path)
+            return httpx.Response(
+                400,
+                json={"error": {"code": 400, "message": "Bad Request"}},
+                request=request,
+            )
+        return await self.real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+def sync_through(
+    transport: httpx.AsyncBaseTransport,
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+) -> CalendarSync:
+    """The calendar sync service with its provider calls through ``transport``."""
+    return CalendarSync(
+        Integrations(
+            services.db,
+            services.vault,
+            settings,
+            clock=sandbox.state.clock.now,
+            sleep=pauses,
+            transport=transport,
+        ),
+        clock=sandbox.state.clock.now,
+    )
+
+
+async def test_case14_a_refused_write_fails_its_event_only_and_is_retried(
+    driver: Driver,
+    tenants,
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+    calendar_sync: CalendarSync,
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    for k, title in enumerate(("Offer walkthrough", "Reference call")):
+        start = wall(next_monday() + dt.timedelta(days=k), 9).replace(tzinfo=dt.UTC)
+        await create_appointment(
+            services,
+            mb.ctx,
+            AppointmentDraft(
+                title=title,
+                span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
+            ),
+        )
+    refusing = RefuseFirstCreate()
+    try:
+        done = await run(
+            sync_through(refusing, services, settings, sandbox, pauses), mb
+        )
+    finally:
+        await refusing.aclose()
+    assert len(refusing.refused) == 1
+    assert done.status is RunStatus.PARTIAL
+    assert done.events_exported == 1
+    [error] = done.errors
+    rows = await appointments(services, mb.ctx)
+    assert error.ical_uid in rows
+    # the other event went through, and is the only one the provider holds
+    [held] = await driver.uids(mb)
+    assert held != error.ical_uid
+    assert set(await mappings(services, mb)) == {held}
+
+    # the next run sends the refused one, once
+    again = await run(calendar_sync, mb)
+    assert again.status is RunStatus.SUCCESS, again.errors
+    assert again.events_exported == 1
+    assert sorted(await driver.uids(mb)) == sorted(rows)
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
 # ------------------------------------------------------------------ case 17
 
 
@@ -637,17 +736,7 @@ async def test_case17_an_edit_between_listing_and_write_becomes_a_conflict(
     mb = await driver.connect(tenants.alice.ctx, 0)
     [uid] = await synced_events(driver, calendar_sync, mb, "Budget review")
     hooked = EditBeforeWrite()
-    racing = CalendarSync(
-        Integrations(
-            services.db,
-            services.vault,
-            settings,
-            clock=sandbox.state.clock.now,
-            sleep=pauses,
-            transport=hooked,
-        ),
-        clock=sandbox.state.clock.now,
-    )
+    racing = sync_through(hooked, services, settings, sandbox, pauses)
     try:
         await edit_in_crm(services, mb, uid, "Budget review (CRM)")
 
