@@ -11,7 +11,7 @@ rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
-within a calendar). Cases 11, 13, 15, 16, 18, 19 and 21 are not repeated here; the engine tests cover
+within a calendar). Cases 11, 13, 15, 16, 19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -754,6 +754,44 @@ async def test_case17_an_edit_between_listing_and_write_becomes_a_conflict(
     [conflict] = await calendar_sync.conflicts(mb.ctx, account_id=mb.account.id)
     assert conflict.crm_event.title == "Budget review (CRM)"
     assert conflict.calendar_event.title == "Budget review (calendar)"
+
+
+# ------------------------------------------------------------------ case 18
+
+#: UIDs other clients write: spaces, URL delimiters, non-ASCII, case, length
+ODD_UIDS = (
+    "uid with spaces@conformance.test",
+    "slash/and?query#hash&amp;@conformance.test",
+    "Ümlaut-\u2603-\U0001f600@conformance.test",
+    "UPPER-lower@Conformance.TEST",
+    "x" * 200,
+)
+
+
+async def test_case18_odd_uids_round_trip(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    for k, uid in enumerate(ODD_UIDS):
+        made = await driver.create(mb, spec(f"Odd {k}", days=k), same_as=uid)
+        assert made == uid
+    await sync(calendar_sync, mb)
+    rows = await appointments(services, mb.ctx)
+    assert set(rows) == set(ODD_UIDS)
+    assert set(await mappings(services, mb)) == set(ODD_UIDS)
+
+    # each CRM edit reaches its own event, and only it
+    for k, uid in enumerate(ODD_UIDS):
+        await edit_in_crm(services, mb, uid, f"Odd {k} (edited)")
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (done.events_updated, done.conflicts) == (len(ODD_UIDS), 0)
+    assert await writes(driver, mark) == len(ODD_UIDS)
+    assert await titles(driver, mb) == {
+        uid: f"Odd {k} (edited)" for k, uid in enumerate(ODD_UIDS)
+    }
+    await quiet_sync(driver, calendar_sync, services, mb)
 
 
 # ------------------------------------------------------------------ cases 6, 8
