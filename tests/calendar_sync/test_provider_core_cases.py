@@ -11,7 +11,7 @@ rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
-within a calendar). Cases 11, 13, 15, 16, 19 and 21 are not repeated here; the engine tests cover
+within a calendar). Cases 11, 15, 16, 19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -593,6 +593,52 @@ async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
     again = (await appointments(services, mb.ctx))[uid]
     assert (again.id, again.version) == (row.id, row.version)
     await quiet_sync(dav, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 13
+
+
+async def test_case13_one_way_accounts_leave_the_receiving_side_alone(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """A one-way account treats its source as the only writable side: the
+    other side's changes are neither sent nor reverted."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(driver, calendar_sync, mb, "Weekly sync")
+
+    # import-only: the calendar's changes come in, the CRM's stay in the CRM
+    await calendar_sync.update_account(
+        mb.ctx, mb.account.id, {"direction": "import_only"}
+    )
+    await edit_in_crm(services, mb, uid, "Weekly sync (CRM note)")
+    other = await driver.create(mb, spec("Planning", days=1))
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (done.events_imported, done.events_exported, done.conflicts) == (1, 0, 0)
+    assert await writes(driver, mark) == 0
+    assert await titles(driver, mb) == {uid: "Weekly sync", other: "Planning"}
+    rows = await appointments(services, mb.ctx)
+    assert (rows[uid].title, rows[other].title) == (
+        "Weekly sync (CRM note)",
+        "Planning",
+    )
+
+    # export-only: the CRM's changes go out, the calendar's stay there
+    await calendar_sync.update_account(
+        mb.ctx, mb.account.id, {"direction": "export_only"}
+    )
+    await driver.retitle(mb, other, "Planning (calendar)")
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (done.events_imported, done.conflicts) == (0, 0)
+    assert await writes(driver, mark) == 1
+    assert await titles(driver, mb) == {
+        uid: "Weekly sync (CRM note)",
+        other: "Planning (calendar)",
+    }
+    assert (await appointments(services, mb.ctx))[other].title == "Planning"
 
 
 # ------------------------------------------------------------------ case 14
