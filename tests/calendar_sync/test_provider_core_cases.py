@@ -11,7 +11,8 @@ rows, the status rows (``calendar_event_mappings``), the sync log, what the
 provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
-within a calendar). Cases 11, 15, 16, 19 and 21 are not repeated here; the engine tests cover
+within a calendar). Case 11 runs for Graph only (Google and CalDAV keep UIDs unique within a
+calendar). Cases 15, 16, 19 and 21 are not repeated here; the engine tests cover
 them with in-memory sides (21, an idempotent create under a lost reply, is
 also tested per adapter in ``tests/sync/test_*_calendar.py``).
 """
@@ -593,6 +594,47 @@ async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
     again = (await appointments(services, mb.ctx))[uid]
     assert (again.id, again.version) == (row.id, row.version)
     await quiet_sync(dav, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 11
+
+
+@pytest.fixture
+async def outlook(
+    flow: Flow, sandbox: Sandbox, calendar_sync: CalendarSync, services: Services
+) -> AsyncIterator[GraphDriver]:
+    """The Graph driver alone."""
+    made = GraphDriver(Context(flow, sandbox, calendar_sync, services))
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def test_case11_two_outlook_events_with_one_uid_stop_that_uid_only(
+    outlook: GraphDriver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """Outlook can hold two events with one iCalUId (a meeting request
+    accepted twice); Google and CalDAV servers keep UIDs unique within a
+    calendar. The UID is left alone with an error naming it; the rest syncs."""
+    mb = await outlook.connect(tenants.alice.ctx, 0)
+    [uid] = await synced_events(outlook, calendar_sync, mb, "Steering committee")
+    await outlook.create(mb, spec("Steering committee (copy)", days=2), same_as=uid)
+    other = await outlook.create(mb, spec("Roadmap", days=3))
+    await edit_in_crm(services, mb, uid, "Steering committee (CRM)")
+
+    mark = await outlook.mark()
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.PARTIAL
+    assert done.events_imported == 1
+    [error] = done.errors
+    assert error.ical_uid == uid
+    assert await outlook.writes_since(mark) == []
+    rows = await appointments(services, mb.ctx)
+    assert (rows[uid].title, rows[other].title) == (
+        "Steering committee (CRM)",
+        "Roadmap",
+    )
 
 
 # ------------------------------------------------------------------ case 13
