@@ -12,9 +12,8 @@ provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
 within a calendar). Case 11 runs for Graph only (Google and CalDAV keep UIDs unique within a
-calendar). Cases 15, 16, 19 and 21 are not repeated here; the engine tests cover
-them with in-memory sides (21, an idempotent create under a lost reply, is
-also tested per adapter in ``tests/sync/test_*_calendar.py``).
+calendar). Cases 15, 16 and 19 are not repeated here; the engine tests cover
+them with in-memory sides.
 """
 
 from __future__ import annotations
@@ -779,6 +778,80 @@ async def test_case14_a_refused_write_fails_its_event_only_and_is_retried(
     assert again.status is RunStatus.SUCCESS, again.errors
     assert again.events_exported == 1
     assert sorted(await driver.uids(mb)) == sorted(rows)
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 21
+
+
+class LoseCreateReply(RefuseFirstCreate):
+    """The first create reaches the provider and is carried out, but its
+    reply is lost on the way back (a dropped connection)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        creating = (request.method == "POST" and path.endswith("/events")) or (
+            request.method == "PUT"
+            and path.endswith(".ics")
+            and request.headers.get("if-none-match") == "*"
+        )
+        response = await self.real.handle_async_request(request)
+        if creating and not self.refused:
+            await response.aread()
+            self.refused.append(f"{path} -> {response.status_code}")
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+async def test_case21_a_create_whose_reply_was_lost_is_not_made_twice(
+    driver: Driver,
+    tenants,
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+    calendar_sync: CalendarSync,
+):
+    """Google (client-generated ids), Graph (transactionId and an extended
+    property looked up before creating) and CalDAV (UID-named resources with
+    If-None-Match) let the next run find the event instead of creating it
+    again."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    start = wall(next_monday() + dt.timedelta(days=1), 11).replace(tzinfo=dt.UTC)
+    await create_appointment(
+        services,
+        mb.ctx,
+        AppointmentDraft(
+            title="Pricing call",
+            span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
+        ),
+    )
+    losing = LoseCreateReply()
+    try:
+        lost = await run(sync_through(losing, services, settings, sandbox, pauses), mb)
+    finally:
+        await losing.aclose()
+    [made] = losing.refused
+    assert made.endswith(("-> 200", "-> 201"))
+    [uid] = await appointments(services, mb.ctx)
+    assert await driver.uids(mb) == [uid]  # it was made, once
+    if isinstance(driver, CalDAVDriver):
+        # PUT may be sent again: the retry meets If-None-Match (412) and the
+        # run adopts the resource it made
+        assert lost.status is RunStatus.SUCCESS, lost.errors
+        assert set(await mappings(services, mb)) == {uid}
+    else:
+        # a POST is not sent again: the run fails for that event and
+        # crmflow does not know the event exists
+        assert lost.status in (RunStatus.PARTIAL, RunStatus.FAILED)
+        assert await mappings(services, mb) == {}
+
+    again = await run(calendar_sync, mb)
+    assert again.status is RunStatus.SUCCESS, again.errors
+    assert await driver.uids(mb) == [uid]
+    assert list(await appointments(services, mb.ctx)) == [uid]
+    assert (await driver.held(mb, uid)).title == "Pricing call"
+    assert set(await mappings(services, mb)) == {uid}
     await quiet_sync(driver, calendar_sync, services, mb)
 
 
