@@ -71,6 +71,20 @@ def spec(title: str, days: int = 0, hour: int = 10) -> Spec:
     return Spec(title, wall(day, hour), wall(day, hour + 1))
 
 
+async def crm_meeting(
+    services: Services, mb: Mailbox, title: str, days: int = 0, hour: int = 10
+) -> None:
+    """A one-hour appointment made in the CRM ``days`` after a Monday ahead."""
+    start = wall(next_monday() + dt.timedelta(days=days), hour).replace(tzinfo=dt.UTC)
+    await create_appointment(
+        services,
+        mb.ctx,
+        AppointmentDraft(
+            title=title, span=timed_span(start, start + dt.timedelta(hours=1), "UTC")
+        ),
+    )
+
+
 async def delete_event(driver: Driver, mb: Mailbox, uid: str) -> None:
     """Delete an event in the provider's own app."""
     if isinstance(driver, GoogleDriver):
@@ -178,6 +192,29 @@ def status_of(row: models.CalendarEventMapping) -> tuple[Any, ...]:
 
 async def run(calendar_sync: CalendarSync, mb: Mailbox, **kwargs: Any) -> SyncRunInfo:
     return await calendar_sync.sync(mb.ctx, mb.account.id, **kwargs)
+
+
+def changed_nothing(done: SyncRunInfo) -> None:
+    """A successful run that imported, exported, updated and deleted nothing."""
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert (
+        done.events_imported,
+        done.events_exported,
+        done.events_updated,
+        done.events_deleted,
+        done.conflicts,
+    ) == (0, 0, 0, 0, 0)
+
+
+def creates_event(request: httpx.Request) -> bool:
+    """Whether ``request`` creates an event: Google's and Graph's POST to an
+    events collection, CalDAV's ``PUT`` with ``If-None-Match: *``."""
+    path = request.url.path
+    return (request.method == "POST" and path.endswith("/events")) or (
+        request.method == "PUT"
+        and path.endswith(".ics")
+        and request.headers.get("if-none-match") == "*"
+    )
 
 
 async def synced_events(
@@ -437,15 +474,7 @@ async def test_case7_a_lost_status_is_rebuilt_without_writes_or_duplicates(
 ):
     mb = await driver.connect(tenants.alice.ctx, 0)
     await synced_events(driver, calendar_sync, mb, "Pipeline review", "Site visit")
-    start = wall(next_monday() + dt.timedelta(days=2), 15).replace(tzinfo=dt.UTC)
-    await create_appointment(
-        services,
-        mb.ctx,
-        AppointmentDraft(
-            title="Demo for ACME",
-            span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
-        ),
-    )
+    await crm_meeting(services, mb, "Demo for ACME", days=2, hour=15)
     exported = await run(calendar_sync, mb)
     assert exported.events_exported == 1
     before = {
@@ -457,15 +486,7 @@ async def test_case7_a_lost_status_is_rebuilt_without_writes_or_duplicates(
     await forget_status(services, mb)
     assert await mappings(services, mb) == {}
     mark = await driver.mark()
-    done = await run(calendar_sync, mb)
-    assert done.status is RunStatus.SUCCESS, done.errors
-    assert (
-        done.events_imported,
-        done.events_exported,
-        done.events_updated,
-        done.events_deleted,
-        done.conflicts,
-    ) == (0, 0, 0, 0, 0)
+    changed_nothing(await run(calendar_sync, mb))
     # identical on both sides: adopted, nothing written, nothing duplicated
     assert await writes(driver, mark) == 0
     after = {
@@ -517,14 +538,7 @@ async def test_case9_a_new_version_with_the_same_content_is_not_a_change(
     await driver.retitle(mb, uid, "Board meeting")
 
     mark = await driver.mark()
-    done = await run(calendar_sync, mb)
-    assert done.status is RunStatus.SUCCESS, done.errors
-    assert (
-        done.events_imported,
-        done.events_exported,
-        done.events_updated,
-        done.conflicts,
-    ) == (0, 0, 0, 0)
+    changed_nothing(await run(calendar_sync, mb))
     assert await writes(driver, mark) == 0
     assert (await appointments(services, mb.ctx))[uid].version == version
     after = (await mappings(services, mb))[uid]
@@ -576,15 +590,7 @@ async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
     dav._hrefs[uid + "\n" + mb.calendar] = mb.calendar + name
 
     mark = await dav.mark()
-    done = await run(calendar_sync, mb)
-    assert done.status is RunStatus.SUCCESS, done.errors
-    assert (
-        done.events_imported,
-        done.events_exported,
-        done.events_updated,
-        done.events_deleted,
-        done.conflicts,
-    ) == (0, 0, 0, 0, 0)
+    changed_nothing(await run(calendar_sync, mb))
     assert await writes(dav, mark) == 0
     after = (await mappings(services, mb))[uid]
     assert after.external_event_id != before.external_event_id
@@ -695,14 +701,8 @@ class RefuseFirstCreate(httpx.AsyncBaseTransport):
         self.refused: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        creating = (request.method == "POST" and path.endswith("/events")) or (
-            request.method == "PUT"
-            and path.endswith(".ics")
-            and request.headers.get("if-none-match") == "*"
-        )
-        if creating and not self.refused:
-            self.refused.append(path)
+        if creates_event(request) and not self.refused:
+            self.refused.append(request.url.path)
             return httpx.Response(
                 400,
                 json={"error": {"code": 400, "message": "Bad Request"}},
@@ -746,15 +746,7 @@ async def test_case14_a_refused_write_fails_its_event_only_and_is_retried(
 ):
     mb = await driver.connect(tenants.alice.ctx, 0)
     for k, title in enumerate(("Offer walkthrough", "Reference call")):
-        start = wall(next_monday() + dt.timedelta(days=k), 9).replace(tzinfo=dt.UTC)
-        await create_appointment(
-            services,
-            mb.ctx,
-            AppointmentDraft(
-                title=title,
-                span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
-            ),
-        )
+        await crm_meeting(services, mb, title, days=k, hour=9)
     refusing = RefuseFirstCreate()
     try:
         done = await run(
@@ -789,16 +781,10 @@ class LoseCreateReply(RefuseFirstCreate):
     reply is lost on the way back (a dropped connection)."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        creating = (request.method == "POST" and path.endswith("/events")) or (
-            request.method == "PUT"
-            and path.endswith(".ics")
-            and request.headers.get("if-none-match") == "*"
-        )
         response = await self.real.handle_async_request(request)
-        if creating and not self.refused:
+        if creates_event(request) and not self.refused:
             await response.aread()
-            self.refused.append(f"{path} -> {response.status_code}")
+            self.refused.append(f"{request.url.path} -> {response.status_code}")
             raise httpx.ReadError("connection reset", request=request)
         return response
 
@@ -817,15 +803,7 @@ async def test_case21_a_create_whose_reply_was_lost_is_not_made_twice(
     If-None-Match) let the next run find the event instead of creating it
     again."""
     mb = await driver.connect(tenants.alice.ctx, 0)
-    start = wall(next_monday() + dt.timedelta(days=1), 11).replace(tzinfo=dt.UTC)
-    await create_appointment(
-        services,
-        mb.ctx,
-        AppointmentDraft(
-            title="Pricing call",
-            span=timed_span(start, start + dt.timedelta(hours=1), "UTC"),
-        ),
-    )
+    await crm_meeting(services, mb, "Pricing call", days=1, hour=11)
     losing = LoseCreateReply()
     try:
         lost = await run(sync_through(losing, services, settings, sandbox, pauses), mb)
