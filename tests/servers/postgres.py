@@ -216,7 +216,12 @@ def _start(data_dir: Path, socket_dir: Path, log_file: Path) -> int:
         port = _free_port()
         options = (
             f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            # a connection attempt cancelled half-way (a task cancelled while
+            # psycopg connects) leaves a backend waiting for the password;
+            # DROP DATABASE waits for every backend of the cluster, so it would
+            # wait the default 60 s for that one to time out
+            "-c authentication_timeout=5s"
         )
         try:
             _run(
