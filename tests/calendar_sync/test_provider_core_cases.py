@@ -12,7 +12,7 @@ provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
 within a calendar). Case 11 runs for Graph only (Google and CalDAV keep UIDs unique within a
-calendar). Cases 15, 16 and 19 are not repeated here; the engine tests cover
+calendar). Cases 15 and 19 are not repeated here; the engine tests cover
 them with in-memory sides.
 """
 
@@ -831,6 +831,62 @@ async def test_case21_a_create_whose_reply_was_lost_is_not_made_twice(
     assert (await driver.held(mb, uid)).title == "Pricing call"
     assert set(await mappings(services, mb)) == {uid}
     await quiet_sync(driver, calendar_sync, services, mb)
+
+
+# ------------------------------------------------------------------ case 16
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """crmflow's provider traffic, over the network, counted."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.sent: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request.method)
+        return await self.real.handle_async_request(request)
+
+    def take(self) -> list[str]:
+        sent, self.sent = self.sent, []
+        return sent
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+async def test_case16_changed_events_are_fetched_in_bulk(
+    driver: Driver,
+    tenants,
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+    calendar_sync: CalendarSync,
+):
+    """Five changed events cost as many requests as one: the change feed
+    carries their content (Google), or one request reads them all (Graph's
+    ``$batch``, CalDAV's ``calendar-multiget``), never one per event."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    uids = await synced_events(
+        driver, calendar_sync, mb, *(f"Item {k}" for k in range(6))
+    )
+    await quiet_sync(driver, calendar_sync, services, mb)
+    counting = Counting()
+    service = sync_through(counting, services, settings, sandbox, pauses)
+    try:
+        await driver.retitle(mb, uids[0], "Item 0 (changed)")
+        one = await run(service, mb)
+        for_one = counting.take()
+        for k in range(1, 6):
+            await driver.retitle(mb, uids[k], f"Item {k} (changed)")
+        five = await run(service, mb)
+        for_five = counting.take()
+    finally:
+        await counting.aclose()
+    assert (one.events_updated, five.events_updated) == (1, 5)
+    # Graph reads one changed event with a GET and several with one $batch
+    assert len(for_five) == len(for_one) <= 2
 
 
 # ------------------------------------------------------------------ case 17
