@@ -12,7 +12,8 @@ provider holds and the provider writes crmflow made (``writes_since``).
 
 Case 10 runs for CalDAV only (Google and Graph never change an event's id
 within a calendar). Case 11 runs for Graph only (Google and CalDAV keep UIDs unique within a
-calendar). Cases 15 and 19 are not repeated here; the engine tests cover
+calendar). Case 15 runs for CalDAV only (Google and Graph always return the new
+version). Case 19 is not repeated here; the engine tests cover
 them with in-memory sides.
 """
 
@@ -887,6 +888,62 @@ async def test_case16_changed_events_are_fetched_in_bulk(
     assert (one.events_updated, five.events_updated) == (1, 5)
     # Graph reads one changed event with a GET and several with one $batch
     assert len(for_five) == len(for_one) <= 2
+
+
+# ------------------------------------------------------------------ case 15
+
+
+class NoETagOnPut(Counting):
+    """A CalDAV server that answers a PUT without an ``ETag`` (RFC 4791
+    section 5.3.4: it changed the data as it stored it)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.method == "PUT":
+            del response.headers["ETag"]
+        return response
+
+
+async def test_case15_a_write_answered_without_a_version_is_read_back_once(
+    dav: CalDAVDriver,
+    tenants,
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+    calendar_sync: CalendarSync,
+):
+    """Google and Graph always return the new version; a CalDAV server may
+    not. The status then holds no version, the next run reads the event back
+    once (no write, no import), and the run after that reads nothing."""
+    mb = await dav.connect(tenants.alice.ctx, 0)
+    await crm_meeting(services, mb, "Kick-off", days=1)
+    stripping = NoETagOnPut()
+    try:
+        done = await run(
+            sync_through(stripping, services, settings, sandbox, pauses), mb
+        )
+        assert stripping.take().count("PUT") == 1
+    finally:
+        await stripping.aclose()
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert done.events_exported == 1
+    [uid] = await appointments(services, mb.ctx)
+    assert (await mappings(services, mb))[uid].external_event_etag is None
+
+    counting = Counting()
+    service = sync_through(counting, services, settings, sandbox, pauses)
+    try:
+        changed_nothing(await run(service, mb))
+        reading_back = counting.take()
+        changed_nothing(await run(service, mb))
+        settled = counting.take()
+    finally:
+        await counting.aclose()
+    assert "PUT" not in reading_back
+    assert (await mappings(services, mb))[uid].external_event_etag
+    # the read-back was one request more than a run with nothing to learn
+    assert len(reading_back) == len(settled) + 1
 
 
 # ------------------------------------------------------------------ case 17
