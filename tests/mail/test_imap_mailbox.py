@@ -674,11 +674,10 @@ async def test_idle_returns_true_when_mail_arrives(env):
         await eventually(lambda: idling(bob.address), "the IDLE session")
 
         message = outgoing(alice, [bob])
-        started = time.monotonic()
         await env.mailbox(alice).send(message, build_message(message))
 
+        # True is the change heard: a wait that ran out says False
         assert await waiting is True
-        assert time.monotonic() - started < WAIT_S / 2
     # IDLE ended with DONE, then LOGOUT
     await eventually(lambda: env.sessions_logged_out(bob) == 1, "the logout")
     assert not idling(bob.address)
@@ -690,7 +689,8 @@ async def test_idle_returns_false_on_timeout(env):
 
     assert await env.mailbox(bob).wait_for_change(0.5) is False
 
-    assert 0.5 <= time.monotonic() - started < 3
+    # it waited (a server without IDLE answers False at once)
+    assert time.monotonic() - started >= 0.5
     await eventually(lambda: env.sessions_logged_out(bob) == 1, "the logout")
 
 
@@ -703,9 +703,9 @@ async def test_idle_reports_mail_that_came_after_the_last_fetch(env):
 
     env.deliver(bob, "in between")
 
-    started = time.monotonic()
+    # no new mail arrives while it waits: only the comparison with the
+    # fetch can say True
     assert await mailbox.wait_for_change(WAIT_S) is True
-    assert time.monotonic() - started < 2
 
 
 async def test_idle_reports_mail_that_came_between_two_connections(env):
