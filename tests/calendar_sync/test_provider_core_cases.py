@@ -692,13 +692,52 @@ async def test_case13_one_way_accounts_leave_the_receiving_side_alone(
 # ------------------------------------------------------------------ case 14
 
 
-class RefuseFirstCreate(httpx.AsyncBaseTransport):
+class OverNetwork(httpx.AsyncBaseTransport):
+    """crmflow's provider traffic, sent over the network; the subclasses
+    look at it or change it on the way."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+Through = Callable[[httpx.AsyncBaseTransport], CalendarSync]
+
+
+@pytest.fixture
+def through(
+    services: Services, settings: Settings, sandbox: Sandbox, pauses: Pauses
+) -> Through:
+    """The calendar sync service with its provider calls through a transport."""
+
+    def service(transport: httpx.AsyncBaseTransport) -> CalendarSync:
+        return CalendarSync(
+            Integrations(
+                services.db,
+                services.vault,
+                settings,
+                clock=sandbox.state.clock.now,
+                sleep=pauses,
+                transport=transport,
+            ),
+            clock=sandbox.state.clock.now,
+        )
+
+    return service
+
+
+class RefuseFirstCreate(OverNetwork):
     """crmflow's provider traffic, over the network, except that the first
     request creating an event is refused with a 400 (as a provider refuses
     one malformed or policy-blocked event)."""
 
     def __init__(self) -> None:
-        self.real = httpx.AsyncHTTPTransport()
+        super().__init__()
         self.refused: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -711,38 +750,12 @@ class RefuseFirstCreate(httpx.AsyncBaseTransport):
             )
         return await self.real.handle_async_request(request)
 
-    async def aclose(self) -> None:
-        await self.real.aclose()
-
-
-def sync_through(
-    transport: httpx.AsyncBaseTransport,
-    services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
-) -> CalendarSync:
-    """The calendar sync service with its provider calls through ``transport``."""
-    return CalendarSync(
-        Integrations(
-            services.db,
-            services.vault,
-            settings,
-            clock=sandbox.state.clock.now,
-            sleep=pauses,
-            transport=transport,
-        ),
-        clock=sandbox.state.clock.now,
-    )
-
 
 async def test_case14_a_refused_write_fails_its_event_only_and_is_retried(
     driver: Driver,
     tenants,
     services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
+    through: Through,
     calendar_sync: CalendarSync,
 ):
     mb = await driver.connect(tenants.alice.ctx, 0)
@@ -750,9 +763,7 @@ async def test_case14_a_refused_write_fails_its_event_only_and_is_retried(
         await crm_meeting(services, mb, title, days=k, hour=9)
     refusing = RefuseFirstCreate()
     try:
-        done = await run(
-            sync_through(refusing, services, settings, sandbox, pauses), mb
-        )
+        done = await run(through(refusing), mb)
     finally:
         await refusing.aclose()
     assert len(refusing.refused) == 1
@@ -794,9 +805,7 @@ async def test_case21_a_create_whose_reply_was_lost_is_not_made_twice(
     driver: Driver,
     tenants,
     services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
+    through: Through,
     calendar_sync: CalendarSync,
 ):
     """Google (client-generated ids), Graph (transactionId and an extended
@@ -807,7 +816,7 @@ async def test_case21_a_create_whose_reply_was_lost_is_not_made_twice(
     await crm_meeting(services, mb, "Pricing call", days=1, hour=11)
     losing = LoseCreateReply()
     try:
-        lost = await run(sync_through(losing, services, settings, sandbox, pauses), mb)
+        lost = await run(through(losing), mb)
     finally:
         await losing.aclose()
     [made] = losing.refused
@@ -837,11 +846,11 @@ async def test_case21_a_create_whose_reply_was_lost_is_not_made_twice(
 # ------------------------------------------------------------------ case 16
 
 
-class Counting(httpx.AsyncBaseTransport):
+class Counting(OverNetwork):
     """crmflow's provider traffic, over the network, counted."""
 
     def __init__(self) -> None:
-        self.real = httpx.AsyncHTTPTransport()
+        super().__init__()
         self.sent: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -852,17 +861,12 @@ class Counting(httpx.AsyncBaseTransport):
         sent, self.sent = self.sent, []
         return sent
 
-    async def aclose(self) -> None:
-        await self.real.aclose()
-
 
 async def test_case16_changed_events_are_fetched_in_bulk(
     driver: Driver,
     tenants,
     services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
+    through: Through,
     calendar_sync: CalendarSync,
 ):
     """Five changed events cost as many requests as one: the change feed
@@ -874,7 +878,7 @@ async def test_case16_changed_events_are_fetched_in_bulk(
     )
     await quiet_sync(driver, calendar_sync, services, mb)
     counting = Counting()
-    service = sync_through(counting, services, settings, sandbox, pauses)
+    service = through(counting)
     try:
         await driver.retitle(mb, uids[0], "Item 0 (changed)")
         one = await run(service, mb)
@@ -908,9 +912,7 @@ async def test_case15_a_write_answered_without_a_version_is_read_back_once(
     dav: CalDAVDriver,
     tenants,
     services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
+    through: Through,
     calendar_sync: CalendarSync,
 ):
     """Google and Graph always return the new version; a CalDAV server may
@@ -920,9 +922,7 @@ async def test_case15_a_write_answered_without_a_version_is_read_back_once(
     await crm_meeting(services, mb, "Kick-off", days=1)
     stripping = NoETagOnPut()
     try:
-        done = await run(
-            sync_through(stripping, services, settings, sandbox, pauses), mb
-        )
+        done = await run(through(stripping), mb)
         assert stripping.take().count("PUT") == 1
     finally:
         await stripping.aclose()
@@ -932,7 +932,7 @@ async def test_case15_a_write_answered_without_a_version_is_read_back_once(
     assert (await mappings(services, mb))[uid].external_event_etag is None
 
     counting = Counting()
-    service = sync_through(counting, services, settings, sandbox, pauses)
+    service = through(counting)
     try:
         changed_nothing(await run(service, mb))
         reading_back = counting.take()
@@ -949,13 +949,13 @@ async def test_case15_a_write_answered_without_a_version_is_read_back_once(
 # ------------------------------------------------------------------ case 17
 
 
-class EditBeforeWrite(httpx.AsyncBaseTransport):
+class EditBeforeWrite(OverNetwork):
     """crmflow's provider traffic, over the network; when armed, the person
     edits the event in the provider's app just before crmflow's first
     write (PUT/PATCH) reaches the provider, and the write's answer is kept."""
 
     def __init__(self) -> None:
-        self.real = httpx.AsyncHTTPTransport()
+        super().__init__()
         self.edit: Callable[[], Awaitable[None]] | None = None
         self.answers: list[int] = []
 
@@ -968,17 +968,12 @@ class EditBeforeWrite(httpx.AsyncBaseTransport):
         self.answers.append(response.status_code)
         return response
 
-    async def aclose(self) -> None:
-        await self.real.aclose()
-
 
 async def test_case17_an_edit_between_listing_and_write_becomes_a_conflict(
     driver: Driver,
     tenants,
     services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
+    through: Through,
     calendar_sync: CalendarSync,
 ):
     """crmflow listed the event, then the person edited it in the provider's
@@ -988,7 +983,7 @@ async def test_case17_an_edit_between_listing_and_write_becomes_a_conflict(
     mb = await driver.connect(tenants.alice.ctx, 0)
     [uid] = await synced_events(driver, calendar_sync, mb, "Budget review")
     hooked = EditBeforeWrite()
-    racing = sync_through(hooked, services, settings, sandbox, pauses)
+    racing = through(hooked)
     try:
         await edit_in_crm(services, mb, uid, "Budget review (CRM)")
 

@@ -21,26 +21,26 @@ import httpx
 import pytest
 
 from crmflow.bootstrap import Services
-from crmflow.config import Settings
 from crmflow.domain.calendar_accounts import RunStatus
 from crmflow.services.calendar_sync import CalendarSync
 from tests.calendar_sync import test_provider_conformance as conformance
+from tests.calendar_sync import test_provider_core_cases as core
 from tests.calendar_sync.drivers import Driver, Mailbox
 from tests.calendar_sync.test_provider_conformance import appointments, quiet_sync
 from tests.calendar_sync.test_provider_core_cases import (
+    OverNetwork,
+    Through,
     crm_meeting,
     delete_event,
     delete_in_crm,
     edit_in_crm,
     run,
     spec,
-    sync_through,
     titles,
 )
-from tests.connections.conftest import Pauses
-from tests.servers.sandbox import Sandbox
 
 driver = conformance.driver
+through = core.through
 
 #: edits of one random sequence (a sync after every second one), and the
 #: share of failing provider requests
@@ -49,14 +49,14 @@ FAULT_RATE = 0.25
 SEEDS = (1, 2)
 
 
-class Flaky(httpx.AsyncBaseTransport):
+class Flaky(OverNetwork):
     """crmflow's provider traffic over the network, a share of it failing:
     a 500, a 429 with a short Retry-After, a timeout before the request is
     sent, or the reply lost after the provider carried the request out.
     Token requests go through (their retries are the connections')."""
 
     def __init__(self, rand: random.Random) -> None:
-        self.real = httpx.AsyncHTTPTransport()
+        super().__init__()
         self.rand = rand
         self.on = True
         self.injected: list[str] = []
@@ -80,9 +80,6 @@ class Flaky(httpx.AsyncBaseTransport):
         await response.aread()
         raise httpx.ReadError("connection reset", request=request)
 
-    async def aclose(self) -> None:
-        await self.real.aclose()
-
 
 async def _crm_titles(services: Services, mb: Mailbox) -> dict[str, str]:
     """``{UID: title}`` of the appointments that are not cancelled."""
@@ -96,9 +93,7 @@ async def test_case27_random_edits_and_faults_converge(
     seed: int,
     tenants,
     services: Services,
-    settings: Settings,
-    sandbox: Sandbox,
-    pauses: Pauses,
+    through: Through,
     calendar_sync: CalendarSync,
 ) -> None:
     rand = random.Random(seed)
@@ -109,7 +104,7 @@ async def test_case27_random_edits_and_faults_converge(
         await crm_meeting(services, mb, f"Seed {k}", days=k)
     await run(calendar_sync, mb)
     flaky = Flaky(rand)
-    service = sync_through(flaky, services, settings, sandbox, pauses)
+    service = through(flaky)
     made = 0
     log: list[Any] = []
     try:
