@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -40,7 +40,6 @@ from crmflow.store.repositories import AppointmentRepository
 from tests.calendar_sync import test_provider_conformance as conformance
 from tests.calendar_sync.drivers import (
     CalDAVDriver,
-    Context,
     Driver,
     GoogleDriver,
     GraphDriver,
@@ -57,7 +56,7 @@ from tests.calendar_sync.test_provider_conformance import (
     sync,
     wall,
 )
-from tests.connections.conftest import Flow, Pauses
+from tests.connections.conftest import Pauses
 from tests.servers.sandbox import Sandbox
 
 #: the conformance tests' per-provider driver (Google, Graph, CalDAV)
@@ -551,31 +550,17 @@ async def test_case9_a_new_version_with_the_same_content_is_not_a_change(
 # ------------------------------------------------------------------ case 10
 
 
-@pytest.fixture
-async def dav(
-    request: pytest.FixtureRequest,
-    flow: Flow,
-    sandbox: Sandbox,
-    calendar_sync: CalendarSync,
-    services: Services,
-) -> AsyncIterator[CalDAVDriver]:
-    """The CalDAV driver alone (a real Radicale)."""
-    context = Context(flow, sandbox, calendar_sync, services)
-    context.radicale = request.getfixturevalue("radicale")
-    made = CalDAVDriver(context)
-    try:
-        yield made
-    finally:
-        await made.close()
-
-
-@pytest.mark.servers
+@pytest.mark.parametrize(
+    "driver", [pytest.param("caldav", marks=pytest.mark.servers)], indirect=True
+)
 async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
-    dav: CalDAVDriver, tenants, services: Services, calendar_sync: CalendarSync
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
 ):
     """A CalDAV client may rename an event's resource (``MOVE``), keeping its
     UID: the event's id changes, nothing else. (Google and Graph never change
     an event's id within a calendar.)"""
+    dav = driver
+    assert isinstance(dav, CalDAVDriver)
     mb = await dav.connect(tenants.alice.ctx, 0)
     [uid] = await synced_events(dav, calendar_sync, mb, "Renewal call")
     before = (await mappings(services, mb))[uid]
@@ -605,24 +590,14 @@ async def test_case10_a_renamed_caldav_resource_updates_the_status_only(
 # ------------------------------------------------------------------ case 11
 
 
-@pytest.fixture
-async def outlook(
-    flow: Flow, sandbox: Sandbox, calendar_sync: CalendarSync, services: Services
-) -> AsyncIterator[GraphDriver]:
-    """The Graph driver alone."""
-    made = GraphDriver(Context(flow, sandbox, calendar_sync, services))
-    try:
-        yield made
-    finally:
-        await made.close()
-
-
+@pytest.mark.parametrize("driver", ["microsoft"], indirect=True)
 async def test_case11_two_outlook_events_with_one_uid_stop_that_uid_only(
-    outlook: GraphDriver, tenants, services: Services, calendar_sync: CalendarSync
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
 ):
     """Outlook can hold two events with one iCalUId (a meeting request
     accepted twice); Google and CalDAV servers keep UIDs unique within a
     calendar. The UID is left alone with an error naming it; the rest syncs."""
+    outlook = driver
     mb = await outlook.connect(tenants.alice.ctx, 0)
     [uid] = await synced_events(outlook, calendar_sync, mb, "Steering committee")
     await outlook.create(mb, spec("Steering committee (copy)", days=2), same_as=uid)
@@ -908,8 +883,11 @@ class NoETagOnPut(Counting):
         return response
 
 
+@pytest.mark.parametrize(
+    "driver", [pytest.param("caldav", marks=pytest.mark.servers)], indirect=True
+)
 async def test_case15_a_write_answered_without_a_version_is_read_back_once(
-    dav: CalDAVDriver,
+    driver: Driver,
     tenants,
     services: Services,
     through: Through,
@@ -918,6 +896,8 @@ async def test_case15_a_write_answered_without_a_version_is_read_back_once(
     """Google and Graph always return the new version; a CalDAV server may
     not. The status then holds no version, the next run reads the event back
     once (no write, no import), and the run after that reads nothing."""
+    dav = driver
+    assert isinstance(dav, CalDAVDriver)
     mb = await dav.connect(tenants.alice.ctx, 0)
     await crm_meeting(services, mb, "Kick-off", days=1)
     stripping = NoETagOnPut()
