@@ -18,7 +18,12 @@ from icalendar import Calendar
 
 from crmflow.domain.appointments import all_day_span, timed_span
 from crmflow.domain.calendar import CalendarEvent, Notify
-from crmflow.providers.base import CursorExpired, ItemAlreadyExists, ProviderError
+from crmflow.providers.base import (
+    CursorExpired,
+    ItemAlreadyExists,
+    PreconditionFailed,
+    ProviderError,
+)
 from crmflow.providers.caldav import CalDAVCalendar, _calendar
 from crmflow.providers.caldav._ical import to_ical
 from crmflow.providers.memory import MemoryCalendar
@@ -380,6 +385,163 @@ async def test_a_full_sync_with_a_memory_crm_both_ways(dav):
 async def _calendar_titles(dav: CalDAVCalendar) -> dict[str, str]:
     items = await dav.get_many(list((await dav.list()).items))
     return {i.event.ical_uid: i.event.title for i in items}
+
+
+# ------------------------------------------------------------------ rewrites keep extras
+
+DECORATED = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+X-WR-CALNAME:Work\r
+BEGIN:VEVENT\r
+UID:decorated-1\r
+DTSTAMP:20260101T000000Z\r
+SEQUENCE:3\r
+DTSTART;TZID=Europe/Berlin:20260406T090000\r
+DTEND;TZID=Europe/Berlin:20260406T100000\r
+RRULE:FREQ=DAILY;COUNT=5\r
+SUMMARY:Stand-up\r
+CATEGORIES:Sales,Weekly\r
+X-APPLE-TRAVEL-ADVISORY-BEHAVIOR:AUTOMATIC\r
+ORGANIZER;CN=Boss:mailto:boss@example.com\r
+ATTENDEE;CN=Ann;PARTSTAT=ACCEPTED;ROLE=CHAIR;RSVP=TRUE:mailto:ann@example.com\r
+ATTENDEE;CN=Bob;PARTSTAT=NEEDS-ACTION;ROLE=OPT-PARTICIPANT:mailto:bob@example.com\r
+BEGIN:VALARM\r
+ACTION:DISPLAY\r
+DESCRIPTION:Stand-up soon\r
+TRIGGER:-PT10M\r
+END:VALARM\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:decorated-1\r
+DTSTAMP:20260101T000000Z\r
+RECURRENCE-ID;TZID=Europe/Berlin:20260407T090000\r
+DTSTART;TZID=Europe/Berlin:20260407T110000\r
+DTEND;TZID=Europe/Berlin:20260407T120000\r
+SUMMARY:Stand-up (late)\r
+X-OVERRIDE-NOTE:moved for the board meeting\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:decorated-1\r
+DTSTAMP:20260101T000000Z\r
+RECURRENCE-ID;TZID=Europe/Berlin:20260408T090000\r
+DTSTART;TZID=Europe/Berlin:20260408T140000\r
+DTEND;TZID=Europe/Berlin:20260408T150000\r
+SUMMARY:Stand-up (afternoon)\r
+X-DROPPED-WITH-ITS-OVERRIDE:yes\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def _vevents(text: str) -> dict[object, Any]:
+    calendar = Calendar.from_ical(text)
+    found: dict[object, Any] = {}
+    for vevent in calendar.walk("VEVENT"):
+        rid = vevent.get("RECURRENCE-ID")
+        found[None if rid is None else rid.dt.astimezone(dt.UTC)] = vevent
+    return found
+
+
+def _edited(event: CalendarEvent) -> CalendarEvent:
+    """``event`` renamed, Bob dropped, the second override dropped."""
+    return replace(
+        event,
+        title="Daily stand-up",
+        attendees=event.attendees[:1],
+        exceptions=event.exceptions[:1],
+    )
+
+
+def _assert_extras_kept(text: str) -> None:
+    assert "X-WR-CALNAME:Work" in text
+    events = _vevents(text)
+    assert len(events) == 2  # the master and the override still listed
+    master = events[None]
+    assert str(master["SUMMARY"]) == "Daily stand-up"
+    assert master["X-APPLE-TRAVEL-ADVISORY-BEHAVIOR"] == "AUTOMATIC"
+    assert [str(c) for c in master["CATEGORIES"].cats] == ["Sales", "Weekly"]
+    assert str(master["ORGANIZER"]) == "mailto:boss@example.com"
+    assert int(master["SEQUENCE"]) == 4
+    [alarm] = master.subcomponents
+    assert alarm.name == "VALARM"
+    assert str(alarm["DESCRIPTION"]) == "Stand-up soon"
+    assert alarm["TRIGGER"].dt == -dt.timedelta(minutes=10)
+    ann = master["ATTENDEE"]  # one attendee left: not a list
+    assert str(ann) == "mailto:ann@example.com"
+    assert ann.params["ROLE"] == "CHAIR"
+    assert ann.params["RSVP"] == "TRUE"
+    assert "bob@example.com" not in text
+    [override] = [v for key, v in events.items() if key is not None]
+    assert override["X-OVERRIDE-NOTE"] == "moved for the board meeting"
+    assert "X-DROPPED-WITH-ITS-OVERRIDE" not in text
+
+
+async def test_an_update_rewrites_the_copy_it_read_keeping_what_crmflow_does_not_map(
+    radicale, url, dav, transport
+):
+    put_raw(radicale, url, "decorated.ics", DECORATED)
+    href = urlsplit(url).path + "decorated.ics"
+    [item] = await dav.get_many([href])
+    assert len(item.event.exceptions) == 2
+    transport.clear()
+
+    version = await dav.update(
+        href, _edited(item.event), if_match=item.version, notify=Notify.NONE
+    )
+
+    # the copy read by get_many is rewritten: no second fetch
+    assert transport.kinds == ["PUT"]
+    _assert_extras_kept(get_raw(radicale, href))
+    [again] = await dav.get_many([href])
+    assert again.version == version
+    assert again.event.content_hash() == _edited(item.event).content_hash()
+
+
+async def test_an_update_without_a_read_copy_fetches_it_once(radicale, url, transport):
+    etag = put_raw(radicale, url, "decorated.ics", DECORATED)
+    href = urlsplit(url).path + "decorated.ics"
+    async with calendar(radicale, url) as reader:
+        [item] = await reader.get_many([href])
+    fresh = calendar(radicale, url, transport)  # another run: nothing read yet
+
+    await fresh.update(href, _edited(item.event), if_match=etag, notify=Notify.NONE)
+
+    assert transport.kinds == ["GET", "PUT"]
+    _assert_extras_kept(get_raw(radicale, href))
+
+
+async def test_an_update_of_a_copy_changed_since_is_refused_without_writing(
+    radicale, url, transport
+):
+    etag = put_raw(radicale, url, "decorated.ics", DECORATED)
+    href = urlsplit(url).path + "decorated.ics"
+    async with calendar(radicale, url) as reader:
+        [item] = await reader.get_many([href])
+    changed = DECORATED.replace(b"SUMMARY:Stand-up\r", b"SUMMARY:Renamed elsewhere\r")
+    put_raw(radicale, url, "decorated.ics", changed)
+    fresh = calendar(radicale, url, transport)
+
+    with pytest.raises(PreconditionFailed):
+        await fresh.update(href, _edited(item.event), if_match=etag, notify=Notify.NONE)
+
+    assert transport.kinds == ["GET"]  # no PUT
+    assert "SUMMARY:Renamed elsewhere" in get_raw(radicale, href)
+
+
+async def test_a_crm_edit_synced_to_caldav_keeps_the_alarm_set_there(radicale, url):
+    put_raw(radicale, url, "decorated.ics", DECORATED)
+    crm = MemoryCalendar()
+    status = InMemoryStatusRepository()
+    async with calendar(radicale, url) as dav:
+        await sync_pair(crm, dav, status)
+    crm.edit(crm.id_of("decorated-1"), _edited(crm.events()["decorated-1"]))
+
+    async with calendar(radicale, url) as dav:  # a later run, a new adapter
+        result = await sync_pair(crm, dav, status)
+
+    assert [(w.side, w.kind) for w in result.writes] == [("calendar", "update")]
+    _assert_extras_kept(get_raw(radicale, urlsplit(url).path + "decorated.ics"))
 
 
 # ------------------------------------------------------------------ requests per phase

@@ -104,18 +104,85 @@ async def test_every_write_sends_send_updates_none(google: GoogleSide) -> None:
     writes = [
         r for r in await api_calls(google.sandbox) if r["method"] in WRITE_METHODS
     ]
-    # insert, insert + 2 instance patches, update, delete, delete
+    # insert, insert + 2 instance patches, update (a patch), delete, delete
     assert [r["apiMethod"] for r in writes] == [
         "calendar.events.insert",
         "calendar.events.insert",
         "calendar.events.patch",
         "calendar.events.patch",
-        "calendar.events.update",
+        "calendar.events.patch",
         "calendar.events.delete",
         "calendar.events.delete",
     ]
     assert all(["sendUpdates", "none"] in r["query"] for r in writes), writes
     assert all(r["status"] < 300 for r in writes)
+
+
+async def test_an_update_keeps_the_fields_crmflow_does_not_map(
+    google: GoogleSide,
+) -> None:
+    made = await google.sandbox.control(
+        "google",
+        "POST",
+        f"calendars/{google.email}/events",
+        json={
+            "iCalUID": "decorated-1@example.com",
+            "summary": "Pipeline review",
+            "start": {"dateTime": "2026-04-08T09:00:00Z", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-04-08T10:00:00Z", "timeZone": "UTC"},
+            "colorId": "5",
+            "transparency": "transparent",
+            "visibility": "private",
+            "reminders": {
+                "useDefault": False,
+                "overrides": [{"method": "popup", "minutes": 25}],
+            },
+            "extendedProperties": {
+                "private": {"otherApp": "kept"},
+                "shared": {"team": "sales"},
+            },
+        },
+    )
+    remote_id = made.json()["id"]
+    [item] = await google.calendar.get_many([remote_id])
+    renamed = replace(
+        item.event,
+        title="Pipeline review (moved)",
+        span=all_day_span(dt.date(2026, 4, 9), None, "UTC"),
+        location="Room 2",
+    )
+
+    await google.calendar.update(
+        remote_id, renamed, if_match=item.version, notify=Notify.NONE
+    )
+
+    [stored] = [e for e in await stored_events(google) if e["id"] == remote_id]
+    assert stored["summary"] == "Pipeline review (moved)"
+    assert stored["location"] == "Room 2"
+    # timed -> all-day through a patch: dateTime cleared, not merged in
+    assert stored["start"] == {"date": "2026-04-09"}
+    assert (stored["colorId"], stored["transparency"], stored["visibility"]) == (
+        "5",
+        "transparent",
+        "private",
+    )
+    assert stored["reminders"] == {
+        "useDefault": False,
+        "overrides": [{"method": "popup", "minutes": 25}],
+    }
+    extended = stored["extendedProperties"]
+    assert extended["private"]["otherApp"] == "kept"
+    assert extended["shared"] == {"team": "sales"}
+    [again] = await google.another().get_many([remote_id])
+    assert again.event.content_hash() == renamed.content_hash()
+
+    # and back: all-day -> timed clears date
+    timed = replace(renamed, span=sample().span)
+    await google.calendar.update(
+        remote_id, timed, if_match=again.version, notify=Notify.NONE
+    )
+    [back] = await google.another().get_many([remote_id])
+    assert back.event.span == timed.span
 
 
 async def test_notify_all_asks_google_to_mail(google: GoogleSide) -> None:
@@ -469,11 +536,11 @@ async def test_writes_to_unknown_or_deleted_events_are_item_not_found(
     statuses = [
         (c["method"], c["status"])
         for c in await api_calls(google.sandbox)
-        if c["method"] in {"PUT", "DELETE"}
+        if c["method"] in {"PATCH", "DELETE"}
     ]
     # a stale If-Match on a tombstone is 412 at Google; the adapter reads it
     assert statuses == [
-        ("PUT", 404),
+        ("PATCH", 404),
         ("DELETE", 404),
         ("DELETE", 412),
         ("DELETE", 204),

@@ -114,6 +114,41 @@ def test_response_time_zone_follows_calendar_and_request(google: GoogleSandbox):
     assert got["start"] == {"dateTime": "2024-03-04T01:00:00-08:00"}
 
 
+def test_patch_merges_nested_objects_and_null_clears_a_key(google: GoogleSandbox):
+    api = google.api(google.access(ADA))
+    created = api.post(
+        EVENTS,
+        json={
+            "summary": "Offsite",
+            "start": {"date": "2024-07-24"},
+            "end": {"date": "2024-07-25"},
+            "reminders": {"useDefault": False, "overrides": []},
+        },
+    ).json()
+    url = f"{EVENTS}/{created['id']}"
+    # only dateTime: Google merges it into start, which then holds both
+    merged = api.patch(url, json=_timed())
+    assert merged.status_code == 400
+    assert api.get(url).json()["start"] == {"date": "2024-07-24"}
+    cleared = api.patch(
+        url,
+        json={
+            "start": {"dateTime": "2024-07-24T09:00:00Z", "date": None},
+            "end": {"dateTime": "2024-07-24T10:00:00Z", "date": None},
+            "reminders": {"overrides": [{"method": "popup", "minutes": 5}]},
+        },
+    )
+    assert cleared.status_code == 200, cleared.text
+    body = cleared.json()
+    assert "date" not in body["start"]
+    assert body["start"]["dateTime"].startswith("2024-07-24T09:00:00")
+    # the nested object's other key stays
+    assert body["reminders"] == {
+        "useDefault": False,
+        "overrides": [{"method": "popup", "minutes": 5}],
+    }
+
+
 def test_extended_properties_limits_patch_null_and_put_replace(google: GoogleSandbox):
     api = google.api(google.access(ADA))
     long_key = "k" * 45

@@ -25,6 +25,11 @@ Remote ids are the members' paths on the server (percent-decoded, e.g.
   (sync-peers.md §8 case 21). A missing ``ETag`` gives version None (case 15).
 * ``update``/``delete``: ``PUT``/``DELETE`` with ``If-Match``; a 412 is checked
   with a ``GET``: gone -> ``ItemNotFound``, else ``PreconditionFailed``.
+  ``update`` rewrites the server's copy rather than replacing it: what crmflow
+  does not map (alarms, other clients' ``X-`` properties, attendee roles, ...)
+  is carried over (``_ical.to_ical(keep=...)``). The copy is the one this object
+  last read at that ETag, else one ``GET`` (an ETag other than ``If-Match``
+  there is ``PreconditionFailed`` without writing).
 
 Writes drop the member's kept data. The server is untrusted: XML goes through
 ``defusedxml``, bodies are capped at ``MAX_BODY_BYTES`` (answers that grow with
@@ -260,6 +265,9 @@ class CalDAVCalendar(CalendarProvider):
         self._calls = 0
         #: href -> (ETag, calendar data) from the last listing, not fetched yet
         self._kept: dict[str, tuple[str, str]] = {}
+        #: href -> (ETag, calendar data) of the items handed out, so an update
+        #: can rewrite the copy it replaces without fetching it again
+        self._read: dict[str, tuple[str, str]] = {}
         #: False once the server refused an initial sync-collection
         self._sync_listing = True
         #: False once a listing with calendar data passed MAX_REPORT_BYTES
@@ -282,6 +290,7 @@ class CalDAVCalendar(CalendarProvider):
         """Close the HTTP client and forget the data kept from the last
         listing. Safe to repeat; a later call connects again."""
         self._kept.clear()
+        self._read.clear()
         await self._close_client()
 
     async def _close_client(self) -> None:
@@ -535,6 +544,7 @@ class CalDAVCalendar(CalendarProvider):
         except ICalendarError as exc:
             _log.warning("skipping %s on %s: %s", href, self._what, exc)
             return None
+        self._read[href] = (etag, text)
         return RemoteEvent(href, etag, parsed.event, parsed.last_modified)
 
     async def create(
@@ -580,20 +590,49 @@ class CalDAVCalendar(CalendarProvider):
     ) -> str | None:
         self._writable()
         self._kept.pop(remote_id, None)
+        seen = self._read.pop(remote_id, None)
         async with self._call():
+            current: str | bytes | None = (
+                seen[1] if seen is not None and seen[0] == if_match else None
+            )
+            if current is None:
+                current = await self._current(remote_id, if_match)
             response = await self._request(
                 "PUT",
                 self._url(remote_id),
-                content=to_ical(event),
+                content=to_ical(event, keep=current),
                 headers={"If-Match": if_match, "Content-Type": _ICS},
             )
             if response.status_code in (200, 201, 204):
                 return _etag(response)
             raise await self._write_error(response, remote_id)
 
+    async def _current(self, remote_id: str, if_match: str) -> bytes | None:
+        """The server's copy of ``remote_id`` at version ``if_match``.
+
+        None when the server sends it without an ETag (the ``PUT``'s
+        ``If-Match`` still guards the write).
+
+        Raises:
+            ItemNotFound: the item is gone.
+            PreconditionFailed: it is at another version now.
+        """
+        response = await self._request("GET", self._url(remote_id))
+        if response.status_code != 200:
+            raise await self._write_error(response, remote_id)
+        etag = _etag(response)
+        if etag is None:
+            return None
+        if _opaque(etag) != _opaque(if_match):
+            raise PreconditionFailed(
+                f"{self._what}: {remote_id} changed since it was read."
+            )
+        return response.content
+
     async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
         self._writable()
         self._kept.pop(remote_id, None)
+        self._read.pop(remote_id, None)
         async with self._call():
             response = await self._request(
                 "DELETE", self._url(remote_id), headers={"If-Match": if_match}
@@ -738,6 +777,12 @@ def _etag(reply: _Reply) -> str | None:
     """The ``ETag`` header, verbatim (None: the server sent none, RFC 4791 §5.3.4)."""
     value: str | None = reply.headers.get("ETag")
     return value or None
+
+
+def _opaque(etag: str) -> str:
+    """An ETag's opaque part: one server may write the same tag weak or strong,
+    quoted or not, in a header and in a multistatus."""
+    return etag.strip().removeprefix("W/").strip('"')
 
 
 def _calendar_data(props: Mapping[str, Element]) -> str | None:

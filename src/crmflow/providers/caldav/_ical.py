@@ -16,7 +16,12 @@ maps fields:
 
 Everything else a server or another client adds (``DTSTAMP``, ``SEQUENCE``,
 ``VALARM``, ``X-`` properties) is ignored when reading, so it never reaches the
-content hash.
+content hash. It is not lost on a rewrite either: :func:`to_ical` given the
+server's current copy (``keep``) carries over every property crmflow does not
+write, every sub-component (alarms), the other parameters of an attendee it
+still lists (``ROLE``, ``RSVP``, ...) and the calendar's own extra properties,
+and counts ``SEQUENCE`` up where the copy had one. crmflow's fields replace the
+copy's; an override the event no longer has is dropped with its extras.
 
 Time zones, written: the ``VTIMEZONE`` covers the years the event's times fall
 in (up to 2038 for a series with an open or counted rule, icalendar's own
@@ -30,6 +35,7 @@ name is cut from the text before parsing, because icalendar resolves such a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import re
@@ -212,8 +218,114 @@ def _timezones(calendar: Calendar) -> bytes:
     return b"".join(_vtimezone(tzid, first, last) for tzid in sorted(tzids))
 
 
-def to_ical(event: CalendarEvent, *, now: dt.datetime | None = None) -> bytes:
-    """``event`` as an iCalendar object (UTF-8), with ``VTIMEZONE``\\s as needed."""
+#: properties :func:`to_ical` writes (or must not copy from an older version);
+#: a rewrite keeps every other property of the server's copy
+_WRITTEN = frozenset(
+    {
+        "UID",
+        "DTSTAMP",
+        "SUMMARY",
+        "DTSTART",
+        "DTEND",
+        "DURATION",
+        "DESCRIPTION",
+        "LOCATION",
+        "STATUS",
+        "ATTENDEE",
+        "RECURRENCE-ID",
+        "SEQUENCE",
+        "LAST-MODIFIED",
+        *_RECURRENCE,
+    }
+)
+#: attendee parameters crmflow writes; the others of a kept attendee stay
+_ATTENDEE_WRITTEN = frozenset({"CN", "PARTSTAT"})
+
+
+def _occurrence(vevent: Any) -> dt.date | dt.datetime | None:
+    """The original start a ``VEVENT`` overrides (None: the master), as an
+    instant or a date, so that the two copies of one override compare equal."""
+    prop = vevent.get("RECURRENCE-ID")
+    if prop is None:
+        return None
+    value = prop.dt
+    return _instant(value) if isinstance(value, dt.datetime) else value
+
+
+def _address(attendee: Any) -> str:
+    return str(attendee).casefold().removeprefix("mailto:")
+
+
+def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
+    """Copy into ``new`` what ``old`` holds that crmflow does not write."""
+    for name, value in old.items():
+        if name.upper() not in _WRITTEN and name not in new:
+            new[name] = value
+    for component in old.subcomponents:
+        new.add_component(component)
+    sequence = old.get("SEQUENCE")
+    if sequence is not None:
+        # a SEQUENCE that is not a number is dropped rather than carried over
+        with contextlib.suppress(TypeError, ValueError):
+            new.add("SEQUENCE", int(sequence) + 1)
+    if old.get("LAST-MODIFIED") is not None:
+        new.add("LAST-MODIFIED", stamp)
+    attendees = old.get("ATTENDEE")
+    known = {
+        _address(a): a
+        for a in (attendees if isinstance(attendees, list) else [attendees])
+        if a is not None
+    }
+    written = new.get("ATTENDEE")
+    for address in written if isinstance(written, list) else [written]:
+        if address is None:
+            continue
+        before = known.get(_address(address))
+        if before is None:
+            continue
+        for param, value in before.params.items():
+            if param.upper() not in _ATTENDEE_WRITTEN and param not in address.params:
+                address.params[param] = value
+
+
+def _keep_from(calendar: Calendar, keep: bytes | str, stamp: dt.datetime) -> None:
+    """Carry the extras of the server's copy ``keep`` over into ``calendar``.
+
+    A copy that cannot be read keeps nothing: the rewrite is then what it would
+    have been without one (the event itself is never lost).
+    """
+    try:
+        old = Calendar.from_ical(_without_known_timezones(to_unicode(keep)))
+        old_events = {
+            _occurrence(v): v for v in old.walk("VEVENT") if isinstance(v, Event)
+        }
+    except (ValueError, KeyError, TypeError):
+        return
+    for name, value in old.items():
+        if name.upper() not in ("PRODID", "VERSION") and name not in calendar:
+            calendar[name] = value
+    for component in old.subcomponents:
+        if component.name not in ("VEVENT", "VTIMEZONE"):
+            calendar.add_component(component)
+    for new in calendar.walk("VEVENT"):
+        if isinstance(new, Event):
+            before = old_events.get(_occurrence(new))
+            if before is not None:
+                _keep_extras(before, new, stamp)
+
+
+def to_ical(
+    event: CalendarEvent,
+    *,
+    now: dt.datetime | None = None,
+    keep: bytes | str | None = None,
+) -> bytes:
+    """``event`` as an iCalendar object (UTF-8), with ``VTIMEZONE``\\s as needed.
+
+    Args:
+        keep: the server's current copy, when this rewrites one: what crmflow
+            does not write is carried over from it (the module's docstring).
+    """
     stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     calendar = Calendar()
     calendar.add("PRODID", PRODID)
@@ -255,6 +367,8 @@ def to_ical(event: CalendarEvent, *, now: dt.datetime | None = None) -> bytes:
         if exception.attendees is not None:
             _attendee_props(override, exception.attendees)
         calendar.add_component(override)
+    if keep is not None:
+        _keep_from(calendar, keep, stamp)
     data: bytes = calendar.to_ical()
     zones = _timezones(calendar)
     if zones:

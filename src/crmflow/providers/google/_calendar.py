@@ -14,7 +14,10 @@ One calendar of one account over plain httpx. Facts relied on:
   part is what ``If-Match`` gets.
 * Client-chosen event ids (base32hex, 5-1024) make inserts idempotent: 409
   ``duplicate`` -> read that id and adopt it (sync-peers.md §8 case 21).
-* ``If-Match: <etag>`` on PUT/DELETE; 412 ``conditionNotMet`` ->
+* Updates are ``events.patch`` (:func:`event_patch_to_google`): the fields
+  crmflow maps are replaced, the rest (reminders, colour, conference data,
+  other extended properties) stays as the user set it.
+* ``If-Match: <etag>`` on PATCH/PUT/DELETE; 412 ``conditionNotMet`` ->
   ``PreconditionFailed``; 404 / 410 ``deleted`` -> ``ItemNotFound`` (§3).
 * Every write sends ``sendUpdates`` (``none`` for ``Notify.NONE``: case 26).
 * Errors (§5.1): 401 -> ``AuthError``; 403 ``rateLimitExceeded`` /
@@ -60,6 +63,7 @@ from crmflow.providers.base import (
 )
 from crmflow.providers.google._calendar_mapping import (
     event_from_google,
+    event_patch_to_google,
     event_to_google,
     exception_to_google,
     instance_suffix,
@@ -310,11 +314,11 @@ class GoogleCalendar(CalendarProvider):
         what = "Updating a Google calendar event"
         self._cache.pop(remote_id, None)
         response = await self._send(
-            "PUT",
+            "PATCH",
             self._event_url(remote_id),
             what,
             params=self._notify(notify),
-            json=event_to_google(event),
+            json=event_patch_to_google(event),
             headers={"If-Match": _master_etag(if_match)},
         )
         await self._check_write(remote_id, response, what)

@@ -144,6 +144,27 @@ def event_to_google(event: CalendarEvent) -> dict[str, Any]:
     }
 
 
+def event_patch_to_google(event: CalendarEvent) -> dict[str, Any]:
+    """The master's body for ``events.patch``: :func:`event_to_google` with the
+    other form of ``start``/``end`` cleared.
+
+    A patch changes only the fields it names, so what crmflow does not map
+    (reminders, colour, conference data, other extended properties) stays as
+    the user set it. Google merges nested objects in a patch: turning a timed
+    event into an all-day one (or back) must clear ``dateTime`` (``date``)
+    with ``null``, or the event would carry both and the patch be refused.
+    """
+    body = event_to_google(event)
+    for key in ("start", "end"):
+        time: dict[str, Any] = dict(body[key])
+        if "date" in time:
+            time.update(dateTime=None, timeZone=None)
+        else:
+            time["date"] = None
+        body[key] = time
+    return body
+
+
 def instance_suffix(original_start: dt.date | dt.datetime) -> str:
     """The part after ``_`` of an instance id (google-apis.md §2.6)."""
     if isinstance(original_start, dt.datetime):

@@ -1,9 +1,10 @@
 """Event field rules: what a client may write and how Google validates it.
 
 * Writable fields (:data:`WRITABLE`); read-only ones in a body are ignored.
-* Patch semantics merge top-level fields, ``null`` clears a field, and
-  ``extendedProperties`` merge per key with ``null`` deleting a key; update
-  replaces everything (extended-properties guide).
+* Patch semantics merge top-level fields and, recursively, the keys of nested
+  objects (``start``/``end``, ``reminders``, ...); ``null`` clears a field or a
+  key; arrays are replaced; ``extendedProperties`` merge per key with ``null``
+  deleting a key; update replaces everything (extended-properties guide).
 * ``start``/``end`` per :mod:`~crmflow.sandbox.google.eventtime`; recurring timed
   events need ``start.timeZone``; recurrence lines must expand.
 * Extended properties: keys over 44 characters dropped, values cut at 1024,
@@ -109,10 +110,8 @@ def prepare_body(
             elif value is None:
                 # JSON null clears a field in patch semantics.
                 body.pop(key, None)
-            elif key in ("start", "end"):
-                body[key] = value
             else:
-                body[key] = copy.deepcopy(value)
+                body[key] = _merge_patch(body.get(key), value)
     else:
         body = {
             k: copy.deepcopy(v)
@@ -233,6 +232,26 @@ def _check_reminders(raw: Any) -> None:
         minutes = item.get("minutes")
         if not isinstance(minutes, int) or not 0 <= minutes <= MAX_REMINDER_MINUTES:
             raise classic_bad("Invalid reminder minutes.")
+
+
+def _merge_patch(old: Any, new: Any) -> Any:
+    """Patch semantics for one field: objects are merged key by key (a ``null``
+    member clears that key), anything else, arrays included, is replaced.
+
+    Google documents this for its APIs' patch and its Calendar team confirmed it
+    for ``start``/``end``: patching an all-day event with only ``dateTime``
+    leaves ``date`` in place and the write is refused, so a client turning an
+    all-day event into a timed one sends ``"date": null``.
+    """
+    if not isinstance(new, dict) or not isinstance(old, dict):
+        return copy.deepcopy(new)
+    merged = copy.deepcopy(old)
+    for key, value in new.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge_patch(merged.get(key), value)
+    return merged
 
 
 def _merge_extended(old: Any, patch: Any) -> dict[str, dict[str, str]]:
