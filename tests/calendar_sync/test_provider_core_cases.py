@@ -31,8 +31,8 @@ from sqlalchemy import delete
 from crmflow.bootstrap import Services
 from crmflow.config import Settings
 from crmflow.connections.service import Integrations
-from crmflow.domain.appointments import timed_span
-from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo
+from crmflow.domain.appointments import AppointmentStatus, timed_span
+from crmflow.domain.calendar_accounts import DeleteMode, RunStatus, SyncRunInfo
 from crmflow.domain.crm import AppointmentDraft
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.store import models
@@ -138,8 +138,15 @@ async def set_cursor(services: Services, mb: Mailbox, cursor: str) -> None:
         row.sync_cursor = cursor
 
 
-async def edit_in_crm(services: Services, mb: Mailbox, uid: str, title: str) -> None:
-    """Retitle an appointment as a CRM user does."""
+async def edit_in_crm(
+    services: Services,
+    mb: Mailbox,
+    uid: str,
+    title: str | None = None,
+    *,
+    status: AppointmentStatus | None = None,
+) -> None:
+    """Retitle an appointment, or change its status, as a CRM user does."""
     row = (await appointments(services, mb.ctx))[uid]
     async with services.db.tenant(mb.ctx) as session:
         repo = AppointmentRepository(session)
@@ -147,12 +154,12 @@ async def edit_in_crm(services: Services, mb: Mailbox, uid: str, title: str) -> 
         await repo.update(
             row.id,
             AppointmentDraft(
-                title=title,
+                title=current.title if title is None else title,
                 span=current.span,
                 description=current.description,
                 location=current.location,
                 attendees=current.attendees,
-                status=current.status,
+                status=current.status if status is None else status,
                 recurrence_rule=current.recurrence_rule,
             ),
             expected_version=current.version,
@@ -361,6 +368,59 @@ async def test_case3_one_sided_deletion_propagates_each_way(
     assert done.events_imported == 1
     row = (await appointments(services, mb.ctx))[gone_here]
     assert (row.title, row.status) == ("Deleted in the CRM", "confirmed")
+
+
+async def test_case3_an_appointment_cancelled_in_the_crm_stays_in_the_crm(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """Google keeps a cancelled event only as a deletion, and Outlook's
+    ``isCancelled`` cannot be written: there the cancellation deletes the event
+    and ends the mapping, while the appointment stays, cancelled, even where
+    deletions in the calendar delete appointments. CalDAV writes
+    ``STATUS:CANCELLED`` and keeps syncing the event."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    await calendar_sync.update_account(
+        mb.ctx, mb.account.id, {"delete_mode": DeleteMode.DELETE.value}
+    )
+    called_off, stays = await synced_events(
+        driver, calendar_sync, mb, "Called off", "Stays"
+    )
+
+    await edit_in_crm(services, mb, called_off, status=AppointmentStatus.CANCELLED)
+    mark = await driver.mark()
+    done = await run(calendar_sync, mb)
+
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert await writes(driver, mark) == 1
+    if isinstance(driver, CalDAVDriver):
+        assert (done.events_updated, done.events_deleted) == (1, 0)
+        assert sorted(await driver.uids(mb)) == sorted([called_off, stays])
+        response = await driver._request(
+            mb.login, "GET", await driver._href(mb, called_off)
+        )
+        assert "STATUS:CANCELLED" in response.text
+        assert sorted(await mappings(services, mb)) == sorted([called_off, stays])
+    else:
+        assert (done.events_updated, done.events_deleted) == (0, 1)
+        assert await driver.uids(mb) == [stays]
+        assert list(await mappings(services, mb)) == [stays]
+    for _ in range(2):  # the next syncs neither delete it nor export it again
+        await quiet_sync(driver, calendar_sync, services, mb)
+    rows = await appointments(services, mb.ctx)
+    assert sorted(rows) == sorted([called_off, stays])
+    assert (rows[called_off].status, rows[stays].status) == ("cancelled", "confirmed")
+
+    # called on again: back in the calendar under its UID (Google restores its
+    # deleted event, which keeps that iCalUID), once
+    if isinstance(driver, GraphDriver):  # Outlook gives the new event a new id
+        driver._ids.pop(called_off + "\n" + mb.login, None)
+    await edit_in_crm(services, mb, called_off, status=AppointmentStatus.CONFIRMED)
+    done = await run(calendar_sync, mb)
+    assert done.status is RunStatus.SUCCESS, done.errors
+    assert sorted(await driver.uids(mb)) == sorted([called_off, stays])
+    assert (await driver.held(mb, called_off)).title == "Called off"
+    assert sorted(await mappings(services, mb)) == sorted([called_off, stays])
+    await quiet_sync(driver, calendar_sync, services, mb)
 
 
 # ------------------------------------------------------------------ case 4

@@ -498,11 +498,18 @@ async def test_an_update_rewrites_the_copy_it_read_keeping_what_crmflow_does_not
     assert again.event.content_hash() == _edited(item.event).content_hash()
 
 
-async def test_an_update_without_a_read_copy_fetches_it_once(radicale, url, transport):
+async def _decorated_elsewhere(radicale, url) -> tuple[str, str, Any]:
+    """DECORATED put by another client and read by another run: its ETag,
+    href and item."""
     etag = put_raw(radicale, url, "decorated.ics", DECORATED)
     href = urlsplit(url).path + "decorated.ics"
     async with calendar(radicale, url) as reader:
         [item] = await reader.get_many([href])
+    return etag, href, item
+
+
+async def test_an_update_without_a_read_copy_fetches_it_once(radicale, url, transport):
+    etag, href, item = await _decorated_elsewhere(radicale, url)
     fresh = calendar(radicale, url, transport)  # another run: nothing read yet
 
     await fresh.update(href, _edited(item.event), if_match=etag, notify=Notify.NONE)
@@ -514,10 +521,7 @@ async def test_an_update_without_a_read_copy_fetches_it_once(radicale, url, tran
 async def test_an_update_of_a_copy_changed_since_is_refused_without_writing(
     radicale, url, transport
 ):
-    etag = put_raw(radicale, url, "decorated.ics", DECORATED)
-    href = urlsplit(url).path + "decorated.ics"
-    async with calendar(radicale, url) as reader:
-        [item] = await reader.get_many([href])
+    etag, href, item = await _decorated_elsewhere(radicale, url)
     changed = DECORATED.replace(b"SUMMARY:Stand-up\r", b"SUMMARY:Renamed elsewhere\r")
     put_raw(radicale, url, "decorated.ics", changed)
     fresh = calendar(radicale, url, transport)

@@ -290,6 +290,11 @@ class Capability(enum.StrEnum):
     #: ``create``/``update`` always return the new version (a CalDAV server
     #: without an ETag on PUT does not: RFC 4791 section 5.3.4)
     RETURNS_VERSION_ON_WRITE = "returns_version_on_write"
+    #: an event whose status is cancelled stays an event of the side (CalDAV
+    #: ``STATUS:CANCELLED``). Without it a cancelled event is a deleted one
+    #: (Google) or cannot be written (Graph's ``isCancelled``), so the service
+    #: syncs an appointment cancelled in the CRM as a deletion of its event
+    CANCELLED_EVENTS = "cancelled_events"
 
 
 class Notify(enum.StrEnum):

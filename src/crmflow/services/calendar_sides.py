@@ -60,7 +60,10 @@ class CrmCalendar(CalendarProvider):
     UID an appointment of the organization has already is answered with that
     appointment (``adopted``): one meeting seen by two users is one appointment.
     A deletion from the calendar cancels the appointment (``cancel``) or deletes
-    it. Of another user's appointment only the acting user's own response
+    it. Without ``list_cancelled`` (a calendar that cannot hold a cancelled
+    event: Google, Graph) cancelled appointments are not listed, so the engine
+    sees a cancellation made in the CRM as a deletion and deletes the event; the
+    appointment itself stays, cancelled. Of another user's appointment only the acting user's own response
     (their attendee entry at ``own_addresses``) is taken; its owner's sync keeps
     the rest, and an event leaving this user's calendar leaves it alone.
     """
@@ -72,6 +75,7 @@ class CrmCalendar(CalendarProvider):
         *,
         export_own: bool,
         cancel: bool,
+        list_cancelled: bool = True,
         own_addresses: frozenset[str] = frozenset(),
         progress: Progress | None = None,
     ) -> None:
@@ -80,6 +84,7 @@ class CrmCalendar(CalendarProvider):
         self._account_id = account_id
         self._export_own = export_own
         self._cancel = cancel
+        self._list_cancelled = list_cancelled
         self._progress = progress
         #: the organization's appointments by UID, once loaded; before that,
         #: the UIDs looked up one by one and the ones created by this run
@@ -92,12 +97,19 @@ class CrmCalendar(CalendarProvider):
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset({Capability.RETURNS_VERSION_ON_WRITE})
+        return frozenset(
+            {Capability.RETURNS_VERSION_ON_WRITE, Capability.CANCELLED_EVENTS}
+        )
 
     async def list(self) -> Listing:
         session = await self._uow.session()
         return Listing(
-            await store.listing(session, self._account_id, export_own=self._export_own)
+            await store.listing(
+                session,
+                self._account_id,
+                export_own=self._export_own,
+                cancelled=self._list_cancelled,
+            )
         )
 
     async def list_changes(self, cursor: str) -> Changes:

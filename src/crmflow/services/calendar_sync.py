@@ -32,7 +32,12 @@ from dataclasses import replace
 from typing import Any
 
 from crmflow.connections.service import Integrations
-from crmflow.domain.calendar import CalendarEvent, CalendarProvider, RemoteEvent
+from crmflow.domain.calendar import (
+    CalendarEvent,
+    CalendarProvider,
+    Capability,
+    RemoteEvent,
+)
 from crmflow.domain.calendar_accounts import (
     CalendarAccountInfo,
     CalendarChoice,
@@ -500,6 +505,7 @@ class CalendarSync:
             export_own=account.export_scope is ExportScope.OWN
             and account.direction is not Direction.IMPORT_ONLY,
             cancel=account.delete_mode is DeleteMode.CANCEL,
+            list_cancelled=Capability.CANCELLED_EVENTS in provider.capabilities,
             own_addresses=own_addresses,
             progress=progress,
         )

@@ -131,18 +131,25 @@ def _mapped_here(account_id: uuid.UUID) -> Any:
 
 
 async def listing(
-    session: AsyncSession, account_id: uuid.UUID, *, export_own: bool
+    session: AsyncSession,
+    account_id: uuid.UUID,
+    *,
+    export_own: bool,
+    cancelled: bool = True,
 ) -> dict[str, str]:
     """The appointments this calendar account syncs: ``{id: version}``.
 
-    Those mapped to it, plus, when ``export_own``, the acting user's own
-    appointments that are not cancelled and that no other of their calendar
-    accounts syncs (those are the ones to export).
+    Those mapped to it (without ``cancelled``: those not cancelled), plus, when
+    ``export_own``, the acting user's own appointments that are not cancelled
+    and that no other of their calendar accounts syncs (those are the ones to
+    export).
     """
     ctx = _ctx(session)
     a = models.Appointment
     m = models.CalendarEventMapping
     condition: Any = a.id.in_(_mapped_here(account_id))
+    if not cancelled:
+        condition = and_(condition, a.status != AppointmentStatus.CANCELLED.value)
     if export_own:
         elsewhere = exists().where(
             m.appointment_id == a.id,

@@ -253,7 +253,9 @@ class CalDAVCalendar(CalendarProvider):
         )
         self._timeout_s = timeout_s
         self._transport = transport
-        caps = {Capability.INCREMENTAL} if incremental else set()
+        caps = {Capability.CANCELLED_EVENTS}
+        if incremental:
+            caps.add(Capability.INCREMENTAL)
         if read_only:
             caps.add(Capability.READ_ONLY)
         self._capabilities = frozenset(caps)

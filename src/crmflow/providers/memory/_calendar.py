@@ -264,6 +264,7 @@ class MemoryCalendar(CalendarProvider):
             Capability.READ_ONLY: self.read_only,
             Capability.INCREMENTAL: self.incremental,
             Capability.RETURNS_VERSION_ON_WRITE: self.versions_on_write,
+            Capability.CANCELLED_EVENTS: True,
         }
         return frozenset(flag for flag, on in flags.items() if on)
 
