@@ -403,6 +403,53 @@ async def test_case24c_one_cancelled_occurrence_keeps_the_series(
     await quiet_sync(driver, calendar_sync, services, s.mb)
 
 
+@pytest.mark.parametrize("change", ["edited", "cancelled"])
+async def test_case24c_a_new_rule_from_the_crm_drops_the_providers_exceptions(
+    driver: Driver,
+    tenants,
+    services: Services,
+    calendar_sync: CalendarSync,
+    change: str,
+):
+    """A rule changed in the CRM drops the series' exceptions there (they
+    belonged to the old rule): the provider's series must lose them too."""
+    s = await synced_series(driver, tenants.alice.ctx, calendar_sync, services)
+    touched = s.starts[2]
+    if change == "edited":
+        await driver.edit_occurrence(
+            s.mb, s.uid, touched, title="Moved", shift=dt.timedelta(hours=2)
+        )
+    else:
+        await driver.cancel_occurrence(s.mb, s.uid, touched)
+    await sync(calendar_sync, s.mb)
+    before = await in_sync(driver, services, s.mb, s.window)
+    assert len(before) == (COUNT if change == "edited" else COUNT - 1)
+    row = (await appointments(services, s.mb.ctx))[s.uid]
+
+    async with services.db.tenant(s.mb.ctx) as session:
+        repo = AppointmentRepository(session)
+        current = await repo.get(row.id)
+        await repo.update(
+            row.id,
+            AppointmentDraft(
+                title=current.title,
+                span=current.span,
+                recurrence_rule=f"FREQ=WEEKLY;COUNT={COUNT + 1}",
+            ),
+            expected_version=current.version,
+        )
+    await sync(calendar_sync, s.mb)
+
+    assert (await appointments(services, s.mb.ctx))[s.uid].recurrence_exceptions == []
+    listed = await in_sync(driver, services, s.mb, s.window)
+    assert [o.start for o in listed] == [
+        utc(instant(s.day + dt.timedelta(weeks=k), 9, SERIES_ZONE))
+        for k in range(COUNT + 1)
+    ]
+    assert {o.title for o in listed} == {SERIES_TITLE}
+    await quiet_sync(driver, calendar_sync, services, s.mb)
+
+
 async def test_case24d_single_event_to_series_and_back_from_the_provider(
     driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
 ):

@@ -273,6 +273,28 @@ def test_hash_changes_with_every_exception_field(exception):
     assert not _same(plain, replace(plain, exceptions=(exception,)))
 
 
+def test_an_override_repeating_the_series_changes_nothing():
+    series = event(
+        "x", "Weekly", recurrence=WEEKLY, description="Agenda", location="Room 1"
+    )
+    assert RecurrenceException(START).repeats(series)
+    # every field set to what the series has, written differently
+    assert RecurrenceException(
+        START, title=" Weekly ", description="Agenda\r\n", location="Room 1"
+    ).repeats(series)
+    for differs in (
+        RecurrenceException(START, EventStatus.CANCELLED),
+        RecurrenceException(START, EventStatus.TENTATIVE),
+        RecurrenceException(START, title="Moved"),
+        RecurrenceException(START, location="Room 9"),
+        RecurrenceException(START, attendees=(BOB,)),
+        RecurrenceException(
+            START, span=timed_span(START, START + dt.timedelta(hours=2), "UTC")
+        ),
+    ):
+        assert not differs.repeats(series), differs
+
+
 def test_hash_is_stable_hex():
     digest = event("x").content_hash()
     assert digest == event("x").content_hash()

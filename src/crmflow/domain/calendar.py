@@ -99,6 +99,14 @@ class RecurrenceException:
         """``original_start`` as text: the date, or the UTC instant in ISO 8601."""
         return _start_key(self.original_start)
 
+    def repeats(self, series: CalendarEvent) -> bool:
+        """Whether this override changes nothing of the occurrence ``series``
+        gives: every field it sets equals the series' (as the content hash
+        compares them), and it is not cancelled unless the series is."""
+        return _canonical_exception(self, _canonical_master(series)) == {
+            "start": self.key
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class CalendarEvent:
@@ -258,8 +266,8 @@ def _canonical_exception(
     }
 
 
-def _canonical_event(event: CalendarEvent) -> dict[str, object]:
-    master: dict[str, object] = {
+def _canonical_master(event: CalendarEvent) -> dict[str, object]:
+    return {
         "title": _line(event.title),
         "description": _text(event.description),
         "location": _line(event.location),
@@ -268,6 +276,10 @@ def _canonical_event(event: CalendarEvent) -> dict[str, object]:
         "status": str(event.status),
         "recurrence": sorted(_recurrence_line(line) for line in event.recurrence),
     }
+
+
+def _canonical_event(event: CalendarEvent) -> dict[str, object]:
+    master = _canonical_master(event)
     exceptions = sorted(
         (_canonical_exception(e, master) for e in event.exceptions),
         key=lambda e: str(e["start"]),

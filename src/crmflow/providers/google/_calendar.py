@@ -66,7 +66,9 @@ from crmflow.providers.google._calendar_mapping import (
     event_patch_to_google,
     event_to_google,
     exception_to_google,
+    exdate_keys,
     instance_suffix,
+    occurrence_to_google,
     parse_updated,
 )
 from crmflow.providers.google._http import google_error
@@ -326,6 +328,10 @@ class GoogleCalendar(CalendarProvider):
         if event.exceptions or "|" in if_match:
             await self._write_exceptions(remote_id, event, notify)
             entry = await self._read(remote_id)
+            if entry is not None and await self._revert_dropped(
+                remote_id, event, entry, notify
+            ):
+                entry = await self._read(remote_id)
             return None if entry is None else entry[0]
         return _version(updated, [])
 
@@ -492,6 +498,34 @@ class GoogleCalendar(CalendarProvider):
                 params["pageToken"] = str(page["nextPageToken"])
         mine = [i for i in items if i.get("recurringEventId") == remote_id]
         return (_version(master, mine), master, mine)
+
+    async def _revert_dropped(
+        self, remote_id: str, event: CalendarEvent, entry: _Entry, notify: Notify
+    ) -> bool:
+        """PATCH back to the series each instance Google still holds as an
+        exception that ``event`` no longer has (a rule changed in the CRM
+        drops them; Google keeps exceptions across a recurrence change).
+        Occurrences the event removes with EXDATE stay as they are. Returns
+        whether it wrote anything."""
+        _, master, instances = entry
+        current = event_from_google(master, instances, default_zone=self._zone)
+        wanted = {e.key for e in event.exceptions} | exdate_keys(event)
+        what = "Undoing an exception of a recurring Google calendar event"
+        wrote = False
+        for exception in current.exceptions:
+            if exception.key in wanted:
+                continue
+            original = exception.original_start
+            response = await self._send(
+                "PATCH",
+                self._event_url(f"{remote_id}_{instance_suffix(original)}"),
+                what,
+                params=self._notify(notify),
+                json=occurrence_to_google(original, event),
+            )
+            self._raise_for_write(response, what)
+            wrote = True
+        return wrote
 
     async def _write_exceptions(
         self, remote_id: str, event: CalendarEvent, notify: Notify

@@ -18,6 +18,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from icalendar import Event
 
 from crmflow.domain.appointments import (
     ResponseStatus,
@@ -155,14 +158,15 @@ def event_patch_to_google(event: CalendarEvent) -> dict[str, Any]:
     with ``null``, or the event would carry both and the patch be refused.
     """
     body = event_to_google(event)
-    for key in ("start", "end"):
-        time: dict[str, Any] = dict(body[key])
-        if "date" in time:
-            time.update(dateTime=None, timeZone=None)
-        else:
-            time["date"] = None
-        body[key] = time
+    body["start"], body["end"] = _cleared(body["start"]), _cleared(body["end"])
     return body
+
+
+def _cleared(time: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``start``/``end`` for a patch: the other form set to ``null``."""
+    if "date" in time:
+        return {**time, "dateTime": None, "timeZone": None}
+    return {**time, "date": None}
 
 
 def instance_suffix(original_start: dt.date | dt.datetime) -> str:
@@ -190,6 +194,51 @@ def exception_to_google(
     if exception.span is not None:
         body["start"], body["end"] = span_to_google(exception.span)
     return body
+
+
+def occurrence_to_google(
+    original: dt.date | dt.datetime, series: CalendarEvent
+) -> dict[str, Any]:
+    """A PATCH body that puts the instance at ``original`` back to what the
+    series gives it: its fields and the rule's time (an exception undone)."""
+    span = series.span
+    if isinstance(original, dt.datetime):
+        length = span.end_at - span.start_at
+        instance = timed_span(original, original + length, span.timezone)
+    else:
+        days = span.end_date - span.start_date
+        instance = all_day_span(original, original + days, span.timezone)
+    start, end = span_to_google(instance)
+    body = event_to_google(series)
+    return {
+        **{
+            key: body[key]
+            for key in ("status", "summary", "description", "location", "attendees")
+        },
+        "start": _cleared(start),
+        "end": _cleared(end),
+    }
+
+
+def exdate_keys(event: CalendarEvent) -> frozenset[str]:
+    """The occurrences ``event``'s EXDATE lines remove, as exception keys
+    (``RecurrenceException.key``); a value without a zone is on the series'
+    wall clock. Parsed by icalendar, one line at a time."""
+    keys: set[str] = set()
+    where = ZoneInfo(event.span.timezone)
+    for line in event.recurrence:
+        if not line.upper().startswith("EXDATE"):
+            continue
+        prop = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n").get(
+            "EXDATE"
+        )
+        for values in prop if isinstance(prop, list) else [prop]:
+            for value in getattr(values, "dts", ()):
+                day = value.dt
+                if isinstance(day, dt.datetime) and day.tzinfo is None:
+                    day = day.replace(tzinfo=where)
+                keys.add(RecurrenceException(day).key)
+    return frozenset(keys)
 
 
 def _original_start(raw: Mapping[str, Any]) -> dt.date | dt.datetime:
@@ -262,7 +311,10 @@ def event_from_google(
         if "originalStartTime" not in item:
             continue
         exception = _exception_from_google(item, master, default_zone)
-        found[exception.key] = exception
+        # an instance edited back to what the rule gives (as crmflow reverts
+        # one) is an occurrence like the others, not an exception
+        if not exception.repeats(master):
+            found[exception.key] = exception
     if not found:
         return master
     return CalendarEvent(
