@@ -38,7 +38,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dateutil.rrule import rrulestr
 from tzlocal.windows_tz import win_tz
 
 from crmflow.domain.appointments import (
@@ -54,6 +53,7 @@ from crmflow.domain.calendar import (
     EventStatus,
     RecurrenceException,
 )
+from crmflow.domain.recurrence import occurrence_starts
 from crmflow.errors import ValidationFailed
 from crmflow.providers.base import UnsupportedOperation
 
@@ -494,33 +494,24 @@ def cancelled_originals(event: CalendarEvent) -> dict[str, Original]:
 
 
 def rule_starts(rule: str, span: TimeSpan, window: Window) -> list[dt.datetime]:
-    """UTC starts of the occurrences ``rule`` gives a series starting at ``span``
-    that overlap ``window`` (empty for a rule dateutil cannot expand).
+    """UTC starts of the occurrences ``rule`` (an ``RRULE`` line) gives a series
+    starting at ``span`` that overlap ``window`` (empty for a rule that cannot
+    be expanded); an all-day occurrence starts at midnight in the series' zone.
 
-    Expanded on the wall clock of the series' zone, as Outlook does: a 09:00
-    meeting stays at 09:00 across daylight-saving changes.
+    Expanded on the wall clock of the series' zone (recurring-ical-events), as
+    Outlook does: a 09:00 meeting stays at 09:00 across daylight-saving changes.
     """
     tz = zone(span.timezone)
     length = span.end_at - span.start_at
-    # all-day series expand naive local dates (their UNTIL is a DATE); timed
-    # ones aware, because their UNTIL is in UTC
-    first = span.start_at.astimezone(tz)
-    if span.all_day:
-        first = first.replace(tzinfo=None)
-    low = (window.start - length - dt.timedelta(days=1)).astimezone(tz)
-    high = (window.end + dt.timedelta(days=1)).astimezone(tz)
-    if span.all_day:
-        low, high = low.replace(tzinfo=None), high.replace(tzinfo=None)
-    try:
-        expanded = rrulestr(rule.partition(":")[2], dtstart=first).between(
-            low, high, inc=True
-        )
-    except (ValueError, TypeError):
-        return []
+    starts = occurrence_starts(
+        span, [rule], window.start - dt.timedelta(days=1), window.end
+    )
     out = []
-    for local in expanded:
-        instant = (local if local.tzinfo else local.replace(tzinfo=tz)).astimezone(
-            dt.UTC
+    for start in starts or ():
+        instant = (
+            start
+            if isinstance(start, dt.datetime)
+            else dt.datetime.combine(start, dt.time(), tz).astimezone(dt.UTC)
         )
         if window.holds(instant, length):
             out.append(instant)

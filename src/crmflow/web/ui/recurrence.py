@@ -9,17 +9,17 @@ calendar sent.
 
 Occurrences are expanded in the appointment's own zone, on its wall clock
 (RFC 5545 section 3.3.10: a weekly 09:30 meeting stays at 09:30 across a
-daylight-saving change), with ``dateutil.rrule``.
+daylight-saving change), by recurring-ical-events
+(:mod:`crmflow.domain.recurrence`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from dateutil.rrule import rrulestr
-
 from crmflow.domain import crm
-from crmflow.domain.appointments import AppointmentStatus, zone
+from crmflow.domain.appointments import AppointmentStatus
+from crmflow.domain.recurrence import next_start
 
 _UNITS = {
     "SECONDLY": ("every second", "second"),
@@ -149,20 +149,8 @@ def continues_after(appointment: crm.Appointment, instant: dt.datetime) -> bool:
     rule = appointment.recurrence_rule
     if not rule or appointment.status is AppointmentStatus.CANCELLED:
         return False
-    tz = zone(appointment.span.timezone)
-    start = appointment.span.start_at.astimezone(tz)
     line = "RRULE:" + _parts_line(rule)
-    try:
-        found = rrulestr(line, dtstart=start).after(instant.astimezone(tz))
-    except (ValueError, TypeError):
-        # dateutil wants a UTC UNTIL with an aware start; a date-only or floating
-        # UNTIL (all-day series, some CalDAV servers) is read on the wall clock.
-        try:
-            local = instant.astimezone(tz).replace(tzinfo=None)
-            found = rrulestr(line, dtstart=start.replace(tzinfo=None)).after(local)
-        except (ValueError, TypeError):
-            return False
-    return found is not None
+    return next_start(appointment.span, [line], instant) is not None
 
 
 def _parts_line(rule: str) -> str:

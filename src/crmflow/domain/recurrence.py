@@ -1,0 +1,136 @@
+"""The occurrences of a recurring series, expanded by recurring-ical-events.
+
+A series is given as its first occurrence's :class:`TimeSpan` and its
+recurrence lines (``RRULE``, ``EXRULE``, ``RDATE``, ``EXDATE``, as
+``CalendarEvent.recurrence`` and appointments hold them). The lines are read by
+icalendar into one ``VEVENT`` and expanded by recurring-ical-events, so what
+RFC 5545 says holds without code of ours: occurrences keep the wall clock of
+the series' zone across daylight-saving changes (section 3.3.10), a date-only
+or floating ``UNTIL`` works for all-day and timed series alike, ``EXDATE`` and
+``RDATE`` values with or without ``TZID`` apply.
+
+Public surface: :func:`occurrence_starts` (the starts in a window) and
+:func:`next_start` (the first start after an instant). Both are forgiving: a
+line they cannot read gives no occurrences (``None``), because callers list
+whatever a calendar sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import recurring_ical_events
+from icalendar import Calendar, Event
+
+from crmflow.domain.appointments import TimeSpan, zone
+
+#: the start of one occurrence: an aware UTC instant, or a date (all-day)
+Start = dt.date | dt.datetime
+
+_LINES = ("RRULE", "EXRULE", "RDATE", "EXDATE")
+#: occurrences looked at past the instant before giving up: more than can be
+#: going on at once in any sane series (a daily rule with week-long events)
+_IN_PROGRESS = 64
+
+
+def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
+    """One ``VEVENT`` holding the series; None if a line cannot be read."""
+    vevent = Event()
+    vevent.add("UID", "series")
+    if span.all_day:
+        vevent.add("DTSTART", span.start_date)
+        vevent.add("DTEND", span.end_date)
+    else:
+        tz = zone(span.timezone)
+        vevent.add("DTSTART", span.start_at.astimezone(tz))
+        vevent.add("DTEND", span.end_at.astimezone(tz))
+    try:
+        for line in lines:
+            parsed = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n")
+            for name in _LINES:
+                values = parsed.get(name)
+                for value in values if isinstance(values, list) else [values]:
+                    if value is not None:
+                        vevent.add(name, value, encode=False)
+    except (ValueError, KeyError, TypeError):
+        return None
+    calendar = Calendar()
+    calendar.add_component(vevent)
+    return calendar
+
+
+def _start_of(occurrence: Any, span: TimeSpan) -> Start:
+    value = occurrence["DTSTART"].dt
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:  # the floating expansion of a floating rule
+            value = value.replace(tzinfo=zone(span.timezone))
+        return value.astimezone(dt.UTC)
+    return value  # type: ignore[no-any-return]
+
+
+def _expanded(
+    span: TimeSpan, lines: Sequence[str], occurrences: Any
+) -> Iterator[Start]:
+    try:
+        for occurrence in occurrences:
+            yield _start_of(occurrence, span)
+    except (ValueError, TypeError, recurring_ical_events.InvalidCalendar):
+        return
+
+
+def occurrence_starts(
+    span: TimeSpan, lines: Sequence[str], start: dt.datetime, end: dt.datetime
+) -> list[Start] | None:
+    """The starts of the series' occurrences that overlap ``[start, end]``,
+    earliest first; None when the lines cannot be read.
+
+    ``start``/``end`` are aware instants; for an all-day series the dates they
+    fall on in the series' zone bound the search.
+    """
+    calendar = _series(span, lines)
+    if calendar is None:
+        return None
+    low: Any = start
+    high: Any = end
+    if span.all_day:
+        tz = zone(span.timezone)
+        low, high = start.astimezone(tz).date(), end.astimezone(tz).date()
+    try:
+        found = recurring_ical_events.of(calendar).between(low, high)
+    except (ValueError, TypeError, recurring_ical_events.InvalidCalendar):
+        return None
+    return sorted(_expanded(span, lines, found), key=_sort_key)
+
+
+def next_start(
+    span: TimeSpan, lines: Sequence[str], instant: dt.datetime
+) -> Start | None:
+    """The first start of the series after ``instant`` (an aware instant; for
+    an all-day series, a date after the one ``instant`` falls on in the
+    series' zone); None when there is none or the lines cannot be read."""
+    calendar = _series(span, lines)
+    if calendar is None:
+        return None
+    tz = zone(span.timezone)
+    after: Any = instant.astimezone(tz).date() if span.all_day else instant
+    try:
+        upcoming = recurring_ical_events.of(calendar).after(after)
+        # "after" also yields the occurrences still going on at the instant
+        for found in itertools.islice(_expanded(span, lines, upcoming), _IN_PROGRESS):
+            if _sort_key(found) > _sort_key(after):
+                return found
+    except (ValueError, TypeError, recurring_ical_events.InvalidCalendar):
+        return None
+    return None
+
+
+def _sort_key(start: Start) -> dt.datetime:
+    if isinstance(start, dt.datetime):
+        return start
+    return dt.datetime.combine(start, dt.time(), dt.UTC)
+
+
+__all__ = ["Start", "next_start", "occurrence_starts"]
