@@ -10,9 +10,11 @@ paths on this site.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 import uuid
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -153,7 +155,7 @@ async def test_every_page_renders_for_the_owner(
 
 
 async def test_appointments_list_shows_series_and_all_day(
-    web, google: GoogleAccount, calendar_sync: CalendarSync, tenants
+    web, google: GoogleAccount, calendar_sync: CalendarSync, tenants, services
 ):
     await sign_in(web, tenants.alice)
     await calendar_sync.sync(google.ctx, google.account.id)
@@ -168,6 +170,22 @@ async def test_appointments_list_shows_series_and_all_day(
     assert "Team Standup" in shown
     assert "Repeats weekly on Monday" in shown
     assert "Since " in shown
+    # and when it meets next: the first Monday occurrence after now, on the
+    # series' own wall clock
+    row = next(
+        r
+        for r in (await _appointments(services, google.ctx)).values()
+        if r.title == "Team Standup"
+    )
+    async with services.db.tenant(google.ctx) as session:
+        standup = await AppointmentRepository(session).get(row.id)
+    tz = ZoneInfo(standup.span.timezone)
+    first = standup.span.start_at.astimezone(tz)
+    now = dt.datetime.now(tz)
+    nxt = first
+    while nxt <= now:
+        nxt = (nxt.replace(tzinfo=None) + dt.timedelta(weeks=1)).replace(tzinfo=tz)
+    assert f"Next: {nxt:%a} {nxt.day} {nxt:%b %Y}, {nxt:%H:%M}" in shown
     # the all-day offsite says so, in either list (it may have passed this week)
     both = words(upcoming) + " " + words(past)
     assert re.search(r"Company Offsite Confirmed All day", both)

@@ -68,6 +68,15 @@ def when(appointment: crm.Appointment) -> str:
     return f"{_day(start.date())} {start:%H:%M} – {_day(end.date())} {end:%H:%M}"
 
 
+def occurrence_start(appointment: crm.Appointment, start: dt.date | dt.datetime) -> str:
+    """The start of one occurrence of a series, in the series' own time zone:
+    ``Mon 7 Dec 2026, 09:30``, or ``Mon 7 Dec 2026`` for an all-day series."""
+    if not isinstance(start, dt.datetime):
+        return _day(start)
+    local = start.astimezone(zone(appointment.span.timezone))
+    return f"{_day(local.date())}, {local:%H:%M}"
+
+
 def first_day(appointment: crm.Appointment) -> dt.date:
     """The day an appointment starts on, in its own time zone."""
     span = appointment.span

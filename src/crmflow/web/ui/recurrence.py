@@ -1,9 +1,9 @@
 """Recurring appointments for a person: "repeats weekly on Monday", and whether
 a series that started in the past still has occurrences to come.
 
-Public surface: :func:`describe_rule` (an RFC 5545 ``RRULE`` value in words)
-and :func:`continues_after` (a series with an occurrence starting after a
-given instant). Both are forgiving: a rule they cannot read is described as
+Public surface: :func:`describe_rule` (an RFC 5545 ``RRULE`` value in words),
+:func:`next_occurrence` (when a series next starts after a given instant) and
+:func:`continues_after` (whether it does). They are forgiving: a rule they cannot read is described as
 "repeats" and counted as ended, because the list must render whatever a
 calendar sent.
 
@@ -19,7 +19,7 @@ import datetime as dt
 
 from crmflow.domain import crm
 from crmflow.domain.appointments import AppointmentStatus
-from crmflow.domain.recurrence import next_start
+from crmflow.domain.recurrence import Start, next_start
 
 _UNITS = {
     "SECONDLY": ("every second", "second"),
@@ -138,19 +138,25 @@ def describe_rule(rule: str | None) -> str:
     return text
 
 
-def continues_after(appointment: crm.Appointment, instant: dt.datetime) -> bool:
-    """Whether the series ``appointment`` has an occurrence starting after ``instant``.
+def next_occurrence(appointment: crm.Appointment, instant: dt.datetime) -> Start | None:
+    """When the series ``appointment`` next starts after ``instant`` (an aware
+    UTC instant, or a date for an all-day series).
 
-    False for single appointments, cancelled series and rules that cannot be
-    expanded. Moved or cancelled single occurrences are not known here (the
-    appointment carries the rule only), so a series whose remaining
-    occurrences were all cancelled one by one still counts as continuing.
+    None for single appointments, cancelled series, series that have ended
+    and rules that cannot be expanded. Moved or cancelled single occurrences
+    are not known here (the appointment carries the rule only).
     """
     rule = appointment.recurrence_rule
     if not rule or appointment.status is AppointmentStatus.CANCELLED:
-        return False
-    line = "RRULE:" + _parts_line(rule)
-    return next_start(appointment.span, [line], instant) is not None
+        return None
+    return next_start(appointment.span, ["RRULE:" + _parts_line(rule)], instant)
+
+
+def continues_after(appointment: crm.Appointment, instant: dt.datetime) -> bool:
+    """Whether the series ``appointment`` has an occurrence starting after
+    ``instant`` (:func:`next_occurrence`); a series whose remaining
+    occurrences were all cancelled one by one still counts as continuing."""
+    return next_occurrence(appointment, instant) is not None
 
 
 def _parts_line(rule: str) -> str:

@@ -48,8 +48,12 @@ from crmflow.web.ui.forms import (
     text,
     timezone_choices,
 )
-from crmflow.web.ui.pages import flash, render
-from crmflow.web.ui.recurrence import continues_after, describe_rule
+from crmflow.web.ui.pages import flash, occurrence_start, render
+from crmflow.web.ui.recurrence import (
+    continues_after,
+    describe_rule,
+    next_occurrence,
+)
 from crmflow.web.ui.session import (
     EPOCH_KEY,
     HOME,
@@ -198,11 +202,17 @@ async def _appointments_context(
             items, total = list(page.items), page.total
             running = await _running_series(repo, now)
         members = await MemberRepository(session).list()
+    next_starts = {
+        a.id: occurrence_start(a, start)
+        for a in running
+        if (start := next_occurrence(a, now)) is not None
+    }
     return {
         **_page(request, viewer, "appointments"),
         "show": show,
         "appointments": items,
         "running": running,
+        "next_starts": next_starts,
         "total": total,
         "limit": LIST_LIMIT,
         "owners": {m.user_id: m.display_name or m.email for m in members},
