@@ -423,6 +423,28 @@ async def test_case3_an_appointment_cancelled_in_the_crm_stays_in_the_crm(
     await quiet_sync(driver, calendar_sync, services, mb)
 
 
+@pytest.mark.parametrize("driver", ["microsoft"], indirect=True)
+async def test_case3_a_meeting_cancelled_by_its_organizer_stays_in_outlook(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """Outlook shows a meeting its organizer called off as ``isCancelled``
+    until the user removes it: imported as a cancelled appointment, it is not
+    taken for one cancelled in the CRM, so crmflow never deletes it."""
+    assert isinstance(driver, GraphDriver)
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    called_off = await driver.create(mb, spec("Called off by the organizer"))
+    stays = await driver.create(mb, spec("Stays", days=1))
+    driver._set(mb, driver._ids[called_off + "\n" + mb.login], is_cancelled=True)
+
+    await sync(calendar_sync, mb)
+    rows = await appointments(services, mb.ctx)
+    assert (rows[called_off].status, rows[stays].status) == ("cancelled", "confirmed")
+    for _ in range(2):
+        await quiet_sync(driver, calendar_sync, services, mb)
+    assert sorted(await driver.uids(mb)) == sorted([called_off, stays])
+    assert sorted(await mappings(services, mb)) == sorted([called_off, stays])
+
+
 # ------------------------------------------------------------------ case 4
 
 

@@ -462,6 +462,9 @@ def _assert_extras_kept(text: str) -> None:
     assert master["X-APPLE-TRAVEL-ADVISORY-BEHAVIOR"] == "AUTOMATIC"
     assert [str(c) for c in master["CATEGORIES"].cats] == ["Sales", "Weekly"]
     assert str(master["ORGANIZER"]) == "mailto:boss@example.com"
+    # a kept organizer makes it a scheduling object: the server must not mail
+    # the attendees about a sync write (RFC 6638)
+    assert master["ORGANIZER"].params["SCHEDULE-AGENT"] == "CLIENT"
     assert int(master["SEQUENCE"]) == 4
     [alarm] = master.subcomponents
     assert alarm.name == "VALARM"
@@ -471,6 +474,7 @@ def _assert_extras_kept(text: str) -> None:
     assert str(ann) == "mailto:ann@example.com"
     assert ann.params["ROLE"] == "CHAIR"
     assert ann.params["RSVP"] == "TRUE"
+    assert ann.params["SCHEDULE-AGENT"] == "CLIENT"
     assert "bob@example.com" not in text
     [override] = [v for key, v in events.items() if key is not None]
     assert override["X-OVERRIDE-NOTE"] == "moved for the board meeting"
@@ -518,7 +522,7 @@ async def test_an_update_without_a_read_copy_fetches_it_once(radicale, url, tran
     _assert_extras_kept(get_raw(radicale, href))
 
 
-async def test_an_update_of_a_copy_changed_since_is_refused_without_writing(
+async def test_an_update_of_a_copy_changed_since_is_refused_and_leaves_it(
     radicale, url, transport
 ):
     etag, href, item = await _decorated_elsewhere(radicale, url)
@@ -529,8 +533,27 @@ async def test_an_update_of_a_copy_changed_since_is_refused_without_writing(
     with pytest.raises(PreconditionFailed):
         await fresh.update(href, _edited(item.event), if_match=etag, notify=Notify.NONE)
 
-    assert transport.kinds == ["GET"]  # no PUT
+    # the PUT's If-Match refuses it (the HEAD tells a change from a deletion)
+    assert transport.kinds == ["GET", "PUT", "HEAD"]
     assert "SUMMARY:Renamed elsewhere" in get_raw(radicale, href)
+
+
+async def test_an_update_rewrites_the_listed_copy_without_fetching_it(
+    radicale, url, transport
+):
+    etag = put_raw(radicale, url, "decorated.ics", DECORATED)
+    href = urlsplit(url).path + "decorated.ics"
+    async with calendar(radicale, url) as reader:
+        [item] = await reader.get_many([href])
+    dav = calendar(radicale, url, transport)
+    listing = await dav.list()  # brings the data, kept for get_many
+    assert listing.items[href] == etag
+    transport.clear()
+
+    await dav.update(href, _edited(item.event), if_match=etag, notify=Notify.NONE)
+
+    assert transport.kinds == ["PUT"]
+    _assert_extras_kept(get_raw(radicale, href))
 
 
 async def test_a_crm_edit_synced_to_caldav_keeps_the_alarm_set_there(radicale, url):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from icalendar import Calendar
 
-from crmflow.domain.appointments import timed_span
+from crmflow.domain.appointments import all_day_span, timed_span
 from crmflow.domain.calendar import CalendarEvent, RecurrenceException
 from crmflow.providers.caldav._ical import from_ical, to_ical
 
@@ -153,3 +153,48 @@ def test_events_without_a_zone_get_no_vtimezone():
     )
     assert b"VTIMEZONE" not in to_ical(utc)
     assert b"VTIMEZONE" not in to_ical(ROUND_TRIP["all-day"])
+
+
+# ------------------------------------------------------------------ rewrites
+
+PLACED = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VEVENT\r
+UID:placed-1\r
+DTSTAMP:20260101T000000Z\r
+DTSTART;TZID=Europe/Berlin:20260407T100000\r
+DTEND;TZID=Europe/Berlin:20260407T110000\r
+SUMMARY:Site visit\r
+LOCATION:Main Street 1\r
+GEO:52.52;13.40\r
+X-APPLE-STRUCTURED-LOCATION;VALUE=URI;X-TITLE=Main Street 1:geo:52.52,13.40\r
+X-MICROSOFT-CDO-ALLDAYEVENT:FALSE\r
+X-OTHER:kept\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def _master(data: bytes) -> object:
+    return Calendar.from_ical(data).walk("VEVENT")[0]
+
+
+def test_a_rewrite_drops_what_restates_a_changed_field_only():
+    event = from_ical(PLACED).event
+    same = _master(to_ical(replace(event, title="Site visit (moved)"), keep=PLACED))
+    assert "GEO" in same
+    assert "X-APPLE-STRUCTURED-LOCATION" in same
+    assert same["X-MICROSOFT-CDO-ALLDAYEVENT"] == "FALSE"
+
+    moved = _master(to_ical(replace(event, location="Harbour 9"), keep=PLACED))
+    # a map pin of the old place would mislead: gone with the old location
+    assert "GEO" not in moved
+    assert "X-APPLE-STRUCTURED-LOCATION" not in moved
+    assert moved["X-OTHER"] == "kept"
+
+    day = replace(event, span=all_day_span(dt.date(2026, 4, 7), None, "UTC"))
+    all_day = _master(to_ical(day, keep=PLACED))
+    # it says FALSE: it restated the timed start, which is gone
+    assert "X-MICROSOFT-CDO-ALLDAYEVENT" not in all_day
+    assert "GEO" in all_day

@@ -72,6 +72,9 @@ def test_rrule_normalization(rule, expected):
         "FREQ=WEEKLY;FREQ=DAILY",
         "FREQ=DAILY\nEXDATE:1",
         "FREQ=DAILY;X-FOO=1",
+        "FREQ=WEEKLY;INTERVAL=0",
+        "FREQ=WEEKLY;INTERVAL=two",
+        "FREQ=DAILY;COUNT=0",
     ],
 )
 def test_rrule_rejects(rule):

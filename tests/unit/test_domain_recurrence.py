@@ -87,7 +87,13 @@ def test_the_next_start_skips_the_occurrence_in_progress():
 
 @pytest.mark.parametrize(
     "line",
-    ["RRULE:FREQ=SOMETIMES", "RRULE:FREQ=WEEKLY;UNTIL=next-week", "EXDATE:yesterday"],
+    [
+        "RRULE:FREQ=SOMETIMES",
+        "RRULE:FREQ=WEEKLY;UNTIL=next-week",
+        "EXDATE:yesterday",
+        # RFC 5545 wants a positive INTERVAL; 0 would make expansion loop forever
+        "RRULE:FREQ=WEEKLY;INTERVAL=0",
+    ],
 )
 def test_lines_that_cannot_be_read_give_no_occurrences(line: str):
     assert occurrence_starts(MONDAY, [line], *SPRING) is None

@@ -168,4 +168,10 @@ def normalize_rrule(rule: str | None) -> str | None:
         )
     if "COUNT" in parts and "UNTIL" in parts:
         raise ValidationFailed("A recurrence rule may have COUNT or UNTIL, not both.")
+    for key in ("INTERVAL", "COUNT"):
+        # RFC 5545: positive integers (INTERVAL=0 would never advance)
+        if key in parts and not (parts[key].isdigit() and int(parts[key]) >= 1):
+            raise ValidationFailed(
+                f"The recurrence rule's {key} must be a whole number of 1 or more."
+            )
     return ";".join(f"{k}={v}" for k, v in parts.items())

@@ -53,13 +53,26 @@ def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
             for name in _LINES:
                 values = parsed.get(name)
                 for value in values if isinstance(values, list) else [values]:
-                    if value is not None:
-                        vevent.add(name, value, encode=False)
+                    if value is None:
+                        continue
+                    if name in ("RRULE", "EXRULE") and not _expandable(value):
+                        return None
+                    vevent.add(name, value, encode=False)
     except (ValueError, KeyError, TypeError):
         return None
     calendar = Calendar()
     calendar.add_component(vevent)
     return calendar
+
+
+def _expandable(rule: Any) -> bool:
+    """Whether a parsed rule can be expanded: RFC 5545 wants a positive
+    ``INTERVAL``, and an ``INTERVAL=0`` (which a calendar may still send)
+    makes the expansion loop forever."""
+    for interval in rule.get("INTERVAL") or ():
+        if not isinstance(interval, int) or interval < 1:
+            return False
+    return True
 
 
 def _start_of(occurrence: Any, span: TimeSpan) -> Start:

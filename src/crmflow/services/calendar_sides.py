@@ -61,9 +61,9 @@ class CrmCalendar(CalendarProvider):
     appointment (``adopted``): one meeting seen by two users is one appointment.
     A deletion from the calendar cancels the appointment (``cancel``) or deletes
     it. Without ``list_cancelled`` (a calendar that cannot hold a cancelled
-    event: Google, Graph) cancelled appointments are not listed, so the engine
-    sees a cancellation made in the CRM as a deletion and deletes the event; the
-    appointment itself stays, cancelled. Of another user's appointment only the acting user's own response
+    event: Google, Graph) an appointment cancelled in the CRM since the last
+    sync is not listed, so the engine sees the cancellation as a deletion and
+    deletes the event; the appointment itself stays, cancelled. Of another user's appointment only the acting user's own response
     (their attendee entry at ``own_addresses``) is taken; its owner's sync keeps
     the rest, and an event leaving this user's calendar leaves it alone.
     """

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, not_, or_, select
+from sqlalchemy import String, and_, cast, delete, exists, insert, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.appointments import AppointmentStatus, TimeSpan
@@ -139,7 +139,8 @@ async def listing(
 ) -> dict[str, str]:
     """The appointments this calendar account syncs: ``{id: version}``.
 
-    Those mapped to it (without ``cancelled``: those not cancelled), plus, when
+    Those mapped to it (without ``cancelled``: but those cancelled in the CRM
+    since the last sync, which the engine then sees as deleted), plus, when
     ``export_own``, the acting user's own appointments that are not cancelled
     and that no other of their calendar accounts syncs (those are the ones to
     export).
@@ -149,7 +150,18 @@ async def listing(
     m = models.CalendarEventMapping
     condition: Any = a.id.in_(_mapped_here(account_id))
     if not cancelled:
-        condition = and_(condition, a.status != AppointmentStatus.CANCELLED.value)
+        # cancelled in the CRM since the last sync: the appointment changed
+        # from the version the mapping recorded (one imported as cancelled,
+        # e.g. an Outlook meeting its organizer called off, stays listed)
+        cancelled_here = exists().where(
+            m.calendar_account_id == account_id,
+            m.appointment_id == a.id,
+            m.crm_version.is_distinct_from(cast(a.version, String)),
+        )
+        condition = and_(
+            condition,
+            or_(a.status != AppointmentStatus.CANCELLED.value, not_(cancelled_here)),
+        )
     if export_own:
         elsewhere = exists().where(
             m.appointment_id == a.id,

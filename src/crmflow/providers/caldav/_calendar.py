@@ -28,8 +28,7 @@ Remote ids are the members' paths on the server (percent-decoded, e.g.
   ``update`` rewrites the server's copy rather than replacing it: what crmflow
   does not map (alarms, other clients' ``X-`` properties, attendee roles, ...)
   is carried over (``_ical.to_ical(keep=...)``). The copy is the one this object
-  last read at that ETag, else one ``GET`` (an ETag other than ``If-Match``
-  there is ``PreconditionFailed`` without writing).
+  last read or listed at that ETag, else one ``GET``.
 
 Writes drop the member's kept data. The server is untrusted: XML goes through
 ``defusedxml``, bodies are capped at ``MAX_BODY_BYTES`` (answers that grow with
@@ -591,14 +590,17 @@ class CalDAVCalendar(CalendarProvider):
         self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
     ) -> str | None:
         self._writable()
-        self._kept.pop(remote_id, None)
+        listed = self._kept.pop(remote_id, None)
         seen = self._read.pop(remote_id, None)
         async with self._call():
-            current: str | bytes | None = (
-                seen[1] if seen is not None and seen[0] == if_match else None
-            )
+            # the copy this object read or listed at that version, else a GET
+            current: str | bytes | None = None
+            for copy in (seen, listed):
+                if copy is not None and _opaque(copy[0]) == _opaque(if_match):
+                    current = copy[1]
+                    break
             if current is None:
-                current = await self._current(remote_id, if_match)
+                current = await self._current(remote_id)
             response = await self._request(
                 "PUT",
                 self._url(remote_id),
@@ -609,26 +611,22 @@ class CalDAVCalendar(CalendarProvider):
                 return _etag(response)
             raise await self._write_error(response, remote_id)
 
-    async def _current(self, remote_id: str, if_match: str) -> bytes | None:
-        """The server's copy of ``remote_id`` at version ``if_match``.
+    async def _current(self, remote_id: str) -> bytes:
+        """The server's copy of ``remote_id``, to rewrite.
 
-        None when the server sends it without an ETag (the ``PUT``'s
-        ``If-Match`` still guards the write).
+        Its ETag is not compared with the write's ``If-Match``: servers send
+        one representation's ETag on GET and another in a multistatus (a
+        compressed body's ``-gzip`` suffix), and the ``PUT``'s ``If-Match``
+        refuses the write anyway when the item really changed.
 
         Raises:
             ItemNotFound: the item is gone.
-            PreconditionFailed: it is at another version now.
         """
-        response = await self._request("GET", self._url(remote_id))
+        response = await self._request(
+            "GET", self._url(remote_id), headers={"Accept-Encoding": "identity"}
+        )
         if response.status_code != 200:
             raise await self._write_error(response, remote_id)
-        etag = _etag(response)
-        if etag is None:
-            return None
-        if _opaque(etag) != _opaque(if_match):
-            raise PreconditionFailed(
-                f"{self._what}: {remote_id} changed since it was read."
-            )
         return response.content
 
     async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:

@@ -20,7 +20,9 @@ content hash. It is not lost on a rewrite either: :func:`to_ical` given the
 server's current copy (``keep``) carries over every property crmflow does not
 write, every sub-component (alarms), the other parameters of an attendee it
 still lists (``ROLE``, ``RSVP``, ...) and the calendar's own extra properties,
-and counts ``SEQUENCE`` up where the copy had one. crmflow's fields replace the
+and counts ``SEQUENCE`` up where the copy had one. A kept ``ORGANIZER`` makes it
+a scheduling object (RFC 6638), so the organizer and every attendee then get
+``SCHEDULE-AGENT=CLIENT``: the server sends no mail for a sync write. crmflow's fields replace the
 copy's; an override the event no longer has is dropped with its extras.
 
 Time zones, written: the ``VTIMEZONE`` covers the years the event's times fall
@@ -239,7 +241,7 @@ _WRITTEN = frozenset(
     }
 )
 #: attendee parameters crmflow writes; the others of a kept attendee stay
-_ATTENDEE_WRITTEN = frozenset({"CN", "PARTSTAT"})
+_ATTENDEE_WRITTEN = frozenset({"CN", "PARTSTAT", "SCHEDULE-STATUS"})
 
 
 def _occurrence(vevent: Any) -> dt.date | dt.datetime | None:
@@ -256,10 +258,35 @@ def _address(attendee: Any) -> str:
     return str(attendee).casefold().removeprefix("mailto:")
 
 
+#: other clients' properties that restate a field crmflow writes: kept only
+#: while that field is unchanged (a map pin of the old place would mislead)
+_DESCRIBING = {
+    "LOCATION": ("GEO", "X-APPLE-STRUCTURED-LOCATION"),
+    "DTSTART": ("X-MICROSOFT-CDO-ALLDAYEVENT",),
+}
+
+
+def _field_text(vevent: Event, name: str) -> str:
+    value = vevent.get(name)
+    if value is None:
+        return ""
+    if name == "DTSTART":
+        # all-day or timed is what the describing property states
+        return type(value.dt).__name__
+    return str(value).strip()
+
+
 def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
-    """Copy into ``new`` what ``old`` holds that crmflow does not write."""
+    """Copy into ``new`` what ``old`` holds that crmflow does not write,
+    except what describes a field crmflow changed (:data:`_DESCRIBING`)."""
+    stale = {
+        extra
+        for field, extras in _DESCRIBING.items()
+        if _field_text(old, field) != _field_text(new, field)
+        for extra in extras
+    }
     for name, value in old.items():
-        if name.upper() not in _WRITTEN and name not in new:
+        if name.upper() not in _WRITTEN | stale and name not in new:
             new[name] = value
     for component in old.subcomponents:
         new.add_component(component)
@@ -270,6 +297,10 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
             new.add("SEQUENCE", int(sequence) + 1)
     if old.get("LAST-MODIFIED") is not None:
         new.add("LAST-MODIFIED", stamp)
+    if new.get("ORGANIZER") is not None:
+        # a scheduling server (RFC 6638) mails the attendees when the
+        # organizer's copy changes: a sync write never asks for that (case 26)
+        _client_schedules(new)
     attendees = old.get("ATTENDEE")
     known = {
         _address(a): a
@@ -286,6 +317,16 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
         for param, value in before.params.items():
             if param.upper() not in _ATTENDEE_WRITTEN and param not in address.params:
                 address.params[param] = value
+
+
+def _client_schedules(vevent: Event) -> None:
+    """``SCHEDULE-AGENT=CLIENT`` on the organizer and every attendee: the
+    server sends no invitations or updates for this write (RFC 6638 7.1)."""
+    for name in ("ORGANIZER", "ATTENDEE"):
+        values = vevent.get(name)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and hasattr(value, "params"):
+                value.params["SCHEDULE-AGENT"] = "CLIENT"
 
 
 def _keep_from(calendar: Calendar, keep: bytes | str, stamp: dt.datetime) -> None:

@@ -41,6 +41,7 @@ from crmflow.domain.calendar import (
     CalendarProvider,
     Capability,
     Changes,
+    EventStatus,
     Listing,
     Notify,
     RemoteEvent,
@@ -70,6 +71,7 @@ from crmflow.providers.google._calendar_mapping import (
     instance_suffix,
     occurrence_to_google,
     parse_updated,
+    rule_gives,
 )
 from crmflow.providers.google._http import google_error
 
@@ -502,11 +504,12 @@ class GoogleCalendar(CalendarProvider):
     async def _revert_dropped(
         self, remote_id: str, event: CalendarEvent, entry: _Entry, notify: Notify
     ) -> bool:
-        """PATCH back to the series each instance Google still holds as an
-        exception that ``event`` no longer has (a rule changed in the CRM
-        drops them; Google keeps exceptions across a recurrence change).
-        Occurrences the event removes with EXDATE stay as they are. Returns
-        whether it wrote anything."""
+        """Undo each exception Google still holds that ``event`` no longer
+        has (a rule changed in the CRM drops them; Google keeps exceptions
+        across a recurrence change): PATCHed back to the series where the rule
+        still gives that occurrence, cancelled where it does not (a moved
+        occurrence would otherwise stay as a stray). Occurrences the event
+        removes with EXDATE stay as they are. Returns whether it wrote."""
         _, master, instances = entry
         current = event_from_google(master, instances, default_zone=self._zone)
         wanted = {e.key for e in event.exceptions} | exdate_keys(event)
@@ -516,13 +519,21 @@ class GoogleCalendar(CalendarProvider):
             if exception.key in wanted:
                 continue
             original = exception.original_start
+            if rule_gives(event, original):
+                body = occurrence_to_google(original, event)
+            elif exception.status is EventStatus.CANCELLED:
+                continue
+            else:
+                body = {"status": "cancelled"}
             response = await self._send(
                 "PATCH",
                 self._event_url(f"{remote_id}_{instance_suffix(original)}"),
                 what,
                 params=self._notify(notify),
-                json=occurrence_to_google(original, event),
+                json=body,
             )
+            if response.status_code in (404, 410):
+                continue  # Google dropped it with the old rule
             self._raise_for_write(response, what)
             wrote = True
         return wrote

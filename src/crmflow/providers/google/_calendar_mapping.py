@@ -35,6 +35,7 @@ from crmflow.domain.calendar import (
     EventStatus,
     RecurrenceException,
 )
+from crmflow.domain.recurrence import occurrence_starts
 from crmflow.errors import ValidationFailed
 
 #: key under ``extendedProperties.private`` holding crmflow's UID (a backup of
@@ -220,6 +221,26 @@ def occurrence_to_google(
     }
 
 
+#: how far around an original start the rule is searched for it
+_NEAR = dt.timedelta(minutes=1)
+
+
+def rule_gives(event: CalendarEvent, original: dt.date | dt.datetime) -> bool:
+    """Whether ``event``'s recurrence has an occurrence at ``original`` (a
+    date for an all-day series, an instant otherwise)."""
+    timed = isinstance(original, dt.datetime)
+    if timed == event.span.all_day:
+        return False
+    if isinstance(original, dt.datetime):
+        low, high = original - _NEAR, original + _NEAR
+    else:
+        low = dt.datetime.combine(original, dt.time(), ZoneInfo(event.span.timezone))
+        high = low + dt.timedelta(days=1)
+    starts = occurrence_starts(event.span, event.recurrence, low, high) or []
+    key = RecurrenceException(original).key
+    return any(RecurrenceException(start).key == key for start in starts)
+
+
 def exdate_keys(event: CalendarEvent) -> frozenset[str]:
     """The occurrences ``event``'s EXDATE lines remove, as exception keys
     (``RecurrenceException.key``); a value without a zone is on the series'
@@ -229,9 +250,12 @@ def exdate_keys(event: CalendarEvent) -> frozenset[str]:
     for line in event.recurrence:
         if not line.upper().startswith("EXDATE"):
             continue
-        prop = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n").get(
-            "EXDATE"
-        )
+        try:
+            prop = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n").get(
+                "EXDATE"
+            )
+        except ValueError:
+            continue  # an unreadable line removes nothing we can name
         for values in prop if isinstance(prop, list) else [prop]:
             for value in getattr(values, "dts", ()):
                 day = value.dt

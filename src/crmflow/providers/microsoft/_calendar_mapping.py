@@ -503,8 +503,12 @@ def rule_starts(rule: str, span: TimeSpan, window: Window) -> list[dt.datetime]:
     """
     tz = zone(span.timezone)
     length = span.end_at - span.start_at
+    # a day of slack each side: an all-day search is bounded by dates
     starts = occurrence_starts(
-        span, [rule], window.start - dt.timedelta(days=1), window.end
+        span,
+        [rule],
+        window.start - dt.timedelta(days=1),
+        window.end + dt.timedelta(days=1),
     )
     out = []
     for start in starts or ():

@@ -49,11 +49,7 @@ from crmflow.web.ui.forms import (
     timezone_choices,
 )
 from crmflow.web.ui.pages import flash, occurrence_start, render
-from crmflow.web.ui.recurrence import (
-    continues_after,
-    describe_rule,
-    next_occurrence,
-)
+from crmflow.web.ui.recurrence import describe_rule, next_occurrence
 from crmflow.web.ui.session import (
     EPOCH_KEY,
     HOME,
@@ -197,16 +193,13 @@ async def _appointments_context(
             items = [a for a in reversed(page.items) if a.span.end_at <= now]
             total = probe.total
             running: list[crm.Appointment] = []
+            upcoming: dict[uuid.UUID, dt.date | dt.datetime] = {}
         else:
             page = await repo.list(start=now, limit=LIST_LIMIT)
             items, total = list(page.items), page.total
-            running = await _running_series(repo, now)
+            running, upcoming = await _running_series(repo, now)
         members = await MemberRepository(session).list()
-    next_starts = {
-        a.id: occurrence_start(a, start)
-        for a in running
-        if (start := next_occurrence(a, now)) is not None
-    }
+    next_starts = {a.id: occurrence_start(a, upcoming[a.id]) for a in running}
     return {
         **_page(request, viewer, "appointments"),
         "show": show,
@@ -224,8 +217,9 @@ async def _appointments_context(
 
 async def _running_series(
     repo: AppointmentRepository, now: dt.datetime
-) -> list[crm.Appointment]:
-    """Series that started before ``now`` and still repeat after it, earliest first.
+) -> tuple[list[crm.Appointment], dict[uuid.UUID, dt.date | dt.datetime]]:
+    """Series that started before ``now`` and still repeat after it, earliest
+    first, and when each starts next.
 
     The repository lists a series once, by its first occurrence, so a weekly
     meeting that began last month would only be under "Past". This scans the
@@ -235,20 +229,22 @@ async def _running_series(
     """
     probe = await repo.list(end=now, limit=1)
     found: list[crm.Appointment] = []
+    upcoming: dict[uuid.UUID, dt.date | dt.datetime] = {}
     end = probe.total
     scanned = 0
     while end > 0 and scanned < SERIES_SCAN_LIMIT and len(found) < LIST_LIMIT:
         start = max(0, end - LIST_LIMIT)
         page = await repo.list(end=now, limit=end - start, offset=start)
-        found.extend(
-            a
-            for a in page.items
-            if a.span.end_at <= now and a.recurrence_rule and continues_after(a, now)
-        )
+        for a in page.items:
+            if a.span.end_at <= now and a.recurrence_rule:
+                following = next_occurrence(a, now)
+                if following is not None:
+                    found.append(a)
+                    upcoming[a.id] = following
         scanned += end - start
         end = start
     found.sort(key=lambda a: (a.span.start_at, a.id))
-    return found[:LIST_LIMIT]
+    return found[:LIST_LIMIT], upcoming
 
 
 def _form_context(form: AppointmentForm, *extra_zones: str) -> dict[str, Any]:
