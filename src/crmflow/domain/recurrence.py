@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import recurring_ical_events
@@ -36,6 +36,25 @@ _LINES = ("RRULE", "EXRULE", "RDATE", "EXDATE")
 _IN_PROGRESS = 64
 
 
+def recurrence_properties(lines: Iterable[str]) -> list[tuple[str, Any]]:
+    """Recurrence lines (``RRULE``, ``EXRULE``, ``RDATE``, ``EXDATE``) as
+    icalendar property values, ``(name, value)`` in order, each line read by
+    icalendar with its parameters (e.g. ``TZID``); other lines give nothing.
+
+    Raises:
+        ValueError: a line icalendar cannot read.
+    """
+    found: list[tuple[str, Any]] = []
+    for line in lines:
+        parsed = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n")
+        for name in _LINES:
+            values = parsed.get(name)
+            for value in values if isinstance(values, list) else [values]:
+                if value is not None:
+                    found.append((name, value))
+    return found
+
+
 def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
     """One ``VEVENT`` holding the series; None if a line cannot be read."""
     vevent = Event()
@@ -48,16 +67,11 @@ def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
         vevent.add("DTSTART", span.start_at.astimezone(tz))
         vevent.add("DTEND", span.end_at.astimezone(tz))
     try:
-        for line in lines:
-            parsed = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n")
-            for name in _LINES:
-                values = parsed.get(name)
-                for value in values if isinstance(values, list) else [values]:
-                    if value is None:
-                        continue
-                    if name in ("RRULE", "EXRULE") and not _expandable(value):
-                        return None
-                    vevent.add(name, value, encode=False)
+        for name, value in recurrence_properties(lines):
+            # icalendar defers some errors to the first read of a value
+            if name in ("RRULE", "EXRULE") and not _expandable(value):
+                return None
+            vevent.add(name, value, encode=False)
     except (ValueError, KeyError, TypeError):
         return None
     calendar = Calendar()
@@ -146,4 +160,4 @@ def _sort_key(start: Start) -> dt.datetime:
     return dt.datetime.combine(start, dt.time(), dt.UTC)
 
 
-__all__ = ["Start", "next_start", "occurrence_starts"]
+__all__ = ["Start", "next_start", "occurrence_starts", "recurrence_properties"]

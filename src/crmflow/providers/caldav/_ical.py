@@ -58,6 +58,7 @@ from crmflow.domain.calendar import (
     RecurrenceException,
     ResponseStatus,
 )
+from crmflow.domain.recurrence import recurrence_properties
 from crmflow.errors import ValidationFailed
 
 PRODID = "-//crmflow//calendar sync//EN"
@@ -132,16 +133,10 @@ def _attendee_props(vevent: Event, attendees: tuple[Attendee, ...]) -> None:
 
 
 def _recurrence_props(vevent: Event, lines: tuple[str, ...]) -> None:
-    # let icalendar parse each line (with its parameters, e.g. TZID) and copy the
-    # parsed property over
-    for line in lines:
-        parsed = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n")
-        for name in _RECURRENCE:
-            values = parsed.get(name)
-            if values is None:
-                continue
-            for value in values if isinstance(values, list) else [values]:
-                vevent.add(name, value, encode=False)
+    # icalendar reads each line (with its parameters, e.g. TZID); the parsed
+    # property is copied over
+    for name, value in recurrence_properties(lines):
+        vevent.add(name, value, encode=False)
 
 
 def _exception_start(start: dt.date | dt.datetime, timezone: str) -> dt.date:

@@ -20,8 +20,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from icalendar import Event
-
 from crmflow.domain.appointments import (
     ResponseStatus,
     TimeSpan,
@@ -35,7 +33,7 @@ from crmflow.domain.calendar import (
     EventStatus,
     RecurrenceException,
 )
-from crmflow.domain.recurrence import occurrence_starts
+from crmflow.domain.recurrence import occurrence_starts, recurrence_properties
 from crmflow.errors import ValidationFailed
 
 #: key under ``extendedProperties.private`` holding crmflow's UID (a backup of
@@ -251,12 +249,10 @@ def exdate_keys(event: CalendarEvent) -> frozenset[str]:
         if not line.upper().startswith("EXDATE"):
             continue
         try:
-            prop = Event.from_ical(f"BEGIN:VEVENT\r\n{line}\r\nEND:VEVENT\r\n").get(
-                "EXDATE"
-            )
+            properties = recurrence_properties([line])
         except ValueError:
             continue  # an unreadable line removes nothing we can name
-        for values in prop if isinstance(prop, list) else [prop]:
+        for _, values in properties:
             for value in getattr(values, "dts", ()):
                 day = value.dt
                 if isinstance(day, dt.datetime) and day.tzinfo is None:
