@@ -541,10 +541,7 @@ async def test_an_update_of_a_copy_changed_since_is_refused_and_leaves_it(
 async def test_an_update_rewrites_the_listed_copy_without_fetching_it(
     radicale, url, transport
 ):
-    etag = put_raw(radicale, url, "decorated.ics", DECORATED)
-    href = urlsplit(url).path + "decorated.ics"
-    async with calendar(radicale, url) as reader:
-        [item] = await reader.get_many([href])
+    etag, href, item = await _decorated_elsewhere(radicale, url)
     dav = calendar(radicale, url, transport)
     listing = await dav.list()  # brings the data, kept for get_many
     assert listing.items[href] == etag

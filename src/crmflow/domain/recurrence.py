@@ -55,10 +55,10 @@ def recurrence_properties(lines: Iterable[str]) -> list[tuple[str, Any]]:
     return found
 
 
-def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
-    """One ``VEVENT`` holding the series; None if a line cannot be read."""
-    vevent = Event()
-    vevent.add("UID", "series")
+def add_span(vevent: Event, span: TimeSpan) -> None:
+    """``DTSTART``/``DTEND`` of ``span``: dates (exclusive end) for an all-day
+    span, else times on the wall clock of its zone (icalendar adds the
+    ``TZID``)."""
     if span.all_day:
         vevent.add("DTSTART", span.start_date)
         vevent.add("DTEND", span.end_date)
@@ -66,6 +66,13 @@ def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
         tz = zone(span.timezone)
         vevent.add("DTSTART", span.start_at.astimezone(tz))
         vevent.add("DTEND", span.end_at.astimezone(tz))
+
+
+def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
+    """One ``VEVENT`` holding the series; None if a line cannot be read."""
+    vevent = Event()
+    vevent.add("UID", "series")
+    add_span(vevent, span)
     try:
         for name, value in recurrence_properties(lines):
             # icalendar defers some errors to the first read of a value
@@ -160,4 +167,10 @@ def _sort_key(start: Start) -> dt.datetime:
     return dt.datetime.combine(start, dt.time(), dt.UTC)
 
 
-__all__ = ["Start", "next_start", "occurrence_starts", "recurrence_properties"]
+__all__ = [
+    "Start",
+    "add_span",
+    "next_start",
+    "occurrence_starts",
+    "recurrence_properties",
+]

@@ -58,7 +58,7 @@ from crmflow.domain.calendar import (
     RecurrenceException,
     ResponseStatus,
 )
-from crmflow.domain.recurrence import recurrence_properties
+from crmflow.domain.recurrence import add_span, recurrence_properties
 from crmflow.errors import ValidationFailed
 
 PRODID = "-//crmflow//calendar sync//EN"
@@ -111,16 +111,6 @@ class ParsedEvent:
 
 
 # ------------------------------------------------------------------ writing
-
-
-def _span_props(vevent: Event, span: Any, name_start: str = "DTSTART") -> None:
-    if span.all_day:
-        vevent.add(name_start, span.start_date)
-        vevent.add("DTEND", span.end_date)
-        return
-    tz = ZoneInfo(span.timezone)
-    vevent.add(name_start, span.start_at.astimezone(tz))
-    vevent.add("DTEND", span.end_at.astimezone(tz))
 
 
 def _attendee_props(vevent: Event, attendees: tuple[Attendee, ...]) -> None:
@@ -370,7 +360,7 @@ def to_ical(
     master.add("UID", event.ical_uid)
     master.add("DTSTAMP", stamp)
     master.add("SUMMARY", event.title)
-    _span_props(master, event.span)
+    add_span(master, event.span)
     if event.description:
         master.add("DESCRIPTION", event.description)
     if event.location:
@@ -388,7 +378,7 @@ def to_ical(
         override.add("RECURRENCE-ID", original)
         override.add("SUMMARY", exception.title or event.title)
         if exception.span is not None:
-            _span_props(override, exception.span)
+            add_span(override, exception.span)
         elif isinstance(original, dt.datetime):
             override.add("DTSTART", original)
             override.add("DTEND", original + duration)
