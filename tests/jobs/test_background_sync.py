@@ -6,9 +6,12 @@ runners on one database never run the same account twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import psycopg
 import pytest
 from sqlalchemy import update
 
@@ -20,7 +23,7 @@ from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
 from crmflow.store import models
 from crmflow.store.db import Database
-from crmflow.store.schedule import ScheduleStore, SyncKind
+from crmflow.store.schedule import DUE_CHANNEL, ScheduleStore, SyncKind
 from crmflow.web.api.calendar_accounts import CalendarAccountOut
 from crmflow.web.api.email import EmailAccountOut
 from crmflow.web.ui.pages import instant
@@ -260,6 +263,76 @@ async def test_a_push_during_a_run_keeps_the_account_due(
     assert entry.next_sync_at == clock.now  # not clock.now + INTERVAL
     (again,) = await runner.scheduler.claim_due(limit=10)
     assert (again.account_id, again.pushed) == (mailbox.id, True)
+
+
+async def test_a_burst_of_pushes_wakes_the_workers_once_per_run(
+    flow: Flow,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """Notifications for an account that is due already and not yet claimed
+    change nothing (its first notification keeps its place in the queue) and,
+    on PostgreSQL, send the workers no wake-up of their own; one that comes
+    while the run is under way does, and so does the run's end, which finds
+    the account pushed and leaves it due."""
+    ctx = tenants.alice.ctx
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    (first,) = await runner.scheduler.claim_due(limit=10)
+    assert await runner.scheduler.run_claimed(first) is Outcome.OK
+
+    async def push(at: dt.datetime) -> bool:
+        async with admin_db.admin() as session:
+            return await ScheduleStore(session).due_now(SyncKind.MAIL, mailbox.id, at)
+
+    async with _wake_ups(admin_db) as heard:
+        pushed_at = clock.now
+        assert await push(pushed_at)
+        for n in range(1, 4):
+            assert not await push(pushed_at + dt.timedelta(seconds=n))
+        entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+        assert entry.next_sync_at == pushed_at  # first come, first served
+        assert await heard(1)
+
+        (due,) = await runner.scheduler.claim_due(limit=10)
+        assert (due.account_id, due.pushed) == (mailbox.id, True)
+        assert await push(clock.now)  # during the run: it may miss this change
+        assert not await push(clock.now)
+        assert await heard(2)
+        assert await runner.scheduler.run_claimed(due) is Outcome.OK
+        assert await heard(3)  # the run's end: the account is due again
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert entry.next_sync_at == clock.now
+
+
+@contextlib.asynccontextmanager
+async def _wake_ups(db: Database) -> AsyncIterator[Callable[[int], Awaitable[bool]]]:
+    """``heard(n)``: whether the workers have had exactly ``n`` wake-ups
+    (always True on SQLite, whose runner is woken in-process)."""
+    if not db.is_postgres:
+
+        async def anything(_n: int) -> bool:
+            return True
+
+        yield anything
+        return
+    url = db.engine.url.set(drivername="postgresql")
+    async with await psycopg.AsyncConnection.connect(
+        url.render_as_string(hide_password=False), autocommit=True
+    ) as conn:
+        await conn.execute(f"LISTEN {DUE_CHANNEL}")
+        count = 0
+
+        async def heard(n: int) -> bool:
+            nonlocal count
+            # a wake-up is delivered at its commit, before the writer returns
+            async for _notice in conn.notifies(timeout=0.3):
+                count += 1
+            return count == n
+
+        yield heard
 
 
 @pytest.mark.parametrize("concurrency", [0, -1])

@@ -236,7 +236,7 @@ class ScheduleStore:
         )
         if not ok and not_before is not None and not_before > when:
             when = not_before
-        await self._s.execute(
+        statement = (
             update(table)
             .where(table.id == account_id)
             .values(
@@ -244,25 +244,56 @@ class ScheduleStore:
                 sync_failures=failures,
             )
         )
+        if not self._postgres:
+            await self._s.execute(statement)
+            return when
+        pushed = await self._s.scalar(statement.returning(table.sync_pushed))
+        if pushed:
+            # the notifications of that push found the account leased and
+            # did nothing; this one has it claimed now
+            await self._notify()
         return when
+
+    @property
+    def _postgres(self) -> bool:
+        return self._s.get_bind().dialect.name == "postgresql"
+
+    async def _notify(self) -> None:
+        """Wake the workers when this transaction commits (PostgreSQL)."""
+        # one per transaction: PostgreSQL folds identical notifications
+        await self._s.execute(
+            text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL}
+        )
 
     async def due_now(
         self, kind: SyncKind, account_id: uuid.UUID, now: dt.datetime
-    ) -> None:
+    ) -> bool:
         """Make an account due now because a change was announced (a push
         notification, an IMAP IDLE wake-up): its run is logged as a webhook
-        run, and on PostgreSQL the workers hear of it when this commits."""
+        run, and on PostgreSQL the workers hear of it when this commits.
+
+        False when an earlier announcement made it due already and no run
+        has claimed it since: that one's wake-up is on its way (or its run
+        is under way, and :meth:`finish` wakes the workers again), so a
+        burst of notifications costs the workers one claim, not one each.
+        """
         table = _TABLES[kind]
-        await self._s.execute(
+        result = await self._s.execute(
             update(table)
-            .where(table.id == account_id)
+            .where(
+                table.id == account_id,
+                or_(
+                    table.sync_pushed.is_not(True),
+                    table.next_sync_at.is_(None),
+                    table.next_sync_at > now,
+                ),
+            )
             .values(next_sync_at=now, sync_pushed=True)
         )
-        if self._s.get_bind().dialect.name == "postgresql":
-            # one per transaction: PostgreSQL folds identical notifications
-            await self._s.execute(
-                text("SELECT pg_notify(:channel, '')"), {"channel": DUE_CHANNEL}
-            )
+        changed = bool(getattr(result, "rowcount", 0))
+        if changed and self._postgres:
+            await self._notify()
+        return changed
 
     async def mailboxes(self) -> list[DueAccount]:
         """Every connected mailbox of an active user, whom to act as."""
