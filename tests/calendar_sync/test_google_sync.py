@@ -260,6 +260,8 @@ async def test_a_calendar_that_suddenly_lists_nothing_needs_confirmation(
     google: GoogleAccount, calendar_sync: CalendarSync, sandbox: Sandbox, services
 ):
     await calendar_sync.sync(google.ctx, google.account.id)
+    synced = (await calendar_sync.account(google.ctx, google.account.id)).mapped_events
+    assert synced > 0
     for event in await _sandbox_events(sandbox):
         if "recurringEventId" not in event:
             await sandbox.control(
@@ -271,6 +273,7 @@ async def test_a_calendar_that_suddenly_lists_nothing_needs_confirmation(
     assert run.status is RunStatus.FAILED
     assert run.errors[0].code == "mass_delete"
     assert "confirm" in run.errors[0].message
+    assert f"although {synced} were synced before" in run.errors[0].message
     rows = await _appointments(services, google.ctx)
     assert all(r.status != "cancelled" for r in rows.values())
 

@@ -7,11 +7,13 @@ calls recorded by ``MemoryCalendar``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from crmflow.domain.calendar import Notify
+from crmflow.domain.calendar import CalendarEvent, Notify
 from crmflow.errors import ConfigError
 from crmflow.providers.base import (
     AuthError,
@@ -43,7 +45,7 @@ from crmflow.sync.errors import (
 )
 from crmflow.sync.status import InMemoryStatusRepository, StatusSnapshot
 
-from .helpers import CALENDAR, CRM, Pair, event, make_pair, synced_pair
+from .helpers import CALENDAR, CRM, Clock, Pair, event, make_pair, synced_pair
 
 
 def methods(calendar: MemoryCalendar) -> list[Method]:
@@ -78,6 +80,41 @@ async def test_case01_creation_flows_both_ways():
     assert (row.id_b, row.ver_b) == (new_id, pair.calendar.items[new_id].version)
     assert row.hash_a == row.hash_b == event("from-crm", "Demo").content_hash()
     assert rows["from-calendar"].id_b == calendar_id
+    await pair.assert_in_sync()
+
+
+class _Expecting(MemoryCalendar):
+    """Records each ``expect_creates`` hint: its UIDs and the writes made
+    before it."""
+
+    def __init__(self, **knobs: Any) -> None:
+        super().__init__(**knobs)
+        self.hints: list[tuple[list[str], list[Method]]] = []
+
+    async def expect_creates(self, events: Sequence[CalendarEvent]) -> None:
+        writes = [m for m in methods(self) if m in WRITES]
+        self.hints.append((sorted(e.ical_uid for e in events), writes))
+
+
+async def test_each_side_hears_of_its_creates_before_the_first_write():
+    clock = Clock()
+    pair = Pair(_Expecting(clock=clock), _Expecting(clock=clock))
+    pair.crm.put(event("synced"))
+    await pair.sync()
+    pair.forget_calls()
+    pair.crm.put(event("crm-1"))
+    pair.crm.put(event("crm-2"))
+    pair.calendar.put(event("calendar-1"))
+    synced = pair.calendar.id_of("synced")
+    pair.calendar.edit(synced, event("synced", "Moved"))  # an update: no hint
+
+    await pair.sync()
+
+    assert isinstance(pair.crm, _Expecting)
+    assert isinstance(pair.calendar, _Expecting)
+    assert pair.crm.hints[-1] == (["calendar-1"], [])
+    assert pair.calendar.hints[-1] == (["crm-1", "crm-2"], [])
+    assert len(pair.calendar.hints) == 2  # the first run's, and this one
     await pair.assert_in_sync()
 
 

@@ -107,14 +107,28 @@ class TokenRefresher:
         margin = dt.timedelta(seconds=self._deps.settings.token_refresh_margin_s)
         return tokens.expires_at - margin > self._deps.clock()
 
+    def usable(
+        self, tokens: IntegrationTokens
+    ) -> tuple[Secret, dt.datetime | None] | None:
+        """The access token of ``tokens`` as :meth:`access_token_until` would
+        hand it out without a refresh, or None when it would not (missing,
+        about to end, or the integration needs the user to reconnect)."""
+        if tokens.status is IntegrationStatus.NEEDS_REAUTH or not self._fresh(tokens):
+            return None
+        assert tokens.access_token is not None  # noqa: S101 - _fresh checked it
+        if tokens.expires_at is None:
+            return tokens.access_token, None
+        margin = dt.timedelta(seconds=self._deps.settings.token_refresh_margin_s)
+        return tokens.access_token, tokens.expires_at - margin
+
     async def _load(
         self, ctx: TenantContext, provider: ProviderKey, kind: IntegrationKind
     ) -> tuple[IntegrationTokens, str | None]:
         async with self._deps.db.tenant(ctx) as session:
-            store = IntegrationStore(session, self._deps.vault)
-            tokens = await store.load(provider, kind)
-            info = await store.get(tokens.id)
-        return tokens, info.last_error
+            tokens = await IntegrationStore(session, self._deps.vault).load(
+                provider, kind
+            )
+        return tokens, tokens.last_error
 
     async def access_token(
         self,
@@ -149,12 +163,8 @@ class TokenRefresher:
         tokens, last_error = await self._load(ctx, provider, kind)
         if tokens.status is IntegrationStatus.NEEDS_REAUTH:
             raise _reauth_error(tokens, last_error)
-        if not force and self._fresh(tokens):
-            assert tokens.access_token is not None  # noqa: S101 - _fresh checked it
-            if tokens.expires_at is None:
-                return tokens.access_token, None
-            margin = dt.timedelta(seconds=self._deps.settings.token_refresh_margin_s)
-            return tokens.access_token, tokens.expires_at - margin
+        if not force and (usable := self.usable(tokens)) is not None:
+            return usable
         flight = self._flights.get(tokens.id)
         if flight is None:
             replace = tokens.access_token if force else None
@@ -221,8 +231,7 @@ class TokenRefresher:
             # Re-read under the lock: another request or worker may have
             # refreshed (or failed for good) while this one waited.
             if tokens.status is IntegrationStatus.NEEDS_REAUTH:
-                info = await store.get(tokens.id)
-                failure = _reauth_error(tokens, info.last_error)
+                failure = _reauth_error(tokens, tokens.last_error)
             elif self._fresh(tokens) and (
                 replace is None or tokens.access_token != replace
             ):

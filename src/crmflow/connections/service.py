@@ -85,6 +85,7 @@ from crmflow.store.integrations import (
     IntegrationInfo,
     IntegrationStatus,
     IntegrationStore,
+    IntegrationTokens,
 )
 from crmflow.store.linked_accounts import DetachedAccounts, detach_accounts
 
@@ -297,7 +298,12 @@ class Integrations:
         )
 
     def token_source(
-        self, ctx: TenantContext, kind: IntegrationKind, provider: ProviderKey
+        self,
+        ctx: TenantContext,
+        kind: IntegrationKind,
+        provider: ProviderKey,
+        *,
+        loaded: IntegrationTokens | None = None,
     ) -> Callable[[], Awaitable[Secret]]:
         """What provider adapters call for a token before each request, so a
         long sync outlives a token: refreshed as :meth:`refresh_if_needed`
@@ -305,9 +311,18 @@ class Integrations:
         ``token_refresh_margin_s`` of its end, so the requests of one run do
         not read the database each (sources are made per run or call).
 
+        ``loaded``: the integration's tokens as the caller just read them (in
+        a transaction of its own): the first request uses that access token
+        when it is fresh, without reading it again.
+
         Raises (when called): as :meth:`refresh_if_needed`.
         """
         kept: tuple[Secret, dt.datetime] | None = None
+        if loaded is not None and (loaded.provider, loaded.kind) == (provider, kind):
+            spec_of(provider, kind)  # OAuth integrations only
+            usable = self._refresher.usable(loaded)
+            if usable is not None and usable[1] is not None:
+                kept = (usable[0], usable[1])
 
         async def token() -> Secret:
             nonlocal kept

@@ -449,6 +449,15 @@ class CalendarProvider(abc.ABC):
             since they were listed) are left out; that is not an error.
         """
 
+    async def expect_creates(self, events: Sequence[CalendarEvent]) -> None:
+        """A hint before the writes: :meth:`create` will be called for (some
+        of) these events, in this run. A side that must look each new event
+        up before creating it (the CRM side matches a shared meeting by UID)
+        may do it for all of them at once here; the default does nothing.
+        Nothing may be written, and the calls that follow must behave the
+        same with or without the hint."""
+        return None
+
     @abc.abstractmethod
     async def create(
         self, event: CalendarEvent, *, idempotency_key: str, notify: Notify

@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,8 @@ CLEANUP_EVERY = dt.timedelta(hours=1)
 #: the longest a provider's ``Retry-After`` holds back an account's next
 #: scheduled try (a mistaken header must not stop its sync for days)
 MAX_RETRY_AFTER = dt.timedelta(hours=6)
+#: the schedule's gauges (due accounts, lag) are read at most this often
+STATS_EVERY_S = 5.0
 
 
 def _utcnow() -> dt.datetime:
@@ -99,25 +102,33 @@ class SyncScheduler:
         self._swept_at: dt.datetime | None = None
         self._blobs = blobs
         self._cleaned_at: dt.datetime | None = None
+        self._stats_at = -STATS_EVERY_S
 
     async def claim_due(self, *, limit: int) -> list[DueAccount]:
         """Claim up to ``limit`` accounts due now (each for one run)."""
         now = self._clock()
-        async with self._db.admin() as session:
-            due = await ScheduleStore(session).due(now, limit=limit)
         claimed = []
-        for account in due:
-            async with self._db.admin() as session:
-                if await ScheduleStore(session).claim(
+        # one transaction: each claim is a conditional UPDATE, so another
+        # runner that read the same due accounts claims none of these; on
+        # SQLite it holds the write lock from the start (a read transaction
+        # that turns into a writer after someone else wrote would fail)
+        async with self._db.admin(write_lock=True) as session:
+            store = ScheduleStore(session)
+            for account in await store.due(now, limit=limit):
+                if await store.claim(
                     account.kind, account.account_id, now, now + CLAIM
                 ):
                     claimed.append(account)
         # what is still waiting after this claim: the queue's depth and lag
-        async with self._db.admin() as session:
-            stats = await ScheduleStore(session).stats(now)
-        DUE_ACCOUNTS.set(stats.due)
-        SYNC_LAG.set(stats.lag_s)
-        FAILING_ACCOUNTS.set(stats.failing)
+        # (at most once per STATS_EVERY_S: under a burst of pushes claims
+        # come many times a second, and /metrics reads its own)
+        if time.monotonic() - self._stats_at >= STATS_EVERY_S:
+            self._stats_at = time.monotonic()
+            async with self._db.admin() as session:
+                stats = await ScheduleStore(session).stats(now)
+            DUE_ACCOUNTS.set(stats.due)
+            SYNC_LAG.set(stats.lag_s)
+            FAILING_ACCOUNTS.set(stats.failing)
         return claimed
 
     async def sweep_tokens(self) -> int:

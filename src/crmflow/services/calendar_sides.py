@@ -141,6 +141,24 @@ class CrmCalendar(CalendarProvider):
         self._wrote()
         return Written(str(appointment_id), "1")
 
+    async def expect_creates(self, events: Sequence[CalendarEvent]) -> None:
+        """Look the UIDs of the events to come up at once: one query for an
+        incremental run's few, the organization's whole UID index for more
+        than :data:`UID_LOOKUPS`."""
+        if self._uids is not None:
+            return
+        wanted = sorted({e.ical_uid for e in events} - self._known.keys())
+        if not wanted:
+            return
+        session = await self._uow.session()
+        if len(self._known) + len(wanted) > UID_LOOKUPS:
+            self._uids = await store.uid_index(session)
+            self._uids.update({k: v for k, v in self._known.items() if v is not None})
+            return
+        found = await store.uid_lookups(session, wanted)
+        for uid in wanted:
+            self._known[uid] = found.get(uid)
+
     async def _by_uid(self, uid: str) -> tuple[uuid.UUID, int] | None:
         """The organization's appointment with this UID, if any.
 

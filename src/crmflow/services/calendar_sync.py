@@ -56,7 +56,13 @@ from crmflow.domain.calendar_accounts import (
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
-from crmflow.errors import Conflict, CrmflowError, NotFound, ValidationFailed
+from crmflow.errors import (
+    Conflict,
+    CrmflowError,
+    NotFound,
+    TokenDecryptError,
+    ValidationFailed,
+)
 from crmflow.metrics import record_sync
 from crmflow.providers import google, microsoft
 from crmflow.providers.base import AuthError, RateLimited, TransientProviderError
@@ -70,7 +76,11 @@ from crmflow.services.calendar_sides import (
 from crmflow.services.push import PushChannels
 from crmflow.store.appointment_sync import SyncSession, apply_replies, login_address
 from crmflow.store.calendar_accounts import CalendarAccountStore
-from crmflow.store.integrations import IntegrationInfo, IntegrationStore
+from crmflow.store.integrations import (
+    IntegrationInfo,
+    IntegrationStore,
+    IntegrationTokens,
+)
 from crmflow.sync import (
     ConflictPolicy,
     DeletePolicy,
@@ -136,9 +146,14 @@ class CalendarSync:
         return info
 
     def _token(
-        self, ctx: TenantContext, info: IntegrationInfo
+        self,
+        ctx: TenantContext,
+        info: IntegrationInfo,
+        loaded: IntegrationTokens | None = None,
     ) -> Callable[[], Awaitable[Secret]]:
-        return self._integrations.token_source(ctx, info.kind, info.provider)
+        return self._integrations.token_source(
+            ctx, info.kind, info.provider, loaded=loaded
+        )
 
     def _google_root(self) -> str:
         return str(self._deps.settings.google_api_url).rstrip("/") + "/calendar/v3/"
@@ -356,7 +371,7 @@ class CalendarSync:
         # seeing the lease taken
         async with db.tenant(ctx, write_lock=True) as session:
             store = CalendarAccountStore(session)
-            account = await store.get(account_id)
+            account = await store.get(account_id, counts=False)
             if not account.is_enabled or account.integration_id is None:
                 raise ValidationFailed(
                     f"Syncing the calendar {account.name!r} is switched off"
@@ -372,12 +387,26 @@ class CalendarSync:
                     "its result appears in the sync log in a moment."
                 )
             run = await store.start_run(account_id, sync_type, account.direction)
-            choices = await store.choices(account_id)
+            open_conflicts = await store.open_conflicts(account_id)
+            choices = {
+                uid: (crm, calendar, choice)
+                for uid, (crm, calendar, choice) in open_conflicts.items()
+                if choice is not None
+            }
             # read in this transaction what the calendar side needs, so a run
             # opens as few transactions as possible (each is a connection on
             # SQLite)
             integrations = IntegrationStore(session, self._deps.vault)
-            info = await integrations.get(account.integration_id)
+            # with the tokens, so the first request needs no transaction of
+            # its own for its access token
+            tokens: IntegrationTokens | None
+            try:
+                info, tokens = await integrations.get_with_tokens(
+                    account.integration_id
+                )
+            except TokenDecryptError:
+                # the run's first request reports it, as a failed run
+                info, tokens = await integrations.get(account.integration_id), None
             password = (
                 await integrations.load_password(info.id)
                 if info.provider not in (ProviderKey.GOOGLE, ProviderKey.MICROSOFT)
@@ -399,7 +428,7 @@ class CalendarSync:
             result = await self._run(
                 ctx,
                 account,
-                self._calendar_side(ctx, account, info, password),
+                self._calendar_side(ctx, account, info, tokens, password),
                 frozenset(addresses),
                 sync_type,
                 choices,
@@ -418,6 +447,9 @@ class CalendarSync:
                         ((c.crm, c.calendar) for c in result.conflicts),
                         self._clock(),
                     )
+                # only runs open conflicts, one at a time (the lease): with
+                # none open at the start there is nothing else to close
+                if result is not None and open_conflicts:
                     await store.close_conflicts(
                         account_id,
                         {c.ident for c in result.conflicts}
@@ -447,6 +479,7 @@ class CalendarSync:
         ctx: TenantContext,
         account: CalendarAccountInfo,
         info: IntegrationInfo,
+        tokens: IntegrationTokens | None,
         password: Secret | None,
     ) -> CalendarProvider:
         transport = self._integrations.api_transport
@@ -454,14 +487,14 @@ class CalendarSync:
             return google.GoogleCalendar(
                 self._google_root(),
                 account.external_calendar_id,
-                self._token(ctx, info),
+                self._token(ctx, info, tokens),
                 transport=transport,
             )
         if info.provider is ProviderKey.MICROSOFT:
             return microsoft.GraphCalendar(
                 self._graph_root(),
                 account.external_calendar_id,
-                self._token(ctx, info),
+                self._token(ctx, info, tokens),
                 transport=transport,
             )
         if password is None:
@@ -615,7 +648,7 @@ def _failure(exc: CrmflowError, account: CalendarAccountInfo) -> SyncError:
         side = "the CRM" if exc.side is SideName.CRM else f"the {name} calendar"
         return SyncError(
             f"Nothing was synced: {side} suddenly lists no events although "
-            f"{account.mapped_events} were synced before. If the events were "
+            f"{exc.synced} were synced before. If the events were "
             "deleted on purpose, sync again and confirm the deletion; otherwise "
             "check the calendar.",
             code="mass_delete",

@@ -49,7 +49,6 @@ from crmflow.metrics import WEBHOOK_DELIVERIES
 from crmflow.providers import google, microsoft
 from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.store.db import Database
-from crmflow.store.integrations import IntegrationStore
 from crmflow.store.push import (
     PENDING,
     ChannelInfo,
@@ -128,14 +127,12 @@ class PushChannels:
         if base is None:
             return None
         async with self._deps.db.tenant(ctx) as session:
-            account = await CalendarAccountStore(session).get(account_id)
+            account = await CalendarAccountStore(session).get(account_id, counts=False)
             if not account.is_enabled or account.integration_id is None:
                 return None
-            info = await IntegrationStore(session, self._deps.vault).get(
-                account.integration_id
-            )
             channels = await PushChannelStore(session).of_account(account_id)
-        if info.provider is ProviderKey.MICROSOFT:
+        # the account's provider is its integration's (set when it was added)
+        if account.provider is ProviderKey.MICROSOFT:
             return await self._ensure_graph(
                 ctx,
                 account_id,
@@ -147,7 +144,7 @@ class PushChannels:
                 mailbox=False,
                 base=base,
             )
-        if info.provider is not ProviderKey.GOOGLE:
+        if account.provider is not ProviderKey.GOOGLE:
             return None
         if live := self._live(channels):
             return live[0]
@@ -400,13 +397,14 @@ async def receive_google_calendar(
     ``system_db`` must see every tenant's channels (the owner role's database
     on PostgreSQL).
     """
-    if not channel_id or not message_number or not message_number.isdigit():
-        result = Delivery.UNKNOWN
-    elif not await _any_genuine(
-        system_db, ProviderKey.GOOGLE, [(channel_id, token or "")]
+    if (
+        not channel_id
+        or not message_number
+        or not message_number.isdigit()
+        or not await _any_genuine(
+            system_db, ProviderKey.GOOGLE, [(channel_id, token or "")]
+        )
     ):
-        # refused without the write lock: forged traffic never queues
-        # behind (or holds up) the syncs
         result = Delivery.UNKNOWN
     else:
         async with system_db.admin(write_lock=True) as session:
@@ -432,6 +430,15 @@ MAX_ITEMS = 1000
 async def _any_genuine(
     system_db: Database, provider: ProviderKey, claims: list[tuple[str, str]]
 ) -> set[str]:
+    """The claimed channels worth the write lock.
+
+    On SQLite a read without the lock refuses forged traffic first, so it
+    never queues behind (or holds up) the syncs. On PostgreSQL the write
+    lock holds nothing up and every claim is checked again under its row
+    lock, so that read would be one transaction per notification too many.
+    """
+    if system_db.is_postgres:
+        return {channel for channel, _token in claims}
     async with system_db.admin() as session:
         return await PushInbox(session).genuine(provider.value, claims)
 

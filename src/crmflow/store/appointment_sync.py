@@ -19,7 +19,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, and_, cast, delete, exists, insert, not_, or_, select
+from sqlalchemy import (
+    String,
+    and_,
+    cast,
+    delete,
+    exists,
+    insert,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.appointments import AppointmentStatus, TimeSpan
@@ -207,6 +218,25 @@ async def uid_lookup(session: AsyncSession, uid: str) -> tuple[uuid.UUID, int] |
         )
     ).first()
     return (row[0], row[1]) if row is not None else None
+
+
+async def uid_lookups(
+    session: AsyncSession, uids: Sequence[str]
+) -> dict[str, tuple[uuid.UUID, int]]:
+    """:func:`uid_lookup` for several UIDs at once; the ones not found are
+    left out."""
+    a = models.Appointment
+    org = _ctx(session).organization_id
+    found: dict[str, tuple[uuid.UUID, int]] = {}
+    for start in range(0, len(uids), _CHUNK):
+        rows = await session.execute(
+            select(a.ical_uid, a.id, a.version).where(
+                a.organization_id == org, a.ical_uid.in_(uids[start : start + _CHUNK])
+            )
+        )
+        for uid, appointment_id, version in rows:
+            found.setdefault(uid, (appointment_id, version))
+    return found
 
 
 async def login_address(session: AsyncSession) -> str | None:
@@ -553,23 +583,37 @@ async def save_mappings(
         ]
         # Core, not ORM: one executemany without per-row ORM bookkeeping
         await session.execute(insert(_MAPPINGS), values)
-    account = await _account(session, account_id)
-    account.sync_cursor = cursor.token if cursor else None
-    account.sync_cursor_listing = dict(cursor.listing) if cursor else {}
+    # one UPDATE, no read: every run that wrote something ends here
+    table = models.CalendarAccount
+    stored = await session.execute(
+        update(table)
+        .where(
+            table.id == account_id,
+            table.organization_id == ctx.organization_id,
+            table.user_id == ctx.user_id,
+        )
+        .values(
+            sync_cursor=cursor.token if cursor else None,
+            sync_cursor_listing=dict(cursor.listing) if cursor else {},
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(stored, "rowcount", 0):
+        raise NotFound("Calendar account not found.")
 
 
 async def _account(
     session: AsyncSession, account_id: uuid.UUID
 ) -> models.CalendarAccount:
     ctx = _ctx(session)
-    row = await session.scalar(
-        select(models.CalendarAccount).where(
-            models.CalendarAccount.id == account_id,
-            models.CalendarAccount.organization_id == ctx.organization_id,
-            models.CalendarAccount.user_id == ctx.user_id,
-        )
-    )
-    if row is None:
+    # by primary key: a run reads its status and saves it in one session, and
+    # the second look comes from the session's identity map, without a query
+    row = await session.get(models.CalendarAccount, account_id)
+    if (
+        row is None
+        or row.organization_id != ctx.organization_id
+        or row.user_id != ctx.user_id
+    ):
         raise NotFound("Calendar account not found.")
     return row
 

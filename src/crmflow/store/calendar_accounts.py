@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -170,9 +171,17 @@ class CalendarAccountStore:
         )
         return [_account_info(r, mapped.get(r.id, 0), open_.get(r.id, 0)) for r in rows]
 
-    async def get(self, account_id: uuid.UUID) -> CalendarAccountInfo:
-        """Raises NotFound for unknown ids and other users' accounts."""
+    async def get(
+        self, account_id: uuid.UUID, *, counts: bool = True
+    ) -> CalendarAccountInfo:
+        """Raises NotFound for unknown ids and other users' accounts.
+
+        ``counts=False`` leaves ``mapped_events`` and ``open_conflicts`` at 0
+        (two queries fewer, for the sync and push paths that never show them).
+        """
         row = await self._row(account_id)
+        if not counts:
+            return _account_info(row)
         m = models.CalendarEventMapping
         c = models.CalendarSyncConflict
         mapped = await self._s.scalar(
@@ -345,40 +354,59 @@ class CalendarAccountStore:
         return _run_info(row)
 
     async def finish_run(self, run: SyncRunInfo, now: dt.datetime) -> SyncRunInfo:
-        """Write the run's outcome to its log row and to its account."""
-        row = await self._s.scalar(
-            select(models.CalendarSyncLog).where(
-                models.CalendarSyncLog.id == run.id, *self._mine(models.CalendarSyncLog)
+        """Write the run's outcome to its log row and to its account.
+
+        ``run`` is the :meth:`start_run` entry with the outcome filled in;
+        two UPDATEs, no reads (every run ends here).
+        """
+        log = models.CalendarSyncLog
+        duration = max(0, int((now - run.started_at).total_seconds() * 1000))
+        written = await self._s.execute(
+            update(log)
+            .where(log.id == run.id, *self._mine(log))
+            .values(
+                status=run.status.value,
+                events_imported=run.events_imported,
+                events_exported=run.events_exported,
+                events_updated=run.events_updated,
+                events_deleted=run.events_deleted,
+                conflicts=run.conflicts,
+                errors=[
+                    {
+                        "message": e.message,
+                        "ical_uid": e.ical_uid,
+                        "title": e.title,
+                        "code": e.code,
+                        **(
+                            {"retry_after_s": e.retry_after_s}
+                            if e.retry_after_s
+                            else {}
+                        ),
+                    }
+                    for e in run.errors
+                ],
+                finished_at=now,
+                duration_ms=duration,
             )
+            .execution_options(synchronize_session=False)
         )
-        if row is None:
+        if getattr(written, "rowcount", 0) != 1:
             raise NotFound("Sync run not found.")
-        row.status = run.status.value
-        row.events_imported = run.events_imported
-        row.events_exported = run.events_exported
-        row.events_updated = run.events_updated
-        row.events_deleted = run.events_deleted
-        row.conflicts = run.conflicts
-        row.errors = [
-            {
-                "message": e.message,
-                "ical_uid": e.ical_uid,
-                "title": e.title,
-                "code": e.code,
-                **({"retry_after_s": e.retry_after_s} if e.retry_after_s else {}),
-            }
-            for e in run.errors
-        ]
-        row.finished_at = now
-        row.duration_ms = max(0, int((now - row.started_at).total_seconds() * 1000))
         if run.calendar_account_id is not None:
-            account = await self._row(run.calendar_account_id)
-            account.last_sync_status = run.status.value
-            account.last_error = run.errors[0].message if run.errors else None
+            account = models.CalendarAccount
+            outcome: dict[str, Any] = {
+                "last_sync_status": run.status.value,
+                "last_error": run.errors[0].message if run.errors else None,
+            }
             if run.status is not RunStatus.FAILED:
-                account.last_synced_at = now
-        await self._s.flush()
-        return _run_info(row)
+                outcome["last_synced_at"] = now
+            await self._s.execute(
+                update(account)
+                .where(account.id == run.calendar_account_id, *self._mine(account))
+                .values(**outcome)
+                .execution_options(synchronize_session=False)
+            )
+        return replace(run, finished_at=now, duration_ms=duration)
 
     async def runs(
         self, account_id: uuid.UUID | None = None, *, limit: int = 50
@@ -506,24 +534,22 @@ class CalendarAccountStore:
         await self._s.flush()
         return _conflict_info(row)
 
-    async def choices(
+    async def open_conflicts(
         self, account_id: uuid.UUID
-    ) -> dict[str, tuple[str, str, Resolution]]:
-        """Open conflicts with a choice: ``{uid: (crm version, calendar version,
-        choice)}``."""
+    ) -> dict[str, tuple[str, str, Resolution | None]]:
+        """The account's open conflicts: ``{uid: (crm version, calendar
+        version, the person's choice or None)}``."""
         c = models.CalendarSyncConflict
-        rows = await self._s.scalars(
-            select(c).where(
+        rows = await self._s.execute(
+            select(c.ical_uid, c.crm_version, c.calendar_version, c.resolution).where(
                 *self._mine(c),
                 c.calendar_account_id == account_id,
                 c.status == ConflictStatus.OPEN.value,
-                c.resolution.is_not(None),
             )
         )
         return {
-            r.ical_uid: (r.crm_version, r.calendar_version, Resolution(r.resolution))
-            for r in rows
-            if r.resolution
+            uid: (crm, calendar, Resolution(choice) if choice else None)
+            for uid, crm, calendar, choice in rows
         }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -101,11 +103,50 @@ def _set_tenant(session: Session, _tx: SessionTransaction, conn: Connection) -> 
     values: Mapping[str, str] = session.info.get("rls", {})
     if not values:
         return
-    for key in _CONTEXT_KEYS:
-        if key in values:
-            conn.execute(
-                text("SELECT set_config(:k, :v, true)"), {"k": key, "v": values[key]}
-            )
+    keys = [key for key in _CONTEXT_KEYS if key in values]
+    # one statement for all of them: a transaction's first round trip is
+    # this one, and every sync and webhook opens several transactions
+    calls = ", ".join(f"set_config(:k{n}, :v{n}, true)" for n in range(len(keys)))
+    params: dict[str, str] = {}
+    for n, key in enumerate(keys):
+        params[f"k{n}"], params[f"v{n}"] = key, values[key]
+    conn.execute(text(f"SELECT {calls}"), params)
+
+
+#: a pooled PostgreSQL connection unused for this long is pinged before use
+PING_AFTER_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use when it sat idle for
+    :data:`PING_AFTER_IDLE_S` (a server restart or a network cut may have
+    closed it meanwhile); a dead one is replaced, and the transaction never
+    sees it.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per
+    transaction, and a sync or a webhook opens several. A connection handed
+    back a moment ago is as alive as the one just used, so only idle ones
+    are pinged. (One that dies while in busy use fails its transaction, and
+    SQLAlchemy then drops every connection of the pool opened before.)
+    """
+    dialect = engine.dialect
+
+    def returned(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def taken(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi)
+        except Exception as exc:
+            # the pool throws this connection away and takes another
+            raise DisconnectionError("a pooled connection was closed") from exc
+
+    # on the engine, not its pool: dispose() makes a new pool
+    event.listen(engine.sync_engine, "checkin", returned)
+    event.listen(engine.sync_engine, "checkout", taken)
 
 
 class Database:
@@ -138,8 +179,14 @@ class Database:
             else:
                 kwargs["poolclass"] = NullPool
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+            # up to 20 connections, all kept: a burst that needs more waits
+            # for one instead of opening and closing extra ones (each a
+            # server process and a SCRAM handshake, milliseconds of CPU on
+            # both ends)
+            kwargs.update(pool_size=20, max_overflow=0)
         self.engine: AsyncEngine = create_async_engine(aurl, **kwargs)
+        if self.dialect == "postgresql":
+            _ping_when_idle(self.engine)
         self._locked_sessions = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -91,6 +91,8 @@ class IntegrationTokens:
     expires_at: dt.datetime | None
     scopes: tuple[str, ...]
     status: IntegrationStatus
+    #: what went wrong last (shown to the user), if anything
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,18 @@ class IntegrationStore:
         """Raises NotFound for unknown ids and other users' integrations."""
         return _info(await self._row(integration_id))
 
+    async def get_with_tokens(
+        self, integration_id: uuid.UUID
+    ) -> tuple[IntegrationInfo, IntegrationTokens]:
+        """:meth:`get` and the decrypted tokens of :meth:`load`, from one read.
+
+        Raises:
+            NotFound: as :meth:`get`.
+            TokenDecryptError: the keys cannot open the stored tokens.
+        """
+        row = await self._row(integration_id)
+        return _info(row), self._tokens(row)
+
     async def find(
         self, provider: ProviderKey, kind: IntegrationKind
     ) -> IntegrationInfo | None:
@@ -236,6 +250,9 @@ class IntegrationStore:
             raise NotFound(
                 f"No {provider.value} {kind.value} integration is connected."
             )
+        return self._tokens(row)
+
+    def _tokens(self, row: models.UserIntegration) -> IntegrationTokens:
         return IntegrationTokens(
             id=row.id,
             provider=ProviderKey(row.provider),
@@ -247,6 +264,7 @@ class IntegrationStore:
             expires_at=row.expires_at,
             scopes=tuple(row.scopes),
             status=IntegrationStatus(row.status),
+            last_error=row.last_error,
         )
 
     async def load_password(self, integration_id: uuid.UUID) -> Secret:

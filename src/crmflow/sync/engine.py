@@ -261,7 +261,7 @@ class _Run:
         if not self.force_delete:
             empty = storage_empty(self.old.rows, crm_listing, calendar_listing)
             if empty is not None:
-                raise StorageEmpty(empty)
+                raise StorageEmpty(empty, synced=len(self.old.rows))
         for side, listing in (
             (self.crm, crm_listing),
             (self.calendar, calendar_listing),
@@ -278,6 +278,7 @@ class _Run:
             self.old.rows, self.crm.view(), self.calendar.view(), self.rules
         )
         decisions = await self._prefetch(decisions)
+        await self._expect_creates(decisions)
 
         self.rows = dict(self.old.rows)
         try:
@@ -376,6 +377,19 @@ class _Run:
             self._decide(d.ident) if isinstance(d, NeedsFetch) else d for d in decisions
         )
         return tuple(d for d in redecided if d is not None)
+
+    async def _expect_creates(self, decisions: Sequence[Decision]) -> None:
+        """Tell each side which events the plan creates on it (one bulk look-up
+        there instead of one per create)."""
+        for side in (self.crm, self.calendar):
+            events = [
+                write.event
+                for d in decisions
+                if isinstance(d, Action)
+                and isinstance(write := d.write(side.name), Create)
+            ]
+            if events:
+                await side.provider.expect_creates(events)
 
     def _decide(self, ident: str) -> Decision | None:
         return decide(

@@ -64,9 +64,13 @@ class StorageEmpty(SyncError):
     synced before; nothing was deleted. If it really was emptied on purpose,
     sync again with force_delete."""
 
-    def __init__(self, side: SideName, message: str | None = None) -> None:
+    def __init__(
+        self, side: SideName, message: str | None = None, *, synced: int = 0
+    ) -> None:
         #: the side that lists nothing
         self.side = side
+        #: how many events the last sync left in sync
+        self.synced = synced
         super().__init__(message or f"{_doc(self)} Empty side: {side}.")
 
 
