@@ -14,6 +14,7 @@ import pytest
 from crmflow.connections.service import Integrations
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
+from crmflow.errors import NotFound
 from crmflow.providers.base import AuthError, TransientProviderError
 from crmflow.store.db import Database
 from crmflow.store.integrations import (
@@ -271,6 +272,45 @@ async def test_giving_up_on_a_down_provider_keeps_the_status(
     )
     view = await flow.integrations.get_integration(ctx, CAL, G)
     assert view.info.last_error is None
+
+
+@pytest.mark.parametrize(("provider", "token_call", "lifetime_s"), PROVIDERS)
+async def test_a_token_source_starts_from_the_tokens_its_caller_read(
+    flow, sandbox, tenants, services, provider, token_call, lifetime_s
+):
+    """A sync reads its integration with the tokens in its first transaction
+    and hands them to the source: a fresh token is used as read, one within
+    the margin is refreshed as usual, and tokens of another integration are
+    ignored."""
+    ctx = tenants.alice.ctx
+    await flow.connect(ctx, provider, CAL, EMAIL[provider])
+    loaded = await _tokens(services, ctx, provider)
+    # meanwhile the stored grant is marked broken: a source that read the
+    # database would refuse, one that starts from what was read does not
+    async with services.db.tenant(ctx) as session:
+        await IntegrationStore(session, services.vault).mark_needs_reauth(
+            loaded.id, "revoked"
+        )
+    source = flow.integrations.token_source(ctx, CAL, provider, loaded=loaded)
+    assert await source() == loaded.access_token
+    other = G if provider is M else M
+    mismatched = flow.integrations.token_source(ctx, CAL, other, loaded=loaded)
+    with pytest.raises(NotFound):
+        await mismatched()  # read from the database: none of that provider
+
+    async with services.db.tenant(ctx) as session:
+        await IntegrationStore(session, services.vault).mark_refreshed(
+            loaded.id,
+            access_token=loaded.access_token,
+            refresh_token=None,
+            expires_at=loaded.expires_at,
+        )
+    refreshes = len(await sandbox.requests(token_call))
+    await sandbox.advance_clock(lifetime_s - 60)  # within the margin now
+    source = flow.integrations.token_source(ctx, CAL, provider, loaded=loaded)
+    refreshed = await source()
+    assert refreshed != loaded.access_token
+    assert len(await sandbox.requests(token_call)) == refreshes + 1
 
 
 @pytest.mark.parametrize(("provider", "token_call", "lifetime_s"), PROVIDERS)

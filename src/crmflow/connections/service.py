@@ -313,19 +313,28 @@ class Integrations:
 
         ``loaded``: the integration's tokens as the caller just read them (in
         a transaction of its own): the first request uses that access token
-        when it is fresh, without reading it again.
+        when it is fresh, without reading it again (and the later ones while
+        it stays fresh, when its lifetime is known).
 
         Raises (when called): as :meth:`refresh_if_needed`.
         """
         kept: tuple[Secret, dt.datetime] | None = None
+        first: Secret | None = None
         if loaded is not None and (loaded.provider, loaded.kind) == (provider, kind):
             spec_of(provider, kind)  # OAuth integrations only
             usable = self._refresher.usable(loaded)
-            if usable is not None and usable[1] is not None:
-                kept = (usable[0], usable[1])
+            if usable is not None:
+                secret, until = usable
+                if until is None:
+                    first = secret
+                else:
+                    kept = (secret, until)
 
         async def token() -> Secret:
-            nonlocal kept
+            nonlocal kept, first
+            if first is not None:
+                secret, first = first, None
+                return secret
             if kept is not None and self.deps.clock() < kept[1]:
                 return kept[0]
             spec_of(provider, kind)  # OAuth integrations only
