@@ -370,6 +370,31 @@ async def test_case3_one_sided_deletion_propagates_each_way(
     assert (row.title, row.status) == ("Deleted in the CRM", "confirmed")
 
 
+async def test_case12_cancelling_every_synced_appointment_is_no_sudden_emptiness(
+    driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
+):
+    """Where a cancellation deletes the event (Google, Outlook), cancelling
+    the only synced appointment leaves the CRM listing nothing for the
+    calendar: that is the person's doing, not a CRM that lost its data, so the
+    run deletes the event instead of stopping at the mass-delete guard."""
+    mb = await driver.connect(tenants.alice.ctx, 0)
+    (only,) = await synced_events(driver, calendar_sync, mb, "The only one")
+
+    await edit_in_crm(services, mb, only, status=AppointmentStatus.CANCELLED)
+    done = await run(calendar_sync, mb)
+
+    assert done.status is RunStatus.SUCCESS, done.errors
+    if isinstance(driver, CalDAVDriver):  # kept, as STATUS:CANCELLED
+        assert (done.events_updated, done.events_deleted) == (1, 0)
+        assert await driver.uids(mb) == [only]
+    else:
+        assert (done.events_updated, done.events_deleted) == (0, 1)
+        assert await driver.uids(mb) == []
+    rows = await appointments(services, mb.ctx)
+    assert rows[only].status == "cancelled"
+    await quiet_sync(driver, calendar_sync, services, mb)
+
+
 async def test_case3_an_appointment_cancelled_in_the_crm_stays_in_the_crm(
     driver: Driver, tenants, services: Services, calendar_sync: CalendarSync
 ):

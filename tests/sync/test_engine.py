@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crmflow.domain.calendar import CalendarEvent, Notify
+from crmflow.domain.calendar import CalendarEvent, Listing, Notify
 from crmflow.errors import ConfigError
 from crmflow.providers.base import (
     AuthError,
@@ -512,6 +512,31 @@ async def test_case12_empty_side_stops_unless_forced(emptied):
     result = await pair.sync(force_delete=True)
     assert kinds(result) == [(emptied.other, WriteKind.DELETE)] * 2
     assert pair.crm.items == {} == pair.calendar.items
+    assert await pair.rows() == {}
+
+
+class _Withholding(MemoryCalendar):
+    """A side that leaves its items out of the listing on purpose (the CRM's
+    appointments cancelled in a calendar that keeps no cancelled events)."""
+
+    async def list(self) -> Listing:
+        listing = await super().list()
+        return replace(listing, withheld=1)
+
+
+async def test_case12_a_side_that_withholds_its_items_is_not_empty():
+    clock = Clock()
+    pair = Pair(
+        _Withholding(clock=clock, incremental=False), MemoryCalendar(clock=clock)
+    )
+    pair.crm.put(event("x"))
+    await pair.sync()
+    pair.crm.remove(pair.crm.id_of("x"))
+
+    result = await pair.sync()
+
+    assert kinds(result) == [(CALENDAR, WriteKind.DELETE)]
+    assert pair.calendar.items == {}
     assert await pair.rows() == {}
 
 

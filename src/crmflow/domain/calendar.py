@@ -327,6 +327,11 @@ class Listing:
     items: Mapping[str, str]
     #: the cursor to pass to the next ``list_changes`` (None: not incremental)
     cursor: str | None = None
+    #: how many items the side still holds but leaves out of ``items`` on
+    #: purpose, to have their counterparts deleted (the CRM's appointments
+    #: cancelled since the last sync, for calendars that keep no cancelled
+    #: events): a listing with some is not one that suddenly lists nothing
+    withheld: int = 0
 
 
 @dataclass(frozen=True, slots=True)

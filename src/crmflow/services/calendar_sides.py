@@ -103,14 +103,20 @@ class CrmCalendar(CalendarProvider):
 
     async def list(self) -> Listing:
         session = await self._uow.session()
-        return Listing(
-            await store.listing(
-                session,
-                self._account_id,
-                export_own=self._export_own,
-                cancelled=self._list_cancelled,
-            )
+        items = await store.listing(
+            session,
+            self._account_id,
+            export_own=self._export_own,
+            cancelled=self._list_cancelled,
         )
+        # only an empty listing needs the count: cancelling every synced
+        # appointment is no sudden emptiness of the CRM (case 12)
+        withheld = (
+            await store.cancelled_since_sync(session, self._account_id)
+            if not items and not self._list_cancelled
+            else 0
+        )
+        return Listing(items, withheld=withheld)
 
     async def list_changes(self, cursor: str) -> Changes:
         raise UnsupportedOperation("The CRM side has no change feed; list it.")

@@ -25,6 +25,7 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
+    func,
     insert,
     not_,
     or_,
@@ -161,18 +162,7 @@ async def listing(
     m = models.CalendarEventMapping
     condition: Any = a.id.in_(_mapped_here(account_id))
     if not cancelled:
-        # cancelled in the CRM since the last sync: the appointment changed
-        # from the version the mapping recorded (one imported as cancelled,
-        # e.g. an Outlook meeting its organizer called off, stays listed)
-        cancelled_here = exists().where(
-            m.calendar_account_id == account_id,
-            m.appointment_id == a.id,
-            m.crm_version.is_distinct_from(cast(a.version, String)),
-        )
-        condition = and_(
-            condition,
-            or_(a.status != AppointmentStatus.CANCELLED.value, not_(cancelled_here)),
-        )
+        condition = and_(condition, not_(_cancelled_since_sync(account_id)))
     if export_own:
         elsewhere = exists().where(
             m.appointment_id == a.id,
@@ -193,6 +183,36 @@ async def listing(
         )
     )
     return {str(row_id): str(version) for row_id, version in rows}
+
+
+def _cancelled_since_sync(account_id: uuid.UUID) -> Any:
+    """Appointments cancelled in the CRM since the account's last sync: the
+    appointment changed from the version the mapping recorded (one imported as
+    cancelled, e.g. an Outlook meeting its organizer called off, is not)."""
+    a = models.Appointment
+    m = models.CalendarEventMapping
+    return and_(
+        a.status == AppointmentStatus.CANCELLED.value,
+        exists().where(
+            m.calendar_account_id == account_id,
+            m.appointment_id == a.id,
+            m.crm_version.is_distinct_from(cast(a.version, String)),
+        ),
+    )
+
+
+async def cancelled_since_sync(session: AsyncSession, account_id: uuid.UUID) -> int:
+    """How many appointments synced by the account were cancelled in the CRM
+    since (what ``listing(cancelled=False)`` leaves out of the mapped ones)."""
+    a = models.Appointment
+    found = await session.scalar(
+        select(func.count()).where(
+            a.organization_id == _ctx(session).organization_id,
+            a.id.in_(_mapped_here(account_id)),
+            _cancelled_since_sync(account_id),
+        )
+    )
+    return int(found or 0)
 
 
 async def uid_index(session: AsyncSession) -> dict[str, tuple[uuid.UUID, int]]:

@@ -222,6 +222,8 @@ class _Side:
     read_only: bool
     items: dict[str, ItemState] = field(default_factory=dict)
     clashes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``Listing.withheld`` of this run's listing (0 for a change feed)
+    withheld: int = 0
 
     def view(self) -> SideView:
         return SideView(self.name, self.read_only, self.items, self.clashes)
@@ -260,7 +262,7 @@ class _Run:
         calendar_listing, calendar_cursor = await self._list(self.calendar)
         if not self.force_delete:
             empty = storage_empty(self.old.rows, crm_listing, calendar_listing)
-            if empty is not None:
+            if empty is not None and not self.side(empty).withheld:
                 raise StorageEmpty(empty, synced=len(self.old.rows))
         for side, listing in (
             (self.crm, crm_listing),
@@ -320,6 +322,7 @@ class _Run:
                     listing.pop(remote_id, None)
                 return listing, SideCursor(changes.cursor, listing)
         full = await provider.list()
+        side.withheld = full.withheld
         listing = dict(full.items)
         if incremental and full.cursor is not None:
             return listing, SideCursor(full.cursor, listing)
