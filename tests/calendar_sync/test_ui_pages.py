@@ -22,6 +22,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from crmflow.bootstrap import Services
+from crmflow.domain.appointments import AppointmentStatus, timed_span
+from crmflow.domain.calendar import RecurrenceException
 from crmflow.domain.calendar_accounts import (
     ConflictStatus,
     DeleteMode,
@@ -35,6 +37,7 @@ from crmflow.domain.integrations import ProviderKey
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.store import models
 from crmflow.store.calendar_accounts import CalendarAccountStore
+from crmflow.store.calendar_json import exceptions_to_json
 from crmflow.store.repositories import AppointmentRepository
 from tests.calendar_sync.conftest import GOOGLE_EMAIL, GoogleAccount
 from tests.connections.conftest import csrf_of, sign_in, web_client
@@ -182,14 +185,59 @@ async def test_appointments_list_shows_series_and_all_day(
     tz = ZoneInfo(standup.span.timezone)
     first = standup.span.start_at.astimezone(tz)
     now = dt.datetime.now(tz)
-    nxt = first
-    while nxt <= now:
-        nxt = (nxt.replace(tzinfo=None) + dt.timedelta(weeks=1)).replace(tzinfo=tz)
+
+    def weekly_after(instant: dt.datetime, skip: set[dt.datetime]) -> dt.datetime:
+        """The rule's first Monday after ``instant`` that is not in ``skip``."""
+        found = first
+        while found <= instant or found in skip:
+            local = found.replace(tzinfo=None) + dt.timedelta(weeks=1)
+            found = local.replace(tzinfo=tz)
+        return found
+
+    # the demo moved next week's meeting and cancelled the one after: the
+    # next start is whichever comes first of the rule's and the moved one
+    changes = standup.occurrence_changes
+    assert len(changes) == 2
+    skip = {c.original_start for c in changes}
+    moved_to = [c.start for c in changes if isinstance(c.start, dt.datetime)]
+    nxt = min([weekly_after(now, skip), *(m for m in moved_to if m > now)])
+    nxt = nxt.astimezone(tz)
     assert f"Next: {nxt:%a} {nxt.day} {nxt:%b %Y}, {nxt:%H:%M}" in shown
     # the all-day offsite says so, in either list (it may have passed this week)
     both = words(upcoming) + " " + words(past)
     assert re.search(r"Company Offsite Confirmed All day", both)
     assert re.search(r"\d{4}, all day", both)
+
+    # with only the rule's next meeting cancelled, the one a week later is
+    # next; with it moved to the day after instead, it counts there
+    nxt = weekly_after(now, set())
+    later = weekly_after(nxt, set())
+    moved = nxt + dt.timedelta(days=1)
+    for change, expected in (
+        (
+            RecurrenceException(nxt.astimezone(dt.UTC), AppointmentStatus.CANCELLED),
+            later,
+        ),
+        (
+            RecurrenceException(
+                nxt.astimezone(dt.UTC),
+                span=timed_span(moved, moved + dt.timedelta(minutes=15), tz.key),
+            ),
+            moved,
+        ),
+    ):
+        async with services.db.tenant(google.ctx) as session:
+            stored = await session.get(models.Appointment, row.id)
+            assert stored is not None
+            stored.recurrence_exceptions = exceptions_to_json((change,))
+        listed = (await web.get("/appointments")).text
+        series = re.search(r'<li class="appt appt-series"(.*?)</li>', listed, re.S)
+        assert series
+        shown = words(series.group(1))
+        assert (
+            f"Next: {expected:%a} {expected.day} {expected:%b %Y}, {expected:%H:%M}"
+            in shown
+        )
 
 
 async def test_other_users_never_see_the_accounts_or_conflicts(

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crmflow.domain.appointments import all_day_span, timed_span
+from crmflow.domain.crm import OccurrenceChange
 from crmflow.domain.recurrence import next_start, occurrence_starts
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -82,6 +83,42 @@ def test_the_next_start_skips_the_occurrence_in_progress():
     assert next_start(MONDAY, weekly, berlin(6, 4, hour=9)) is None
     assert next_start(MONDAY, ["RRULE:FREQ=WEEKLY"], berlin(1, 12)) == (
         berlin(7, 12).astimezone(UTC)
+    )
+
+
+def test_the_next_start_skips_cancelled_and_counts_moved_occurrences():
+    weekly = ["RRULE:FREQ=WEEKLY;COUNT=4"]  # 16, 23, 30 March, 6 April
+    cancelled_23 = OccurrenceChange(berlin(23), None)
+    assert next_start(MONDAY, weekly, berlin(17), [cancelled_23]) == (
+        berlin(30).astimezone(UTC)
+    )
+    # the 30th moved to the 31st, and the 23rd to after it: the 31st is next
+    moved = [
+        OccurrenceChange(berlin(30), berlin(31)),
+        OccurrenceChange(berlin(23), berlin(2, 4)),
+    ]
+    assert next_start(MONDAY, weekly, berlin(17), moved) == berlin(31)
+    # moved earlier than the instant: it has passed, the rule's next counts
+    early = [OccurrenceChange(berlin(23), berlin(17, hour=8))]
+    assert next_start(MONDAY, weekly, berlin(17), early) == berlin(30).astimezone(UTC)
+    # every remaining occurrence cancelled, or one moved past the series' end
+    gone = [OccurrenceChange(berlin(d, m), None) for d, m in ((30, 3), (6, 4))]
+    assert next_start(MONDAY, weekly, berlin(24), gone) is None
+    late = [OccurrenceChange(berlin(6, 4), berlin(20, 4))]
+    assert next_start(MONDAY, weekly, berlin(7, 4), late) == berlin(20, 4)
+    # an EXDATE line is skipped as well
+    exdate = [*weekly, "EXDATE;TZID=Europe/Berlin:20260330T090000"]
+    assert next_start(MONDAY, exdate, berlin(24), [cancelled_23]) == (
+        berlin(6, 4).astimezone(UTC)
+    )
+
+
+def test_an_all_day_series_skips_its_cancelled_dates():
+    span = all_day_span(dt.date(2026, 3, 2), None, "Europe/Berlin")
+    monthly = ["RRULE:FREQ=MONTHLY;COUNT=3"]
+    skipped = [OccurrenceChange(dt.date(2026, 4, 2), None)]
+    assert next_start(span, monthly, SPRING[0] + dt.timedelta(days=2), skipped) == (
+        dt.date(2026, 5, 2)
     )
 
 

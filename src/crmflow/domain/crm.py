@@ -94,6 +94,21 @@ class Appointment:
     created_at: dt.datetime
     updated_at: dt.datetime
     version: int
+    #: every recurrence line of a series (``RRULE:..``, ``EXDATE..``); the
+    #: RRULE among them is ``recurrence_rule``
+    recurrence: tuple[str, ...] = ()
+    #: the series' occurrences that are cancelled or moved
+    occurrence_changes: tuple[OccurrenceChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrenceChange:
+    """One occurrence of a series that does not start where its rule says."""
+
+    #: where the rule puts it: a date (all-day series) or an aware instant
+    original_start: dt.date | dt.datetime
+    #: where it starts instead; None when it is cancelled
+    start: dt.date | dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import recurring_ical_events
 from icalendar import Calendar, Event
 
 from crmflow.domain.appointments import TimeSpan, zone
+from crmflow.domain.crm import OccurrenceChange
 
 #: the start of one occurrence: an aware UTC instant, or a date (all-day)
 Start = dt.date | dt.datetime
@@ -140,25 +141,51 @@ def occurrence_starts(
 
 
 def next_start(
-    span: TimeSpan, lines: Sequence[str], instant: dt.datetime
+    span: TimeSpan,
+    lines: Sequence[str],
+    instant: dt.datetime,
+    changes: Sequence[OccurrenceChange] = (),
 ) -> Start | None:
     """The first start of the series after ``instant`` (an aware instant; for
     an all-day series, a date after the one ``instant`` falls on in the
-    series' zone); None when there is none or the lines cannot be read."""
+    series' zone); None when there is none or the lines cannot be read.
+
+    ``changes``: occurrences cancelled (skipped) or moved (counted at their
+    new start, wherever the rule put them).
+    """
     calendar = _series(span, lines)
     if calendar is None:
         return None
     tz = zone(span.timezone)
     after: Any = instant.astimezone(tz).date() if span.all_day else instant
+    changed = {_key(c.original_start) for c in changes}
+    moved = [
+        c.start
+        for c in changes
+        if c.start is not None and _sort_key(c.start) > _sort_key(after)
+    ]
+    found: Start | None = None
     try:
         upcoming = recurring_ical_events.of(calendar).after(after)
-        # "after" also yields the occurrences still going on at the instant
-        for found in itertools.islice(_expanded(span, lines, upcoming), _IN_PROGRESS):
-            if _sort_key(found) > _sort_key(after):
-                return found
+        # "after" also yields the occurrences still going on at the instant;
+        # each changed one is passed over as well
+        limit = _IN_PROGRESS + len(changed)
+        for start in itertools.islice(_expanded(span, lines, upcoming), limit):
+            if _sort_key(start) > _sort_key(after) and _key(start) not in changed:
+                found = start
+                break
     except (ValueError, TypeError, recurring_ical_events.InvalidCalendar):
         return None
-    return None
+    return min(
+        [*moved, *([found] if found is not None else [])], key=_sort_key, default=None
+    )
+
+
+def _key(start: Start) -> str:
+    """One occurrence's identity: its date, or its UTC instant."""
+    if isinstance(start, dt.datetime):
+        return start.astimezone(dt.UTC).isoformat()
+    return start.isoformat()
 
 
 def _sort_key(start: Start) -> dt.datetime:

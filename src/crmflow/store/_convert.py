@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from crmflow.domain import crm
 from crmflow.domain.appointments import AppointmentStatus, ResponseStatus, TimeSpan
+from crmflow.domain.calendar import RecurrenceException
 from crmflow.domain.tenancy import Role
 from crmflow.store import models
+from crmflow.store.calendar_json import exceptions_from_json
 
 
 def appointment(row: models.Appointment) -> crm.Appointment:
@@ -30,7 +32,21 @@ def appointment(row: models.Appointment) -> crm.Appointment:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        recurrence=tuple(row.recurrence or ()),
+        occurrence_changes=tuple(
+            _change(e) for e in exceptions_from_json(row.recurrence_exceptions or [])
+        ),
     )
+
+
+def _change(exception: RecurrenceException) -> crm.OccurrenceChange:
+    if exception.status is AppointmentStatus.CANCELLED:
+        return crm.OccurrenceChange(exception.original_start, None)
+    span = exception.span
+    if span is None:  # other content, same time
+        return crm.OccurrenceChange(exception.original_start, exception.original_start)
+    start = span.start_date if span.all_day else span.start_at
+    return crm.OccurrenceChange(exception.original_start, start)
 
 
 def contact(row: models.Contact) -> crm.Contact:

@@ -147,8 +147,8 @@ def next_occurrence(appointment: crm.Appointment, instant: dt.datetime) -> Start
     UTC instant, or a date for an all-day series).
 
     None for single appointments, cancelled series, series that have ended
-    and rules that cannot be expanded. Moved or cancelled single occurrences
-    are not known here (the appointment carries the rule only).
+    and rules that cannot be expanded. Cancelled occurrences (and EXDATEs)
+    are skipped, moved ones count at their new start.
     """
     rule = appointment.recurrence_rule
     if not rule or appointment.status is AppointmentStatus.CANCELLED:
@@ -158,7 +158,8 @@ def next_occurrence(appointment: crm.Appointment, instant: dt.datetime) -> Start
         # ended days ago: no need to walk every occurrence up to the end
         # (expanding a long-ended daily series costs tens of milliseconds)
         return None
-    return next_start(appointment.span, ["RRULE:" + _parts_line(rule)], instant)
+    lines = appointment.recurrence or ("RRULE:" + _parts_line(rule),)
+    return next_start(appointment.span, lines, instant, appointment.occurrence_changes)
 
 
 def _parts_line(rule: str) -> str:
