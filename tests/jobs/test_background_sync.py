@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import update
 
-from crmflow.domain.schedule import MIN_RETRY
+from crmflow.domain.schedule import MIN_RETRY, Schedule
 from crmflow.jobs.runner import InProcessRunner
 from crmflow.jobs.tasks import Outcome
 from crmflow.sandbox.google.demo import seed_demo_google
@@ -305,6 +305,42 @@ async def test_a_burst_of_pushes_wakes_the_workers_once_per_run(
         assert await heard(3)  # the run's end: the account is due again
     entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
     assert entry.next_sync_at == clock.now
+
+
+async def test_a_failed_run_keeps_its_back_off_though_a_push_came_in(
+    flow: Flow,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """A failed run is retried after its back-off even when a notification
+    arrived while it ran (the retry syncs that change too): pushes never
+    turn a failing account into a retry loop, and wake no worker for it."""
+    ctx = tenants.alice.ctx
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    (claimed,) = await runner.scheduler.claim_due(limit=10)
+    assert claimed.account_id == mailbox.id
+    async with _wake_ups(admin_db) as heard:
+        async with admin_db.admin() as session:
+            assert await ScheduleStore(session).due_now(
+                SyncKind.MAIL, mailbox.id, clock.now
+            )
+        async with admin_db.admin() as session:
+            retry = await ScheduleStore(session).finish(
+                SyncKind.MAIL,
+                mailbox.id,
+                ok=False,
+                schedule=Schedule(INTERVAL, jitter=0.1),
+                now=clock.now,
+                rand=0.5,
+            )
+        assert await heard(1)  # the push's, none for the failed run
+    assert retry > clock.now
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert entry.next_sync_at == retry
+    assert await runner.scheduler.claim_due(limit=10) == []
 
 
 @contextlib.asynccontextmanager

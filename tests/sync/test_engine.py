@@ -540,6 +540,23 @@ async def test_case12_a_side_that_withholds_its_items_is_not_empty():
     assert await pair.rows() == {}
 
 
+async def test_case12_one_withheld_item_does_not_explain_many_missing():
+    clock = Clock()
+    pair = Pair(
+        _Withholding(clock=clock, incremental=False), MemoryCalendar(clock=clock)
+    )
+    for uid in ("x", "y"):
+        pair.crm.put(event(uid))
+    await pair.sync()
+    pair.forget_calls()
+    for uid in ("x", "y"):
+        pair.crm.remove(pair.crm.id_of(uid))
+
+    with pytest.raises(StorageEmpty):
+        await pair.sync()
+    assert pair.calendar.writes == []
+
+
 # ------------------------------------------------------------------ case 13
 
 

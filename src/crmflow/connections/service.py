@@ -316,7 +316,8 @@ class Integrations:
         when it is fresh, without reading it again (and the later ones while
         it stays fresh, when its lifetime is known).
 
-        Raises (when called): as :meth:`refresh_if_needed`.
+        Raises (when called): as :meth:`refresh_if_needed`. With ``loaded``,
+        ``ValidationFailed`` at once for an integration without OAuth.
         """
         kept: tuple[Secret, dt.datetime] | None = None
         first: Secret | None = None

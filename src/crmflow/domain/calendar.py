@@ -330,7 +330,8 @@ class Listing:
     #: how many items the side still holds but leaves out of ``items`` on
     #: purpose, to have their counterparts deleted (the CRM's appointments
     #: cancelled since the last sync, for calendars that keep no cancelled
-    #: events): a listing with some is not one that suddenly lists nothing
+    #: events): an empty listing whose withheld items are as many as were
+    #: synced is not one that suddenly lists nothing
     withheld: int = 0
 
 

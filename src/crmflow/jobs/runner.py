@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,10 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _lock_order(account: DueAccount) -> tuple[str, uuid.UUID]:
+    return (account.kind.value, account.account_id)
+
+
 class SyncScheduler:
     """Claims due accounts and runs claimed ones: what every runner does.
 
@@ -107,18 +112,24 @@ class SyncScheduler:
     async def claim_due(self, *, limit: int) -> list[DueAccount]:
         """Claim up to ``limit`` accounts due now (each for one run)."""
         now = self._clock()
-        claimed = []
+        taken: set[tuple[str, uuid.UUID]] = set()
         # one transaction: each claim is a conditional UPDATE, so another
         # runner that read the same due accounts claims none of these; on
         # SQLite it holds the write lock from the start (a read transaction
         # that turns into a writer after someone else wrote would fail)
         async with self._db.admin(write_lock=True) as session:
             store = ScheduleStore(session)
-            for account in await store.due(now, limit=limit):
+            due = await store.due(now, limit=limit)
+            # rows are locked in one fixed order, so two runners that read the
+            # due accounts in different orders (a push moved one meanwhile)
+            # wait for each other instead of deadlocking
+            for account in sorted(due, key=_lock_order):
                 if await store.claim(
                     account.kind, account.account_id, now, now + CLAIM
                 ):
-                    claimed.append(account)
+                    taken.add(_lock_order(account))
+        # longest waiting first, as the schedule listed them
+        claimed = [account for account in due if _lock_order(account) in taken]
         # what is still waiting after this claim: the queue's depth and lag
         # (at most once per STATS_EVERY_S: under a burst of pushes claims
         # come many times a second, and /metrics reads its own)

@@ -90,6 +90,10 @@ class CrmCalendar(CalendarProvider):
         #: the UIDs looked up one by one and the ones created by this run
         self._uids: dict[str, tuple[uuid.UUID, int]] | None = None
         self._known: dict[str, tuple[uuid.UUID, int] | None] = {}
+        #: UIDs looked up ahead by :meth:`expect_creates`, good while the
+        #: transaction that read them is open (another run may add one after)
+        self._expected: dict[str, tuple[uuid.UUID, int] | None] = {}
+        self._expected_at = -1
         self.writes = 0
         #: responses to record on other users' appointments after the run:
         #: ``(owner, appointment, {address: status})`` (``store.apply_replies``)
@@ -162,20 +166,29 @@ class CrmCalendar(CalendarProvider):
             self._uids.update({k: v for k, v in self._known.items() if v is not None})
             return
         found = await store.uid_lookups(session, wanted)
-        for uid in wanted:
-            self._known[uid] = found.get(uid)
+        self._expected = {uid: found.get(uid) for uid in wanted}
+        self._expected_at = self._uow.commits
 
     async def _by_uid(self, uid: str) -> tuple[uuid.UUID, int] | None:
         """The organization's appointment with this UID, if any.
 
         A run that creates a few appointments (the usual incremental one)
-        looks each UID up; one that creates many (an initial import) loads
-        the organization's whole UID index once, after
+        looks each UID up, or takes :meth:`expect_creates`' answer while the
+        transaction that read it is still open; one that creates many (an
+        initial import) loads the organization's whole UID index once, after
         :data:`UID_LOOKUPS` single look-ups.
         """
         if self._uids is not None:
             return self._uids.get(uid)
         if uid in self._known:
+            return self._known[uid]
+        if (
+            uid in self._expected
+            and self._uow.is_open
+            and self._uow.commits == self._expected_at
+        ):
+            # read in this very transaction: as good as a look-up now
+            self._known[uid] = self._expected.pop(uid)
             return self._known[uid]
         session = await self._uow.session()
         if len(self._known) < UID_LOOKUPS:

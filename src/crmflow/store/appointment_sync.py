@@ -626,8 +626,8 @@ async def _account(
     session: AsyncSession, account_id: uuid.UUID
 ) -> models.CalendarAccount:
     ctx = _ctx(session)
-    # by primary key: a run reads its status and saves it in one session, and
-    # the second look comes from the session's identity map, without a query
+    # by primary key, checked against the acting user below (the row level
+    # security policies check it again on PostgreSQL)
     row = await session.get(models.CalendarAccount, account_id)
     if (
         row is None

@@ -104,6 +104,8 @@ def _set_tenant(session: Session, _tx: SessionTransaction, conn: Connection) -> 
     if not values:
         return
     keys = [key for key in _CONTEXT_KEYS if key in values]
+    if not keys:
+        return
     # one statement for all of them: a transaction's first round trip is
     # this one, and every sync and webhook opens several transactions
     calls = ", ".join(f"set_config(:k{n}, :v{n}, true)" for n in range(len(keys)))
@@ -144,7 +146,8 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             # the pool throws this connection away and takes another
             raise DisconnectionError("a pooled connection was closed") from exc
 
-    # on the engine, not its pool: dispose() makes a new pool
+    # on the engine: the listeners apply to its pool, and to the one a
+    # dispose() makes
     event.listen(engine.sync_engine, "checkin", returned)
     event.listen(engine.sync_engine, "checkout", taken)
 
@@ -183,7 +186,9 @@ class Database:
             # for one instead of opening and closing extra ones (each a
             # server process and a SCRAM handshake, milliseconds of CPU on
             # both ends)
-            kwargs.update(pool_size=20, max_overflow=0)
+            # most recently used first: under light load the same few
+            # connections stay warm, and the idle ones are the ones pinged
+            kwargs.update(pool_size=20, max_overflow=0, pool_use_lifo=True)
         self.engine: AsyncEngine = create_async_engine(aurl, **kwargs)
         if self.dialect == "postgresql":
             _ping_when_idle(self.engine)

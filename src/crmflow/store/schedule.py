@@ -218,9 +218,12 @@ class ScheduleStore:
         ``not_before``: a failed run is not tried again before this instant
         (the provider's ``Retry-After``), even when the back-off is shorter.
 
-        A push notification that came in while the run was under way (it
-        may have missed the change) keeps the account due now: one UPDATE
-        decides, so the notification's own UPDATE is never overwritten.
+        A push notification that came in while a successful run was under
+        way (it may have missed the change) keeps the account due now, and
+        on PostgreSQL wakes the workers: one UPDATE decides, so the
+        notification's own UPDATE is never overwritten. After a failed run
+        the back-off (or ``not_before``) holds even then: the retry syncs
+        that change too, and pushes never turn failures into a hot loop.
         """
         table = _TABLES[kind]
         failures = await self._s.scalar(
@@ -240,11 +243,13 @@ class ScheduleStore:
             update(table)
             .where(table.id == account_id)
             .values(
-                next_sync_at=case((table.sync_pushed.is_(True), now), else_=when),
+                next_sync_at=case((table.sync_pushed.is_(True), now), else_=when)
+                if ok
+                else when,
                 sync_failures=failures,
             )
         )
-        if not self._postgres:
+        if not ok or not self._postgres:
             await self._s.execute(statement)
             return when
         pushed = await self._s.scalar(statement.returning(table.sync_pushed))
@@ -273,9 +278,11 @@ class ScheduleStore:
         run, and on PostgreSQL the workers hear of it when this commits.
 
         False when an earlier announcement made it due already and no run
-        has claimed it since: that one's wake-up is on its way (or its run
-        is under way, and :meth:`finish` wakes the workers again), so a
-        burst of notifications costs the workers one claim, not one each.
+        has claimed it since: that one's wake-up is on its way, so a burst
+        of notifications costs the workers one claim, not one each. (While
+        a scheduled run holds the account, :meth:`finish` wakes the workers
+        again; after a manual run the periodic enqueue, within
+        ``ENQUEUE_EVERY_S``, or the in-process runner's next look does.)
         """
         table = _TABLES[kind]
         result = await self._s.execute(

@@ -262,7 +262,10 @@ class _Run:
         calendar_listing, calendar_cursor = await self._list(self.calendar)
         if not self.force_delete:
             empty = storage_empty(self.old.rows, crm_listing, calendar_listing)
-            if empty is not None and not self.side(empty).withheld:
+            # withheld items explain an empty listing only when they account
+            # for everything synced before (not one cancellation among many
+            # deletions)
+            if empty is not None and self.side(empty).withheld < len(self.old.rows):
                 raise StorageEmpty(empty, synced=len(self.old.rows))
         for side, listing in (
             (self.crm, crm_listing),
