@@ -284,8 +284,7 @@ async def test_a_burst_of_pushes_wakes_the_workers_once_per_run(
     assert await runner.scheduler.run_claimed(first) is Outcome.OK
 
     async def push(at: dt.datetime) -> bool:
-        async with admin_db.admin() as session:
-            return await ScheduleStore(session).due_now(SyncKind.MAIL, mailbox.id, at)
+        return await _push(admin_db, mailbox.id, at)
 
     async with _wake_ups(admin_db) as heard:
         pushed_at = clock.now
@@ -323,10 +322,7 @@ async def test_a_failed_run_keeps_its_back_off_though_a_push_came_in(
     (claimed,) = await runner.scheduler.claim_due(limit=10)
     assert claimed.account_id == mailbox.id
     async with _wake_ups(admin_db) as heard:
-        async with admin_db.admin() as session:
-            assert await ScheduleStore(session).due_now(
-                SyncKind.MAIL, mailbox.id, clock.now
-            )
+        assert await _push(admin_db, mailbox.id, clock.now)
         async with admin_db.admin() as session:
             retry = await ScheduleStore(session).finish(
                 SyncKind.MAIL,
@@ -341,6 +337,12 @@ async def test_a_failed_run_keeps_its_back_off_though_a_push_came_in(
     entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
     assert entry.next_sync_at == retry
     assert await runner.scheduler.claim_due(limit=10) == []
+
+
+async def _push(db: Database, mailbox_id: uuid.UUID, at: dt.datetime) -> bool:
+    """What a push notification for the mailbox does to its schedule."""
+    async with db.admin() as session:
+        return await ScheduleStore(session).due_now(SyncKind.MAIL, mailbox_id, at)
 
 
 @contextlib.asynccontextmanager
