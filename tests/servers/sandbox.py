@@ -237,6 +237,9 @@ async def sandbox(sandbox_server: SandboxServer) -> AsyncIterator[Sandbox]:
     """A clean sandbox with crmflow's OAuth clients registered."""
     state = sandbox_server.state
     state.reset()
+    # the demo data is placed relative to the sandbox's now, the CRM's pages
+    # to the real one: days advanced by an earlier test must not shift it
+    state.clock.back_to_real_time()
     _register_clients(state)
     async with httpx.AsyncClient(timeout=30) as http:
         yield Sandbox(state, sandbox_server, http)

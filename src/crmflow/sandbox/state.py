@@ -86,6 +86,15 @@ class Clock:
             self._offset += timedelta(seconds=seconds)
         return self.now()
 
+    def back_to_real_time(self) -> None:
+        """Drop the offset. Only for a state that holds nothing any more
+        (right after :meth:`SandboxState.reset`, which keeps it): with no
+        etag, sync token or history id left, nothing sees time go back. A
+        test harness that shares one server among tests calls it so that
+        each test's "now" is the real one, whatever earlier tests advanced."""
+        with self._lock:
+            self._offset = timedelta(0)
+
     @property
     def offset_s(self) -> float:
         """Seconds added to the real clock."""

@@ -235,6 +235,18 @@ def test_clock_control_moves_forward_only(google: GoogleSandbox):
     assert google.control("POST", "clock", json={"advance_s": -1}).status_code == 400
 
 
+def test_a_harness_can_bring_a_reset_state_back_to_real_time(google: GoogleSandbox):
+    """Only in-process (no control endpoint): the test suite's fixture does it
+    right after a reset, so days advanced by one test never shift the next."""
+    google.control("POST", "clock", json={"advance_s": 30 * 86400})
+    assert google.state.clock.offset_s >= 30 * 86400
+    google.state.reset()
+    assert google.state.clock.offset_s >= 30 * 86400  # reset keeps it
+    google.state.clock.back_to_real_time()
+    assert google.state.clock.offset_s == 0
+    assert google.control("GET", "clock").json()["offset_s"] == 0
+
+
 def test_reset_forgets_everything(google: GoogleSandbox):
     google.token(ADA, [CALENDAR])
     assert google.control("POST", "reset").status_code == 204
