@@ -5,16 +5,23 @@ The engine's property-based model (``tests/sync/test_state_machine.py``)
 explores many more sequences with in-memory sides; here seeded random
 sequences run against Google (sandbox), Graph (sandbox) and CalDAV (a real
 Radicale) on SQLite and PostgreSQL. Creates, edits and deletions are made in
-the CRM and in the provider's own app between syncs; every provider request
-of those syncs may fail (500, 429, a timeout, or a reply lost after the
-provider carried the request out). Once the faults stop and a sync
+the CRM and in the provider's own app between syncs, and the provider may
+drop the account's change-feed cursor (410 Gone, Graph's syncStateNotFound,
+CalDAV's DAV:valid-sync-token); every provider request of those syncs may
+fail (500, 429, a timeout, or a reply lost after the provider carried the
+request out), and a conditional write may meet an edit someone made in the
+provider's app a moment before (a real 412). Once the faults stop and a sync
 completes, both sides hold the same events with the same titles, each UID
 once, and the next sync writes nothing.
+
+Crash points (crmflow killed in the middle of a run) are in
+``test_provider_crash.py``.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import httpx
@@ -25,15 +32,17 @@ from crmflow.domain.calendar_accounts import RunStatus
 from crmflow.services.calendar_sync import CalendarSync
 from tests.calendar_sync import test_provider_conformance as conformance
 from tests.calendar_sync import test_provider_core_cases as core
-from tests.calendar_sync.drivers import Driver, Mailbox
+from tests.calendar_sync.drivers import CalDAVDriver, Driver, GraphDriver, Mailbox
 from tests.calendar_sync.test_provider_conformance import appointments, quiet_sync
 from tests.calendar_sync.test_provider_core_cases import (
     OverNetwork,
     Through,
+    account_row,
     crm_meeting,
     delete_event,
     delete_in_crm,
     edit_in_crm,
+    expire_cursor,
     run,
     spec,
     titles,
@@ -49,10 +58,18 @@ FAULT_RATE = 0.25
 SEEDS = (1, 2)
 
 
+def _conditional_write(request: httpx.Request) -> bool:
+    return request.method in ("PUT", "PATCH", "DELETE") and bool(
+        request.headers.get("if-match")
+    )
+
+
 class Flaky(OverNetwork):
     """crmflow's provider traffic over the network, a share of it failing:
     a 500, a 429 with a short Retry-After, a timeout before the request is
-    sent, or the reply lost after the provider carried the request out.
+    sent, the reply lost after the provider carried the request out, or (for
+    a write with ``If-Match``) the event edited in the provider's app just
+    before the write arrives, which the provider answers with its own 412.
     Token requests go through (their retries are the connections')."""
 
     def __init__(self, rand: random.Random) -> None:
@@ -60,16 +77,30 @@ class Flaky(OverNetwork):
         self.rand = rand
         self.on = True
         self.injected: list[str] = []
+        #: writes the provider refused with 412 after an injected edit
+        self.refused = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        conditional = _conditional_write(request)
         if (
             not self.on
             or "token" in request.url.path
-            or self.rand.random() >= FAULT_RATE
+            # writes are few: they fail twice as often, so every kind of
+            # fault meets some
+            or self.rand.random() >= FAULT_RATE * (2 if conditional else 1)
         ):
             return await self.real.handle_async_request(request)
         kind = self.rand.choice(("500", "429", "timeout", "lost"))
+        if conditional and self.rand.random() < 0.5:
+            kind = "concurrent edit"
         self.injected.append(f"{kind} {request.method}")
+        if kind == "concurrent edit":
+            await self._edit_at_provider(
+                request, f"edited meanwhile {len(self.injected)}"
+            )
+            response = await self.real.handle_async_request(request)
+            self.refused += response.status_code == 412
+            return response
         if kind == "500":
             return httpx.Response(500, request=request)
         if kind == "429":
@@ -80,11 +111,122 @@ class Flaky(OverNetwork):
         await response.aread()
         raise httpx.ReadError("connection reset", request=request)
 
+    async def _send(
+        self,
+        request: httpx.Request,
+        method: str,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """A request of the provider's own app to ``request``'s resource,
+        with the same credentials."""
+        edit = httpx.Request(
+            method,
+            request.url.copy_with(query=None),
+            headers={"Authorization": request.headers["authorization"]}
+            | (headers or {}),
+            **kwargs,
+        )
+        response = await self.real.handle_async_request(edit)
+        await response.aread()
+        return response
 
-async def _crm_titles(services: Services, mb: Mailbox) -> dict[str, str]:
+    async def _edit_at_provider(self, request: httpx.Request, title: str) -> None:
+        """Retitle the event ``request`` writes, as its owner does in the
+        provider's app (unconditionally, so its ETag moves on)."""
+        if request.url.path.endswith(".ics"):  # CalDAV: the resource itself
+            current = await self._send(request, "GET")
+            if current.status_code != 200:
+                return  # gone already: the write meets a 404 or 412 anyway
+            body = re.sub(
+                r"^SUMMARY[;:].*$", f"SUMMARY:{title}", current.text, flags=re.M
+            )
+            response = await self._send(
+                request,
+                "PUT",
+                content=body.encode(),
+                headers={"Content-Type": "text/calendar; charset=utf-8"},
+            )
+        else:  # Google's summary, Graph's subject: a PATCH of the same event
+            field = "summary" if "/calendar/v3/" in request.url.path else "subject"
+            response = await self._send(request, "PATCH", json={field: title})
+        assert response.status_code in (200, 201, 204, 404, 410), response.text
+
+
+async def crm_titles(services: Services, mb: Mailbox) -> dict[str, str]:
     """``{UID: title}`` of the appointments that are not cancelled."""
     rows = await appointments(services, mb.ctx)
     return {uid: r.title for uid, r in rows.items() if r.status != "cancelled"}
+
+
+async def drop_cursor(services: Services, driver: Driver, mb: Mailbox) -> bool:
+    """The provider forgets the account's change-feed cursor, if it issued
+    one since it last forgot (False: there was none)."""
+    if isinstance(driver, GraphDriver):
+        response = await driver.c.sandbox.control(
+            "microsoft", "POST", "delta/expire", json={"email": mb.login}
+        )
+        return bool(response.json()["expired"])
+    if isinstance(driver, CalDAVDriver) and not (
+        (await account_row(services, mb)).sync_cursor
+    ):
+        return False
+    await expire_cursor(services, driver, mb)
+    return True
+
+
+class RandomEdits:
+    """Random creates, edits and deletions in the CRM and in the provider's
+    own app, and change-feed cursors the provider forgets: what happens to a
+    calendar between two syncs."""
+
+    def __init__(
+        self, rand: random.Random, services: Services, driver: Driver, mb: Mailbox
+    ) -> None:
+        self.rand = rand
+        self.services = services
+        self.driver = driver
+        self.mb = mb
+        self.made = 0
+        self.log: list[str] = []
+
+    async def one(self, step: int) -> None:
+        """One random change (``step`` makes its titles unique)."""
+        rand, services, driver, mb = self.rand, self.services, self.driver, self.mb
+        crm = await crm_titles(services, mb)
+        held = sorted(await driver.uids(mb))
+        action = rand.choice(
+            ("crm create", "calendar create", "crm edit", "calendar edit")
+            + (
+                ("crm delete", "calendar delete")
+                if min(len(crm), len(held)) > 2
+                else ()
+            )
+            + ("cursor lost",)
+        )
+        if action == "crm create":
+            self.made += 1
+            await crm_meeting(
+                services, mb, f"CRM {self.made}", days=self.made % 5, hour=8
+            )
+        elif action == "calendar create":
+            self.made += 1
+            await driver.create(
+                mb, spec(f"Calendar {self.made}", days=self.made % 5, hour=14)
+            )
+        elif action == "crm edit" and crm:
+            await edit_in_crm(
+                services, mb, rand.choice(sorted(crm)), f"crm edit {step}"
+            )
+        elif action == "calendar edit" and held:
+            await driver.retitle(mb, rand.choice(held), f"calendar edit {step}")
+        elif action == "crm delete":
+            await delete_in_crm(services, mb, rand.choice(sorted(crm)))
+        elif action == "calendar delete":
+            await delete_event(driver, mb, rand.choice(held))
+        elif action == "cursor lost" and not await drop_cursor(services, driver, mb):
+            action += " (none held)"
+        self.log.append(action)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -105,39 +247,11 @@ async def test_case27_random_edits_and_faults_converge(
     await run(calendar_sync, mb)
     flaky = Flaky(rand)
     service = through(flaky)
-    made = 0
-    log: list[Any] = []
+    edits = RandomEdits(rand, services, driver, mb)
+    log = edits.log
     try:
         for step in range(STEPS):
-            crm = await _crm_titles(services, mb)
-            held = sorted(await driver.uids(mb))
-            action = rand.choice(
-                ("crm create", "calendar create", "crm edit", "calendar edit")
-                + (
-                    ("crm delete", "calendar delete")
-                    if min(len(crm), len(held)) > 2
-                    else ()
-                )
-            )
-            log.append(action)
-            if action == "crm create":
-                made += 1
-                await crm_meeting(services, mb, f"CRM {made}", days=made % 5, hour=8)
-            elif action == "calendar create":
-                made += 1
-                await driver.create(
-                    mb, spec(f"Calendar {made}", days=made % 5, hour=14)
-                )
-            elif action == "crm edit" and crm:
-                await edit_in_crm(
-                    services, mb, rand.choice(sorted(crm)), f"crm edit {step}"
-                )
-            elif action == "calendar edit" and held:
-                await driver.retitle(mb, rand.choice(held), f"calendar edit {step}")
-            elif action == "crm delete":
-                await delete_in_crm(services, mb, rand.choice(sorted(crm)))
-            elif action == "calendar delete":
-                await delete_event(driver, mb, rand.choice(held))
+            await edits.one(step)
             if step % 2:
                 log.append("sync")
                 await run(service, mb)
@@ -153,9 +267,14 @@ async def test_case27_random_edits_and_faults_converge(
     finally:
         await flaky.aclose()
     assert flaky.injected, "no fault was injected: the seed tests nothing"
+    # an edit made just before a conditional write makes the provider refuse
+    # it (unless the write meets a 404 because the event is gone already)
+    edited = sum(f.startswith("concurrent edit") for f in flaky.injected)
+    assert flaky.refused <= edited, flaky.injected
+    assert flaky.refused or not edited, flaky.injected
     held = await driver.uids(mb)
     assert len(held) == len(set(held)), ("a UID twice at the provider", log)
-    assert await titles(driver, mb) == await _crm_titles(services, mb), (
+    assert await titles(driver, mb) == await crm_titles(services, mb), (
         log,
         flaky.injected,
     )
