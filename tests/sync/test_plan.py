@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from crmflow.domain.calendar import CalendarEvent, RemoteEvent
+from crmflow.domain.calendar import CalendarEvent, EventStatus, RemoteEvent
 from crmflow.errors import ConfigError
 from crmflow.sync.plan import (
     Action,
@@ -39,6 +39,7 @@ from .helpers import event
 
 CRM, CALENDAR = SideName.CRM, SideName.CALENDAR
 OLD, NEW, OTHER = event("x", "Old"), event("x", "New"), event("x", "Other")
+CANCELLED = event("x", "New", status=EventStatus.CANCELLED)
 H_OLD, H_NEW, H_OTHER = OLD.content_hash(), NEW.content_hash(), OTHER.content_hash()
 ROW = StatusRow("x", "a1", "va1", H_OLD, "b1", "vb1", H_OLD)
 EARLY = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -396,6 +397,41 @@ TABLE = [
             CALENDAR,
             write_crm=Delete("a1", "v2"),
             policy=DeletePolicy.DELETION_WINS,
+        ),
+    ),
+    (
+        "deleted in the calendar, cancelled in the CRM: both say it is off, forget",
+        ROW,
+        fetched(CRM, CANCELLED),
+        None,
+        Rules(),
+        (False, False),
+        Action("x", Branch.GONE),
+    ),
+    (
+        "deleted in the CRM, cancelled in the calendar: the usual rules (case 4)",
+        ROW,
+        None,
+        fetched(CALENDAR, CANCELLED),
+        Rules(),
+        (False, False),
+        Action(
+            "x",
+            Branch.DELETE_VS_MODIFY,
+            CALENDAR,
+            write_crm=Create(CANCELLED, key(CRM)),
+            policy=DeletePolicy.MODIFICATION_WINS,
+        ),
+    ),
+    (
+        "new in the calendar and cancelled: copied (an Outlook meeting called off)",
+        None,
+        None,
+        fetched(CALENDAR, CANCELLED),
+        Rules(),
+        (False, False),
+        Action(
+            "x", Branch.CREATED, CALENDAR, write_crm=Create(CANCELLED, key(CRM, None))
         ),
     ),
     (

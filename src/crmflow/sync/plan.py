@@ -18,6 +18,7 @@ yes      yes      yes              no                 update calendar from CRM
 yes      yes      no               yes                update CRM from calendar
 yes      yes      yes              yes                conflict -> :class:`ConflictPolicy`
 yes      no       new (no status)  --                 create in calendar
+yes      no       yes, cancelled   (deleted)          forget the status row (CRM side only)
 yes      no       yes              (deleted)          :class:`DeletePolicy`
 yes      no       no               (deleted)          delete from CRM
 no       yes      (symmetric)
@@ -40,7 +41,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from crmflow.domain.calendar import CalendarEvent, RemoteEvent
+from crmflow.domain.calendar import CalendarEvent, EventStatus, RemoteEvent
 from crmflow.errors import ConfigError
 from crmflow.sync.status import SideName, StatusRow
 
@@ -484,10 +485,28 @@ def _table(
     return Action(ident, Branch.GONE)
 
 
+def _cancelled(state: ItemState) -> bool:
+    return state.event is not None and state.event.status is EventStatus.CANCELLED
+
+
 def _one_sided(
     ident: str, old: StatusRow | None, side: SideName, state: ItemState, rules: Rules
 ) -> Decision:
     """``side`` holds the ident, the other side does not."""
+    if (
+        side is CRM
+        and old is not None
+        and _cancelled(state)
+        and _changed(state, old, side)
+    ):
+        # cancelled in the CRM since the last sync, deleted in the calendar:
+        # both say the event is off. A cancelled copy would only bring back an
+        # event someone deleted, as when a run that imported the deletion as a
+        # cancellation stopped before recording it. Forgetting the row is
+        # final on this side only: the CRM lists no unmapped cancelled
+        # appointment (a calendar may list cancelled events, so one there
+        # keeps the usual rules: Outlook's meetings called off, CalDAV's)
+        return Action(ident, Branch.GONE)
     if old is None:
         # new on this side: create it on the other (case 1)
         return _copy(ident, Branch.CREATED, side, state, None, old)
