@@ -127,8 +127,9 @@ class SyncError:
     ical_uid: str | None = None
     title: str | None = None
     #: a machine-readable reason where the user can act on it: ``mass_delete``
-    #: (confirm the deletion), ``reconnect`` (the grant is gone); and
-    #: ``rate_limited`` (the provider asked to slow down)
+    #: (confirm the deletion), ``reconnect`` (the grant is gone),
+    #: ``rate_limited`` (the provider asked to slow down); and ``interrupted``
+    #: (the run's process ended before the run did)
     code: str | None = None
     #: how long the provider asked crmflow to wait (its ``Retry-After``),
     #: in seconds: the schedule does not try again sooner

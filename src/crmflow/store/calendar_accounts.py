@@ -36,6 +36,12 @@ from crmflow.store import models
 from crmflow.store.calendar_json import event_from_json, event_to_json
 from crmflow.store.db import tenant_of
 
+#: the error of a run that never finished (see ``acquire_lease``)
+INTERRUPTED = (
+    "This sync stopped before it finished (the process running it ended); "
+    "the next sync carried on from what it had saved."
+)
+
 #: the columns a user may change on an account
 EDITABLE = frozenset(
     {"name", "direction", "strategy", "export_scope", "delete_mode", "is_enabled"}
@@ -308,19 +314,58 @@ class CalendarAccountStore:
     async def acquire_lease(
         self, account_id: uuid.UUID, now: dt.datetime, until: dt.datetime
     ) -> bool:
-        """Take the account's sync lease unless a live one is held."""
-        result = await self._s.execute(
-            update(models.CalendarAccount)
+        """Take the account's sync lease unless a live one is held.
+
+        A lease that ran out instead of being given back belonged to a run
+        that never finished (its process was killed, its machine went
+        down): that run's log row, still ``running``, is closed here as
+        failed with a message saying so. The run taking the lease carries
+        on from what the killed one committed. (A run still alive after
+        ``LEASE`` is closed too; its own outcome overwrites the row when it
+        ends.)
+        """
+        account = models.CalendarAccount
+        taken = await self._s.execute(
+            update(account)
             .where(
-                models.CalendarAccount.id == account_id,
-                *self._mine(models.CalendarAccount),
-                (models.CalendarAccount.sync_lease_until.is_(None))
-                | (models.CalendarAccount.sync_lease_until < now),
+                account.id == account_id,
+                *self._mine(account),
+                account.sync_lease_until.is_(None),
             )
             .values(sync_lease_until=until)
             .execution_options(synchronize_session=False)
         )
-        return getattr(result, "rowcount", 0) == 1
+        if getattr(taken, "rowcount", 0) == 1:
+            return True  # the usual case: one statement
+        taken = await self._s.execute(
+            update(account)
+            .where(
+                account.id == account_id,
+                *self._mine(account),
+                account.sync_lease_until < now,
+            )
+            .values(sync_lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(taken, "rowcount", 0) != 1:
+            return False
+        log = models.CalendarSyncLog
+        await self._s.execute(
+            update(log)
+            .where(
+                log.calendar_account_id == account_id,
+                *self._mine(log),
+                log.status == RunStatus.RUNNING.value,
+            )
+            .values(
+                status=RunStatus.FAILED.value,
+                errors=[{"message": INTERRUPTED, "code": "interrupted"}],
+                # when it was found stopped; how long it ran is unknown
+                finished_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return True
 
     async def release_lease(self, account_id: uuid.UUID) -> None:
         """Give the lease back."""
