@@ -17,6 +17,7 @@ changes it covers.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -38,6 +39,7 @@ from crmflow.providers.base import (
 )
 from crmflow.store import appointment_sync as store
 from crmflow.store.appointment_sync import CursorState, MappingState, SyncSession
+from crmflow.store.calendar_accounts import CalendarAccountStore
 from crmflow.sync.status import (
     SideCursor,
     StatusRow,
@@ -240,6 +242,60 @@ def _port_error(exc: NotFound | Conflict) -> Exception:
     return PreconditionFailed(str(exc))
 
 
+class LeaseLost(Conflict):
+    """Another run took over this run's calendar account: its lease ran out."""
+
+
+class LeaseKeeper:
+    """Keeps a run's lease (``sync_lease_until``) while the run goes on.
+
+    :meth:`keep` is called before each commit of the run's transaction; once
+    a third of the lease has passed it renews the lease inside that
+    transaction, so the lease never runs out under a live run whose provider
+    calls each end within two thirds of it. It also fences the run: if the
+    lease ran out all the same (a process stalled for that long) and another
+    run took the account, :meth:`keep` raises :class:`LeaseLost` before this
+    run commits anything more. Runs shorter than a third of the lease cost
+    nothing.
+    """
+
+    def __init__(
+        self,
+        account_id: uuid.UUID,
+        held: dt.datetime,
+        lease: dt.timedelta,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self._account_id = account_id
+        #: when the lease this run holds ends
+        self.held = held
+        self._lease = lease
+        self._clock = clock
+        self._renew_at = held - lease * 2 / 3
+
+    async def keep(self, uow: SyncSession) -> None:
+        """Renew the lease in the run's transaction (``uow``) if it is time.
+
+        Raises:
+            LeaseLost: another run holds the account now.
+        """
+        now = self._clock()
+        if now < self._renew_at:
+            return
+        until = now + self._lease
+        session = await uow.session()
+        if not await CalendarAccountStore(session).renew_lease(
+            self._account_id, self.held, until
+        ):
+            raise LeaseLost(
+                "This sync ran so long that its hold on the calendar ran out and "
+                "another sync of it started; this one stopped without saving its "
+                "last changes, which the other one picks up."
+            )
+        self.held = until
+        self._renew_at = now + self._lease / 3
+
+
 class DbStatusRepository(SyncStatusRepository):
     """The pair's status in ``calendar_event_mappings`` (one row per ident) and
     the account's cursor columns.
@@ -257,11 +313,13 @@ class DbStatusRepository(SyncStatusRepository):
         *,
         synced_at: object,
         forget_cursor: bool = False,
+        lease: LeaseKeeper | None = None,
     ) -> None:
         self._uow = uow
         self._account_id = account_id
         self._synced_at = synced_at
         self._forget_cursor = forget_cursor
+        self._lease = lease
         self._loaded = StatusSnapshot()
 
     async def load(self) -> StatusSnapshot:
@@ -302,6 +360,9 @@ class DbStatusRepository(SyncStatusRepository):
             if old.get(ident) != row
         ]
         cursor = snapshot.cursor_b
+        if self._lease is not None:
+            # the status is written only while the lease is this run's
+            await self._lease.keep(self._uow)
         session = await self._uow.session()
         await store.save_mappings(
             session,
@@ -324,10 +385,12 @@ class CheckpointedCalendar(CalendarProvider):
         inner: CalendarProvider,
         uow: SyncSession,
         progress: Progress | None = None,
+        lease: LeaseKeeper | None = None,
     ) -> None:
         self._inner = inner
         self._uow = uow
         self._progress = progress
+        self._lease = lease
         self._listed: int | None = None
         self._fetched = 0
 
@@ -339,12 +402,17 @@ class CheckpointedCalendar(CalendarProvider):
     def get_many_limit(self) -> int | None:
         return self._inner.get_many_limit
 
+    async def _checkpoint(self) -> None:
+        if self._lease is not None:
+            await self._lease.keep(self._uow)
+        await self._uow.commit()
+
     def _report(self, stage: str, done: int, total: int | None) -> None:
         if self._progress is not None:
             self._progress(stage, done, total)
 
     async def list(self) -> Listing:
-        await self._uow.commit()
+        await self._checkpoint()
         self._report("Listing calendar events", 0, None)
         listing = await self._inner.list()
         self._listed = len(listing.items)
@@ -352,11 +420,11 @@ class CheckpointedCalendar(CalendarProvider):
         return listing
 
     async def list_changes(self, cursor: str) -> Changes:
-        await self._uow.commit()
+        await self._checkpoint()
         return await self._inner.list_changes(cursor)
 
     async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
-        await self._uow.commit()
+        await self._checkpoint()
         found = await self._inner.get_many(remote_ids)
         self._fetched += len(remote_ids)
         self._report("Reading calendar events", self._fetched, self._listed)
@@ -365,7 +433,7 @@ class CheckpointedCalendar(CalendarProvider):
     async def create(
         self, event: CalendarEvent, *, idempotency_key: str, notify: Notify
     ) -> Written:
-        await self._uow.commit()
+        await self._checkpoint()
         return await self._inner.create(
             event, idempotency_key=idempotency_key, notify=notify
         )
@@ -373,11 +441,11 @@ class CheckpointedCalendar(CalendarProvider):
     async def update(
         self, remote_id: str, event: CalendarEvent, *, if_match: str, notify: Notify
     ) -> str | None:
-        await self._uow.commit()
+        await self._checkpoint()
         return await self._inner.update(
             remote_id, event, if_match=if_match, notify=notify
         )
 
     async def delete(self, remote_id: str, *, if_match: str, notify: Notify) -> None:
-        await self._uow.commit()
+        await self._checkpoint()
         await self._inner.delete(remote_id, if_match=if_match, notify=notify)

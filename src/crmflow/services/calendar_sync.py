@@ -71,6 +71,8 @@ from crmflow.services.calendar_sides import (
     CheckpointedCalendar,
     CrmCalendar,
     DbStatusRepository,
+    LeaseKeeper,
+    LeaseLost,
     Progress,
 )
 from crmflow.services.push import PushChannels
@@ -381,7 +383,8 @@ class CalendarSync:
                         else "; switch it on under Manage calendars."
                     )
                 )
-            if not await store.acquire_lease(account_id, now, now + LEASE):
+            lease = LeaseKeeper(account_id, now + LEASE, LEASE, self._clock)
+            if not await store.acquire_lease(account_id, now, lease.held):
                 raise SyncInProgress(
                     f"The calendar {account.name!r} is being synced right now; "
                     "its result appears in the sync log in a moment."
@@ -434,13 +437,14 @@ class CalendarSync:
                 choices,
                 confirm_mass_delete,
                 progress,
+                lease,
             )
         except CrmflowError as exc:
             failure = _failure(exc, account)
         finally:
             async with db.tenant(ctx) as session:
                 store = CalendarAccountStore(session)
-                await store.release_lease(account_id)
+                await store.release_lease(account_id, lease.held)
                 if result is not None:
                     await store.record_conflicts(
                         account_id,
@@ -523,6 +527,7 @@ class CalendarSync:
         choices: dict[str, tuple[str, str, Resolution]],
         confirm_mass_delete: bool,
         progress: Progress | None,
+        lease: LeaseKeeper | None = None,
     ) -> SyncResult:
         uow = SyncSession(self._deps.db, ctx)
         # a CalDAV side keeps one HTTP client for the run, closed at its end
@@ -531,7 +536,7 @@ class CalendarSync:
             if isinstance(provider, CalDAVCalendar)
             else contextlib.nullcontext()
         )
-        calendar = CheckpointedCalendar(provider, uow, progress)
+        calendar = CheckpointedCalendar(provider, uow, progress, lease)
         crm = CrmCalendar(
             uow,
             account.id,
@@ -547,6 +552,7 @@ class CalendarSync:
             account.id,
             synced_at=self._clock(),
             forget_cursor=sync_type is SyncType.FULL,
+            lease=lease,
         )
         policy = ConflictPolicy.from_config(account.strategy.value)
         resolver = None
@@ -570,6 +576,11 @@ class CalendarSync:
                     force_delete=confirm_mass_delete,
                     on_error=errors.append,
                 )
+        except LeaseLost:
+            # another run holds the account: what this one wrote in the CRM
+            # since its last commit is not to be kept
+            await uow.rollback()
+            raise
         finally:
             try:
                 await uow.commit()

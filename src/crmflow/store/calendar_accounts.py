@@ -320,9 +320,10 @@ class CalendarAccountStore:
         that never finished (its process was killed, its machine went
         down): that run's log row, still ``running``, is closed here as
         failed with a message saying so. The run taking the lease carries
-        on from what the killed one committed. (A run still alive after
-        ``LEASE`` is closed too; its own outcome overwrites the row when it
-        ends.)
+        on from what the killed one committed. (A run that only stalled
+        that long is closed too: it stops at its next commit, see
+        ``services.calendar_sides.LeaseKeeper``, and its own outcome
+        overwrites the row.)
         """
         account = models.CalendarAccount
         taken = await self._s.execute(
@@ -367,13 +368,36 @@ class CalendarAccountStore:
         )
         return True
 
-    async def release_lease(self, account_id: uuid.UUID) -> None:
-        """Give the lease back."""
-        await self._s.execute(
-            update(models.CalendarAccount)
+    async def renew_lease(
+        self, account_id: uuid.UUID, held: dt.datetime, until: dt.datetime
+    ) -> bool:
+        """Move the lease that ends at ``held`` on to ``until``; False when it
+        is no longer that one (it ran out and another run took the account)."""
+        account = models.CalendarAccount
+        renewed = await self._s.execute(
+            update(account)
             .where(
-                models.CalendarAccount.id == account_id,
-                *self._mine(models.CalendarAccount),
+                account.id == account_id,
+                *self._mine(account),
+                account.sync_lease_until == held,
+            )
+            .values(sync_lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return getattr(renewed, "rowcount", 0) == 1
+
+    async def release_lease(
+        self, account_id: uuid.UUID, held: dt.datetime | None = None
+    ) -> None:
+        """Give the lease back; with ``held``, only the lease that ends then
+        (a run whose lease another run took over leaves that one alone)."""
+        account = models.CalendarAccount
+        await self._s.execute(
+            update(account)
+            .where(
+                account.id == account_id,
+                *self._mine(account),
+                *([account.sync_lease_until == held] if held is not None else []),
             )
             .values(sync_lease_until=None)
             .execution_options(synchronize_session=False)
