@@ -31,6 +31,7 @@ from crmflow.domain.calendar import (
     RemoteEvent,
     Written,
 )
+from crmflow.domain.lease import Lease
 from crmflow.errors import Conflict, NotFound
 from crmflow.providers.base import (
     ItemNotFound,
@@ -247,31 +248,23 @@ class LeaseLost(Conflict):
 
 
 class LeaseKeeper:
-    """Keeps a run's lease (``sync_lease_until``) while the run goes on.
-
-    :meth:`keep` is called before each commit of the run's transaction; once
-    a third of the lease has passed it renews the lease inside that
-    transaction, so the lease never runs out under a live run whose provider
-    calls each end within two thirds of it. It also fences the run: if the
-    lease ran out all the same (a process stalled for that long) and another
-    run took the account, :meth:`keep` raises :class:`LeaseLost` before this
-    run commits anything more. Runs shorter than a third of the lease cost
-    nothing.
+    """Keeps a run's lease (:class:`~crmflow.domain.lease.Lease`) while the
+    run goes on: :meth:`keep` is called before each commit of the run's
+    transaction (by :class:`CheckpointedCalendar` before each provider call,
+    by :class:`DbStatusRepository` with the status) and renews the lease
+    inside that transaction when it is due, or raises :class:`LeaseLost` if
+    another run took the account, before this run commits anything more.
     """
 
     def __init__(
         self,
         account_id: uuid.UUID,
-        held: dt.datetime,
-        lease: dt.timedelta,
+        lease: Lease,
         clock: Callable[[], dt.datetime],
     ) -> None:
         self._account_id = account_id
-        #: when the lease this run holds ends
-        self.held = held
-        self._lease = lease
+        self.lease = lease
         self._clock = clock
-        self._renew_at = held - lease * 2 / 3
 
     async def keep(self, uow: SyncSession) -> None:
         """Renew the lease in the run's transaction (``uow``) if it is time.
@@ -280,20 +273,19 @@ class LeaseKeeper:
             LeaseLost: another run holds the account now.
         """
         now = self._clock()
-        if now < self._renew_at:
+        if not self.lease.due(now):
             return
-        until = now + self._lease
+        until = self.lease.renewal(now)
         session = await uow.session()
         if not await CalendarAccountStore(session).renew_lease(
-            self._account_id, self.held, until
+            self._account_id, self.lease.held, until
         ):
             raise LeaseLost(
                 "This sync ran so long that its hold on the calendar ran out and "
                 "another sync of it started; this one stopped without saving its "
                 "last changes, which the other one picks up."
             )
-        self.held = until
-        self._renew_at = now + self._lease / 3
+        self.lease.held = until
 
 
 class DbStatusRepository(SyncStatusRepository):

@@ -54,6 +54,7 @@ from crmflow.domain.calendar_accounts import (
     SyncType,
 )
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
+from crmflow.domain.lease import Lease
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
 from crmflow.errors import (
@@ -383,8 +384,8 @@ class CalendarSync:
                         else "; switch it on under Manage calendars."
                     )
                 )
-            lease = LeaseKeeper(account_id, now + LEASE, LEASE, self._clock)
-            if not await store.acquire_lease(account_id, now, lease.held):
+            lease = LeaseKeeper(account_id, Lease.taken(now, LEASE), self._clock)
+            if not await store.acquire_lease(account_id, now, lease.lease.held):
                 raise SyncInProgress(
                     f"The calendar {account.name!r} is being synced right now; "
                     "its result appears in the sync log in a moment."
@@ -444,7 +445,7 @@ class CalendarSync:
         finally:
             async with db.tenant(ctx) as session:
                 store = CalendarAccountStore(session)
-                await store.release_lease(account_id, lease.held)
+                await store.release_lease(account_id, lease.lease.held)
                 if result is not None:
                     await store.record_conflicts(
                         account_id,

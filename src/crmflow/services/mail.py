@@ -35,6 +35,7 @@ from crmflow.connections.mail_protocol import gmail_servers, mail_protocol
 from crmflow.connections.service import Integrations
 from crmflow.domain.crm import Appointment, Contact
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
+from crmflow.domain.lease import Lease
 from crmflow.domain.mail import (
     Address,
     EmailAccountInfo,
@@ -87,6 +88,10 @@ _MAIL_KINDS = {
 
 class MailSyncInProgress(Conflict):
     """A sync of this mailbox is running already."""
+
+
+class MailLeaseLost(Conflict):
+    """Another sync took over this sync's mailbox: its lease ran out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +309,8 @@ class MailService:
         async with db.tenant(ctx, write_lock=True) as session:
             store = MailStore(session, self._blobs)
             account = await store.account(account_id)
-            if not await store.acquire_lease(account_id, _utcnow(), _utcnow() + LEASE):
+            lease = Lease.taken(now, LEASE)
+            if not await store.acquire_lease(account_id, now, lease.held):
                 raise MailSyncInProgress(
                     f"The mailbox {account.email_address} is being synced right now."
                 )
@@ -324,14 +330,14 @@ class MailService:
             )
             try:
                 result = await self._fetch(
-                    ctx, account, (provider, source), cursor, since, result
+                    ctx, account, (provider, source), cursor, since, result, lease
                 )
             except CursorExpired:
                 async with db.tenant(ctx) as session:
                     await MailStore(session, self._blobs).save_cursor(account_id, None)
                 result = dataclasses.replace(result, resynced=True)
                 result = await self._fetch(
-                    ctx, account, (provider, source), None, since, result
+                    ctx, account, (provider, source), None, since, result, lease
                 )
         except CrmflowError as exc:
             error = _words(exc, account)
@@ -345,7 +351,7 @@ class MailService:
         finally:
             async with db.tenant(ctx) as session:
                 await MailStore(session, self._blobs).finish_sync(
-                    account_id, self._clock(), error
+                    account_id, self._clock(), error, lease.held
                 )
         record_sync(
             "mail",
@@ -368,12 +374,15 @@ class MailService:
         cursor: str | None,
         since: dt.datetime,
         result: MailSyncResult,
+        lease: Lease,
     ) -> MailSyncResult:
         provider, source = mailbox
         imported, updated, removed = result.imported, result.updated, result.removed
         async for batch in _read_ahead(provider.fetch(cursor, since=since)):
             async with self._deps.db.tenant(ctx) as session:
                 store = MailStore(session, self._blobs)
+                # each batch is stored only while the lease is this sync's
+                await self._keep(store, account.id, lease)
                 for stored in await store.store_many(account, batch.messages):
                     if stored.created:
                         imported += 1
@@ -386,6 +395,27 @@ class MailService:
         return dataclasses.replace(
             result, imported=imported, updated=updated, removed=removed
         )
+
+    async def _keep(
+        self, store: MailStore, account_id: uuid.UUID, lease: Lease
+    ) -> None:
+        """Renew the sync's lease in ``store``'s transaction when it is due
+        (see :mod:`crmflow.domain.lease`).
+
+        Raises:
+            MailLeaseLost: another sync holds the mailbox now.
+        """
+        now = self._clock()
+        if not lease.due(now):
+            return
+        until = lease.renewal(now)
+        if not await store.renew_lease(account_id, lease.held, until):
+            raise MailLeaseLost(
+                "this sync ran so long that its hold on the mailbox ran out and "
+                "another sync of it started; this one stopped, and the other one "
+                "carries on."
+            )
+        lease.held = until
 
     # ------------------------------------------------------------ reading
 

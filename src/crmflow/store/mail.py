@@ -285,12 +285,46 @@ class MailStore:
         )
         return bool(getattr(result, "rowcount", 0))
 
+    async def renew_lease(
+        self, account_id: uuid.UUID, held: dt.datetime, until: dt.datetime
+    ) -> bool:
+        """Move the lease that ends at ``held`` on to ``until``; False when it
+        is no longer that one (it ran out and another sync took the mailbox)."""
+        account = models.EmailAccount
+        result = await self._session.execute(
+            update(account)
+            .where(
+                account.id == account_id,
+                *self._mine(account),
+                account.sync_lease_until == held,
+            )
+            .values(sync_lease_until=until)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
     async def finish_sync(
-        self, account_id: uuid.UUID, synced_at: dt.datetime, error: str | None
+        self,
+        account_id: uuid.UUID,
+        synced_at: dt.datetime,
+        error: str | None,
+        held: dt.datetime | None = None,
     ) -> None:
-        """Release the lease and record the outcome."""
+        """Release the lease and record the outcome; with ``held``, only the
+        lease that ends then (a sync whose lease another sync took over
+        leaves that one alone)."""
+        account = models.EmailAccount
+        await self._session.execute(
+            update(account)
+            .where(
+                account.id == account_id,
+                *self._mine(account),
+                *([account.sync_lease_until == held] if held is not None else []),
+            )
+            .values(sync_lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
         row = await self._account_row(account_id)
-        row.sync_lease_until = None
         row.last_error = error
         row.status = (AccountStatus.ERROR if error else AccountStatus.ACTIVE).value
         if error is None:
