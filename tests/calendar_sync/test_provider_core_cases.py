@@ -30,7 +30,6 @@ from sqlalchemy import delete
 
 from crmflow.bootstrap import Services
 from crmflow.config import Settings
-from crmflow.connections.service import Integrations
 from crmflow.domain.appointments import AppointmentStatus, timed_span
 from crmflow.domain.calendar_accounts import DeleteMode, RunStatus, SyncRunInfo
 from crmflow.domain.crm import AppointmentDraft
@@ -56,7 +55,7 @@ from tests.calendar_sync.test_provider_conformance import (
     sync,
     wall,
 )
-from tests.connections.conftest import Pauses
+from tests.connections.conftest import Pauses, new_integrations
 from tests.servers.sandbox import Sandbox
 
 #: the conformance tests' per-provider driver (Google, Graph, CalDAV)
@@ -799,14 +798,7 @@ def through(
 
     def service(transport: httpx.AsyncBaseTransport) -> CalendarSync:
         return CalendarSync(
-            Integrations(
-                services.db,
-                services.vault,
-                settings,
-                clock=sandbox.state.clock.now,
-                sleep=pauses,
-                transport=transport,
-            ),
+            new_integrations(services, settings, sandbox, pauses, transport),
             clock=sandbox.state.clock.now,
         )
 

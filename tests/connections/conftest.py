@@ -90,14 +90,21 @@ def pauses() -> Pauses:
 
 
 def new_integrations(
-    services: Services, settings: Settings, sandbox: Sandbox, pauses: Pauses
+    services: Services,
+    settings: Settings,
+    sandbox: Sandbox,
+    pauses: Pauses,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Integrations:
+    """The connections service on the sandbox's clock; ``transport`` carries
+    its provider calls (tests that look at or change them)."""
     return Integrations(
         services.db,
         services.vault,
         settings,
         clock=sandbox.state.clock.now,
         sleep=pauses,
+        transport=transport,
     )
 
 

@@ -13,14 +13,13 @@ from sqlalchemy import func, select
 
 from crmflow.bootstrap import Services
 from crmflow.config import Settings
-from crmflow.connections.service import Integrations
 from crmflow.domain.mail import EmailAccountInfo
 from crmflow.domain.tenancy import TenantContext
 from crmflow.sandbox.google.demo import seed_demo_google
 from crmflow.services.mail import LEASE, MailService
 from crmflow.store import models
 from tests.calendar_sync.test_lease import SlowProvider
-from tests.connections.conftest import Flow, Pauses
+from tests.connections.conftest import Flow, Pauses, new_integrations
 from tests.email.conftest import connect_mailbox
 from tests.servers.sandbox import Sandbox
 
@@ -59,14 +58,7 @@ async def test_a_mail_sync_whose_lease_was_taken_over_stores_nothing_more(
 
     slow = SlowProvider(sandbox, take_over)
     stalled = MailService(
-        Integrations(
-            services.db,
-            services.vault,
-            settings,
-            clock=sandbox.state.clock.now,
-            sleep=pauses,
-            transport=slow,
-        ),
+        new_integrations(services, settings, sandbox, pauses, slow),
         clock=sandbox.state.clock.now,
     )
     try:

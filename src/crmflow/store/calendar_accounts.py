@@ -32,7 +32,7 @@ from crmflow.domain.calendar_accounts import (
 )
 from crmflow.domain.integrations import ProviderKey
 from crmflow.errors import NotFound, ValidationFailed
-from crmflow.store import models
+from crmflow.store import leases, models
 from crmflow.store.calendar_json import event_from_json, event_to_json
 from crmflow.store.db import tenant_of
 
@@ -374,17 +374,13 @@ class CalendarAccountStore:
         """Move the lease that ends at ``held`` on to ``until``; False when it
         is no longer that one (it ran out and another run took the account)."""
         account = models.CalendarAccount
-        renewed = await self._s.execute(
-            update(account)
-            .where(
-                account.id == account_id,
-                *self._mine(account),
-                account.sync_lease_until == held,
-            )
-            .values(sync_lease_until=until)
-            .execution_options(synchronize_session=False)
+        return await leases.renew(
+            self._s,
+            account,
+            [account.id == account_id, *self._mine(account)],
+            held,
+            until,
         )
-        return getattr(renewed, "rowcount", 0) == 1
 
     async def release_lease(
         self, account_id: uuid.UUID, held: dt.datetime | None = None
@@ -392,15 +388,8 @@ class CalendarAccountStore:
         """Give the lease back; with ``held``, only the lease that ends then
         (a run whose lease another run took over leaves that one alone)."""
         account = models.CalendarAccount
-        await self._s.execute(
-            update(account)
-            .where(
-                account.id == account_id,
-                *self._mine(account),
-                *([account.sync_lease_until == held] if held is not None else []),
-            )
-            .values(sync_lease_until=None)
-            .execution_options(synchronize_session=False)
+        await leases.release(
+            self._s, account, [account.id == account_id, *self._mine(account)], held
         )
 
     # ------------------------------------------------------------ sync log

@@ -47,7 +47,7 @@ from crmflow.errors import NotFound
 from crmflow.mail.addresses import link_key
 from crmflow.mail.html import plain_text, snippet
 from crmflow.mail.threading import thread_key
-from crmflow.store import models
+from crmflow.store import leases, models
 from crmflow.store.blobs import BlobStore
 from crmflow.store.db import tenant_of
 
@@ -291,17 +291,13 @@ class MailStore:
         """Move the lease that ends at ``held`` on to ``until``; False when it
         is no longer that one (it ran out and another sync took the mailbox)."""
         account = models.EmailAccount
-        result = await self._session.execute(
-            update(account)
-            .where(
-                account.id == account_id,
-                *self._mine(account),
-                account.sync_lease_until == held,
-            )
-            .values(sync_lease_until=until)
-            .execution_options(synchronize_session=False)
+        return await leases.renew(
+            self._session,
+            account,
+            [account.id == account_id, *self._mine(account)],
+            held,
+            until,
         )
-        return bool(getattr(result, "rowcount", 0))
 
     async def finish_sync(
         self,
@@ -314,15 +310,11 @@ class MailStore:
         lease that ends then (a sync whose lease another sync took over
         leaves that one alone)."""
         account = models.EmailAccount
-        await self._session.execute(
-            update(account)
-            .where(
-                account.id == account_id,
-                *self._mine(account),
-                *([account.sync_lease_until == held] if held is not None else []),
-            )
-            .values(sync_lease_until=None)
-            .execution_options(synchronize_session=False)
+        await leases.release(
+            self._session,
+            account,
+            [account.id == account_id, *self._mine(account)],
+            held,
         )
         row = await self._account_row(account_id)
         row.last_error = error
