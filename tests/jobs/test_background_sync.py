@@ -339,6 +339,43 @@ async def test_a_failed_run_keeps_its_back_off_though_a_push_came_in(
     assert await runner.scheduler.claim_due(limit=10) == []
 
 
+async def test_a_push_during_a_failure_back_off_does_not_bring_the_retry_forward(
+    flow: Flow,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """Notifications for an account whose last run failed (a revoked grant,
+    a provider asking to slow down) wait for its back-off: they never make
+    it due sooner, and wake no worker; the retry is logged as pushed."""
+    ctx = tenants.alice.ctx
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+    (claimed,) = await runner.scheduler.claim_due(limit=10)
+    assert claimed.account_id == mailbox.id
+    async with admin_db.admin() as session:
+        retry = await ScheduleStore(session).finish(
+            SyncKind.MAIL,
+            mailbox.id,
+            ok=False,
+            schedule=Schedule(INTERVAL, jitter=0.1),
+            now=clock.now,
+            rand=0.5,
+        )
+    assert retry > clock.now
+    async with _wake_ups(admin_db) as heard:
+        for _ in range(3):
+            await _push(admin_db, mailbox.id, clock.now)
+        assert await heard(0)
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert entry.next_sync_at == retry
+    assert await runner.scheduler.claim_due(limit=10) == []
+    clock.advance(retry - clock.now)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    assert (due.account_id, due.pushed) == (mailbox.id, True)
+
+
 async def _push(db: Database, mailbox_id: uuid.UUID, at: dt.datetime) -> bool:
     """What a push notification for the mailbox does to its schedule."""
     async with db.admin() as session:

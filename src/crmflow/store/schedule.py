@@ -283,24 +283,40 @@ class ScheduleStore:
         a scheduled run holds the account, :meth:`finish` wakes the workers
         again; after a manual run the periodic enqueue, within
         ``ENQUEUE_EVERY_S``, or the in-process runner's next look does.)
+
+        An account whose last runs failed keeps its back-off (or the
+        provider's ``Retry-After``): the announcement only marks it pushed,
+        the retry syncs the change too, and pushes never turn a failing
+        account into a retry loop. Its first announcement still returns
+        True on SQLite (the in-process runner looks and finds nothing due);
+        on PostgreSQL it wakes no worker.
         """
         table = _TABLES[kind]
-        result = await self._s.execute(
+        statement = (
             update(table)
             .where(
                 table.id == account_id,
                 or_(
                     table.sync_pushed.is_not(True),
                     table.next_sync_at.is_(None),
-                    table.next_sync_at > now,
+                    and_(table.next_sync_at > now, table.sync_failures == 0),
                 ),
             )
-            .values(next_sync_at=now, sync_pushed=True)
+            .values(
+                next_sync_at=case(
+                    (table.sync_failures > 0, table.next_sync_at), else_=now
+                ),
+                sync_pushed=True,
+            )
         )
-        changed = bool(getattr(result, "rowcount", 0))
-        if changed and self._postgres:
-            await self._notify()
-        return changed
+        if not self._postgres:
+            result = await self._s.execute(statement)
+            return bool(getattr(result, "rowcount", 0))
+        failures = await self._s.scalar(statement.returning(table.sync_failures))
+        if failures is None or failures > 0:
+            return False
+        await self._notify()
+        return True
 
     async def mailboxes(self) -> list[DueAccount]:
         """Every connected mailbox of an active user, whom to act as."""
