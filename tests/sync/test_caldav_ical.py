@@ -198,3 +198,58 @@ def test_a_rewrite_drops_what_restates_a_changed_field_only():
     # it says FALSE: it restated the timed start, which is gone
     assert "X-MICROSOFT-CDO-ALLDAYEVENT" not in all_day
     assert "GEO" in all_day
+
+
+ALARMED = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VEVENT\r
+UID:alarmed-1\r
+DTSTAMP:20260101T000000Z\r
+DTSTART:20260407T100000Z\r
+DTEND:20260407T110000Z\r
+SUMMARY:Call\r
+BEGIN:VALARM\r
+ACTION:DISPLAY\r
+DESCRIPTION:At a fixed time\r
+TRIGGER;VALUE=DATE-TIME:20260407T094500Z\r
+END:VALARM\r
+BEGIN:VALARM\r
+ACTION:DISPLAY\r
+DESCRIPTION:Before the start\r
+TRIGGER:-PT30M\r
+END:VALARM\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def _triggers(data: bytes) -> dict[str, tuple[object, dict[str, str]]]:
+    return {
+        str(alarm["DESCRIPTION"]): (alarm["TRIGGER"].dt, dict(alarm["TRIGGER"].params))
+        for alarm in Calendar.from_ical(data).walk("VALARM")
+    }
+
+
+def test_an_alarm_at_a_fixed_time_moves_with_the_event():
+    event = from_ical(ALARMED).event
+    later = replace(
+        event,
+        span=timed_span(
+            dt.datetime(2026, 4, 8, 14, tzinfo=dt.UTC),
+            dt.datetime(2026, 4, 8, 15, tzinfo=dt.UTC),
+            "UTC",
+        ),
+    )
+    triggers = _triggers(to_ical(later, keep=ALARMED))
+    # still 15 minutes before the start, and still a UTC date-time
+    assert triggers["At a fixed time"] == (
+        dt.datetime(2026, 4, 8, 13, 45, tzinfo=dt.UTC),
+        {"VALUE": "DATE-TIME"},
+    )
+    assert triggers["Before the start"] == (-dt.timedelta(minutes=30), {})
+
+    retitled = _triggers(to_ical(replace(event, title="Call (agenda)"), keep=ALARMED))
+    assert retitled["At a fixed time"][0] == dt.datetime(
+        2026, 4, 7, 9, 45, tzinfo=dt.UTC
+    )

@@ -18,7 +18,8 @@ Everything else a server or another client adds (``DTSTAMP``, ``SEQUENCE``,
 ``VALARM``, ``X-`` properties) is ignored when reading, so it never reaches the
 content hash. It is not lost on a rewrite either: :func:`to_ical` given the
 server's current copy (``keep``) carries over every property crmflow does not
-write, every sub-component (alarms), the other parameters of an attendee it
+write, every sub-component (alarms; one set for a fixed instant moves with the
+event's start), the other parameters of an attendee it
 still lists (``ROLE``, ``RSVP``, ...) and the calendar's own extra properties,
 and counts ``SEQUENCE`` up where the copy had one. A kept ``ORGANIZER`` makes it
 a scheduling object (RFC 6638), so the organizer and every attendee then get
@@ -273,7 +274,10 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
     for name, value in old.items():
         if name.upper() not in _WRITTEN | stale and name not in new:
             new[name] = value
+    moved = _start_of(new) - _start_of(old)
     for component in old.subcomponents:
+        if moved and component.name == "VALARM":
+            _move_alarm(component, moved)
         new.add_component(component)
     sequence = old.get("SEQUENCE")
     if sequence is not None:
@@ -302,6 +306,30 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
         for param, value in before.params.items():
             if param.upper() not in _ATTENDEE_WRITTEN and param not in address.params:
                 address.params[param] = value
+
+
+def _start_of(vevent: Event) -> dt.datetime:
+    """The event's start as an instant (a date: its midnight in UTC; none:
+    the epoch, so that a start gained or lost moves no alarm)."""
+    prop = vevent.get("DTSTART")
+    if prop is None:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    value = prop.dt
+    if isinstance(value, dt.datetime):
+        return _instant(value)
+    return dt.datetime.combine(value, dt.time(), dt.UTC)
+
+
+def _move_alarm(alarm: Any, moved: dt.timedelta) -> None:
+    """An alarm set for a fixed instant (``TRIGGER;VALUE=DATE-TIME``) moves
+    with its event; one relative to the start or end moves by itself."""
+    trigger = alarm.get("TRIGGER")
+    if trigger is None or not isinstance(getattr(trigger, "dt", None), dt.datetime):
+        return
+    params = dict(trigger.params)
+    alarm.pop("TRIGGER")
+    # RFC 5545 3.8.6.3: an absolute trigger is a UTC time
+    alarm.add("TRIGGER", _instant(trigger.dt) + moved, parameters=params)
 
 
 def _client_schedules(vevent: Event) -> None:
