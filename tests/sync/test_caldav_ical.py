@@ -253,3 +253,34 @@ def test_an_alarm_at_a_fixed_time_moves_with_the_event():
     assert retitled["At a fixed time"][0] == dt.datetime(
         2026, 4, 7, 9, 45, tzinfo=dt.UTC
     )
+
+
+def test_a_rewrite_keeps_an_attendee_name_the_crm_does_not_know():
+    event = from_ical(DECORATED_ATTENDEES).event
+    (ann, bob) = event.attendees
+    unnamed = replace(
+        event, attendees=(replace(ann, name=None), replace(bob, name="Robert"))
+    )
+    master = _master(to_ical(unnamed, keep=DECORATED_ATTENDEES))
+    names = {
+        str(a).lower().removeprefix("mailto:"): a.params.get("CN")
+        for a in master["ATTENDEE"]
+    }
+    # the calendar's name stays where the CRM has none; the CRM's own wins
+    assert names == {"ann@example.com": "Ann", "bob@example.com": "Robert"}
+
+
+DECORATED_ATTENDEES = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VEVENT\r
+UID:named-1\r
+DTSTAMP:20260101T000000Z\r
+DTSTART:20260407T100000Z\r
+DTEND:20260407T110000Z\r
+SUMMARY:Review\r
+ATTENDEE;CN=Ann;PARTSTAT=ACCEPTED:mailto:ann@example.com\r
+ATTENDEE;CN=Bob;PARTSTAT=NEEDS-ACTION:mailto:bob@example.com\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""

@@ -19,7 +19,8 @@ Everything else a server or another client adds (``DTSTAMP``, ``SEQUENCE``,
 content hash. It is not lost on a rewrite either: :func:`to_ical` given the
 server's current copy (``keep``) carries over every property crmflow does not
 write, every sub-component (alarms; one set for a fixed instant moves with the
-event's start), the other parameters of an attendee it
+event's start), the other parameters of an attendee it (and its ``CN`` where
+crmflow knows no name)
 still lists (``ROLE``, ``RSVP``, ...) and the calendar's own extra properties,
 and counts ``SEQUENCE`` up where the copy had one. A kept ``ORGANIZER`` makes it
 a scheduling object (RFC 6638), so the organizer and every attendee then get
@@ -304,7 +305,10 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
         if before is None:
             continue
         for param, value in before.params.items():
-            if param.upper() not in _ATTENDEE_WRITTEN and param not in address.params:
+            # a name crmflow does not know (an attendee added by address in
+            # the CRM) is not taken away from the calendar's copy
+            kept = param.upper() not in _ATTENDEE_WRITTEN or param.upper() == "CN"
+            if kept and param not in address.params:
                 address.params[param] = value
 
 
