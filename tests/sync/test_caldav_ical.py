@@ -284,3 +284,63 @@ ATTENDEE;CN=Bob;PARTSTAT=NEEDS-ACTION:mailto:bob@example.com\r
 END:VEVENT\r
 END:VCALENDAR\r
 """
+
+
+OUTLOOKISH = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VTIMEZONE\r
+TZID:My Office Time\r
+BEGIN:STANDARD\r
+DTSTART:19700101T000000\r
+TZOFFSETFROM:+0300\r
+TZOFFSETTO:+0300\r
+END:STANDARD\r
+END:VTIMEZONE\r
+BEGIN:VEVENT\r
+UID:zoned-1\r
+DTSTAMP:20260101T000000Z\r
+DTSTART;TZID=My Office Time:20260410T120000\r
+DTEND;TZID=My Office Time:20260410T130000\r
+X-MS-OLK-ORIGINALSTART;TZID=My Office Time:20260410T120000\r
+SUMMARY:Board\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def test_a_kept_property_keeps_the_custom_zone_it_names():
+    # another calendar's zone of the same name, read first, must not be used
+    elsewhere = OUTLOOKISH.replace(b"+0300", b"+0500").replace(b"zoned-1", b"zoned-2")
+    to_ical(from_ical(elsewhere).event, keep=elsewhere)
+    event = from_ical(OUTLOOKISH).event
+    data = to_ical(replace(event, title="Board (moved room)"), keep=OUTLOOKISH)
+    assert b"X-MS-OLK-ORIGINALSTART;TZID=My Office Time:20260410T120000" in data
+    # the zone it names is this copy's, defined once, before the event
+    assert data.count(b"TZID:My Office Time") == 1
+    assert data.index(b"BEGIN:VTIMEZONE") < data.index(b"BEGIN:VEVENT")
+    [zone] = Calendar.from_ical(data).walk("VTIMEZONE")
+    assert zone.walk("STANDARD")[0]["TZOFFSETTO"].td == dt.timedelta(hours=3)
+
+
+def test_two_custom_zones_of_one_name_each_keep_their_own_offsets():
+    """Outlook names any zone it makes up "Customized Time Zone": two copies
+    that define one name differently are each read with their own."""
+    plus_five = OUTLOOKISH.replace(b"+0300", b"+0500").replace(b"zoned-1", b"zoned-5")
+    assert from_ical(plus_five).event.span.start_at == dt.datetime(
+        2026, 4, 10, 7, tzinfo=dt.UTC
+    )
+    event = from_ical(OUTLOOKISH).event
+    assert event.span.start_at == dt.datetime(2026, 4, 10, 9, tzinfo=dt.UTC)
+    assert event.span.timezone == "UTC"  # a custom zone: the instant, in UTC
+
+
+def test_dates_of_a_series_in_a_custom_zone_are_read_as_utc():
+    series = OUTLOOKISH.replace(
+        b"SUMMARY:Board\r\n",
+        b"SUMMARY:Board\r\nRRULE:FREQ=WEEKLY;COUNT=4\r\n"
+        b"EXDATE;TZID=My Office Time:20260417T120000\r\n",
+    )
+    lines = from_ical(series).event.recurrence
+    assert "EXDATE:20260417T090000Z" in lines, lines
+    assert not any("#" in line for line in lines), lines

@@ -34,7 +34,10 @@ limit), is built by icalendar once per zone and window (cached), and gives each
 of a multi-value ``RDATE`` in a stored ``VTIMEZONE``, which would leave strict
 readers with the wrong offsets. Read: a ``VTIMEZONE`` whose ``TZID`` is an IANA
 name is cut from the text before parsing, because icalendar resolves such a
-``TZID`` by name and never uses the component; custom ones are kept.
+``TZID`` by name and never uses the component; custom ones are kept, each
+read as its own definition (icalendar would otherwise use the first zone of
+that name it ever parsed, from any calendar: :func:`_zones_by_definition`),
+and their ``EXDATE``/``RDATE`` values become UTC instants.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -177,9 +181,12 @@ def _years(value: Any) -> list[int]:
     return years
 
 
-def _timezones(calendar: Calendar) -> bytes:
+def _timezones(calendar: Calendar, kept: dict[str, bytes] | None = None) -> bytes:
     """The ``VTIMEZONE``\\s for every ``TZID`` the calendar uses (UTC needs none),
-    each covering the years of the calendar's times."""
+    each covering the years of the calendar's times. A custom zone that a kept
+    property names is the server's copy's own ``VTIMEZONE`` (``kept``, by
+    ``TZID``): icalendar remembers custom zones by name across everything it
+    has parsed, so another copy's zone of the same name may differ."""
     tzids: set[str] = set()
     years: list[int] = []
     series = False
@@ -204,7 +211,10 @@ def _timezones(calendar: Calendar) -> bytes:
     first, last = min(years), max(years)
     if series:
         last = max(last, _SERIES_LAST_YEAR)
-    return b"".join(_vtimezone(tzid, first, last) for tzid in sorted(tzids))
+    kept = kept or {}
+    return b"".join(
+        kept.get(tzid) or _vtimezone(tzid, first, last) for tzid in sorted(tzids)
+    )
 
 
 #: properties :func:`to_ical` writes (or must not copy from an older version);
@@ -346,19 +356,25 @@ def _client_schedules(vevent: Event) -> None:
                 value.params["SCHEDULE-AGENT"] = "CLIENT"
 
 
-def _keep_from(calendar: Calendar, keep: bytes | str, stamp: dt.datetime) -> None:
-    """Carry the extras of the server's copy ``keep`` over into ``calendar``.
+def _keep_from(
+    calendar: Calendar, keep: bytes | str, stamp: dt.datetime
+) -> dict[str, bytes]:
+    """Carry the extras of the server's copy ``keep`` over into ``calendar``;
+    the copy's own ``VTIMEZONE``\\s by ``TZID`` (custom ones: those of IANA
+    zones are cut before parsing), for the zones kept properties name.
 
     A copy that cannot be read keeps nothing: the rewrite is then what it would
     have been without one (the event itself is never lost).
     """
     try:
-        old = Calendar.from_ical(_without_known_timezones(to_unicode(keep)))
+        old = Calendar.from_ical(
+            _zones_by_definition(_without_known_timezones(to_unicode(keep)))
+        )
         old_events = {
             _occurrence(v): v for v in old.walk("VEVENT") if isinstance(v, Event)
         }
     except (ValueError, KeyError, TypeError):
-        return
+        return {}
     for name, value in old.items():
         if name.upper() not in ("PRODID", "VERSION") and name not in calendar:
             calendar[name] = value
@@ -370,6 +386,24 @@ def _keep_from(calendar: Calendar, keep: bytes | str, stamp: dt.datetime) -> Non
             before = old_events.get(_occurrence(new))
             if before is not None:
                 _keep_extras(before, new, stamp)
+    zones: dict[str, bytes] = {}
+    for zone in old.walk("VTIMEZONE"):
+        if zone.get("TZID") is not None:
+            name = _DEFINED_SUFFIX.sub("", str(zone["TZID"]))
+            zone["TZID"] = name
+            zones[name] = zone.to_ical()
+    return zones
+
+
+def _own_zone_names(calendar: Calendar) -> None:
+    """Every ``TZID`` parameter back to the name its calendar gave it (kept
+    properties were read with :func:`_zones_by_definition`'s names)."""
+    for component in calendar.walk():
+        for value in component.values():
+            for item in value if isinstance(value, list) else [value]:
+                params = getattr(item, "params", None)
+                if params is not None and "TZID" in params:
+                    params["TZID"] = _DEFINED_SUFFIX.sub("", str(params["TZID"]))
 
 
 def to_ical(
@@ -425,10 +459,11 @@ def to_ical(
         if exception.attendees is not None:
             _attendee_props(override, exception.attendees)
         calendar.add_component(override)
-    if keep is not None:
-        _keep_from(calendar, keep, stamp)
+    kept_zones = _keep_from(calendar, keep, stamp) if keep is not None else {}
+    if kept_zones:
+        _own_zone_names(calendar)
     data: bytes = calendar.to_ical()
-    zones = _timezones(calendar)
+    zones = _timezones(calendar, kept_zones)
     if zones:
         # the VTIMEZONEs go before the events that refer to them
         head, begin, rest = data.partition(b"BEGIN:VEVENT\r\n")
@@ -442,6 +477,7 @@ def to_ical(
 def _zone_name(prop: Any) -> str:
     tzid = prop.params.get("TZID")
     if tzid:
+        tzid = _DEFINED_SUFFIX.sub("", str(tzid))
         # Outlook and Exchange export Windows zone names (case 25)
         name = _WINDOWS_ZONES.get(str(tzid).strip().casefold(), str(tzid))
         try:
@@ -527,8 +563,23 @@ def _read_recurrence(vevent: Event) -> tuple[str, ...]:
             continue
         values = vevent[name]
         for value in values if isinstance(values, list) else [values]:
-            lines.append(str(vevent.content_line(name, value)))
+            line = str(vevent.content_line(name, value))
+            if _DEFINED_SUFFIX.search(line):
+                line = _in_utc(name, value)
+            lines.append(line)
     return tuple(lines)
+
+
+def _in_utc(name: str, value: Any) -> str:
+    """A date list in a custom zone (``EXDATE``/``RDATE``) as UTC instants:
+    the zone's name means nothing outside its calendar."""
+    times = [
+        _instant(d.dt) if isinstance(d.dt, dt.datetime) else d.dt
+        for d in getattr(value, "dts", [])
+    ]
+    holder = Event()
+    holder.add(name, times)
+    return str(holder.content_line(name, holder[name]))
 
 
 def _optional_text(vevent: Event, name: str) -> str | None:
@@ -588,6 +639,46 @@ def _without_known_timezones(text: str) -> str:
     return _VTIMEZONE_BLOCK.sub(cut, text)
 
 
+#: what :func:`_zones_by_definition` appends to a custom ``TZID``
+_DEFINED = " #zone-"
+_DEFINED_SUFFIX = re.compile(re.escape(_DEFINED) + r"[0-9a-f]{12}")
+
+
+def _zones_by_definition(text: str) -> str:
+    """``text`` (unfolded) with each custom ``VTIMEZONE``'s ``TZID`` named
+    after its definition too, wherever it appears.
+
+    icalendar keeps the first custom zone it parses under its ``TZID`` for
+    the life of the process and resolves every later ``TZID`` of that name
+    with it: two calendars that define "Customized Time Zone" differently
+    (Outlook's name for any zone it made up) would read each other's
+    offsets. With the definition's digest in the name, one definition is
+    one zone. :func:`_zone_name` and :func:`to_ical` take the suffix off.
+    """
+    text = _FOLD.sub("", text)
+    renames: dict[str, str] = {}
+    for block in _VTIMEZONE_BLOCK.finditer(text):
+        found = _TZID_LINE.search(block.group(0))
+        if found is None or _known_zone(found.group(1)):
+            continue
+        digest = hashlib.sha256(block.group(0).encode()).hexdigest()[:12]
+        renames[found.group(1)] = f"{found.group(1)}{_DEFINED}{digest}"
+    if not renames:
+        return text
+    names = "|".join(re.escape(name) for name in sorted(renames, key=len, reverse=True))
+    text = re.sub(
+        rf'((?i:TZID)=)("?)({names})("?)(?=[;:,])',
+        lambda m: m.group(1) + m.group(2) + renames[m.group(3)] + m.group(4),
+        text,
+    )
+    return re.sub(
+        rf"^((?i:TZID)(?:;[^:\r\n]*)?:)({names})([ \t]*\r?)$",
+        lambda m: m.group(1) + renames[m.group(2)] + m.group(3),
+        text,
+        flags=re.MULTILINE,
+    )
+
+
 def from_ical(data: bytes | str) -> ParsedEvent:
     """The event series in ``data`` (one UID: the master plus its exceptions).
 
@@ -596,7 +687,7 @@ def from_ical(data: bytes | str) -> ParsedEvent:
             a valid event (e.g. the end before the start).
     """
     # decoded as icalendar decodes (UTF-8, a BOM dropped, bad bytes replaced)
-    text = _without_known_timezones(to_unicode(data))
+    text = _zones_by_definition(_without_known_timezones(to_unicode(data)))
     try:
         calendar = Calendar.from_ical(text)
         vevents = [c for c in calendar.walk("VEVENT") if isinstance(c, Event)]
