@@ -28,3 +28,11 @@ def test_a_renewed_lease_runs_a_full_length_from_the_renewal() -> None:
     assert lease.held == at + LENGTH
     assert not lease.due(at + dt.timedelta(minutes=4))
     assert lease.due(at + dt.timedelta(minutes=5))
+
+
+def test_a_renewal_not_yet_committed_still_gives_back_the_old_lease() -> None:
+    lease = Lease.taken(T0, LENGTH)
+    first = lease.held
+    lease.renewed(lease.renewal(T0 + dt.timedelta(minutes=6)))
+    # if the renewing transaction rolled back, the column still holds `first`
+    assert lease.values() == (T0 + dt.timedelta(minutes=21), first)

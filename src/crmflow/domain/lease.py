@@ -23,6 +23,9 @@ class Lease:
     #: when the lease this run holds ends (the column's value)
     held: dt.datetime
     length: dt.timedelta
+    #: the value before the last renewal: the column still holds it if the
+    #: transaction that renewed the lease was rolled back
+    previous: dt.datetime | None = None
 
     @classmethod
     def taken(cls, now: dt.datetime, length: dt.timedelta) -> Lease:
@@ -36,3 +39,11 @@ class Lease:
     def renewal(self, now: dt.datetime) -> dt.datetime:
         """The end of the lease renewed at ``now``."""
         return now + self.length
+
+    def renewed(self, until: dt.datetime) -> None:
+        """Record a renewal to ``until`` (not yet committed)."""
+        self.previous, self.held = self.held, until
+
+    def values(self) -> tuple[dt.datetime, ...]:
+        """The column values that mean this run's lease, for giving it back."""
+        return (self.held,) if self.previous is None else (self.held, self.previous)

@@ -285,7 +285,7 @@ class LeaseKeeper:
                 "another sync of it started; this one stopped without saving its "
                 "last changes, which the other one picks up."
             )
-        self.lease.held = until
+        self.lease.renewed(until)
 
 
 class DbStatusRepository(SyncStatusRepository):

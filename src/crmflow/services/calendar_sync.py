@@ -445,7 +445,7 @@ class CalendarSync:
         finally:
             async with db.tenant(ctx) as session:
                 store = CalendarAccountStore(session)
-                await store.release_lease(account_id, lease.lease.held)
+                await store.release_lease(account_id, lease.lease.values())
                 if result is not None:
                     await store.record_conflicts(
                         account_id,
@@ -584,6 +584,10 @@ class CalendarSync:
             raise
         finally:
             try:
+                if lease is not None:
+                    # the last CRM writes too only while the lease is ours
+                    # (a run whose status did not change commits them here)
+                    await lease.keep(uow)
                 await uow.commit()
             except Exception:
                 await uow.rollback()

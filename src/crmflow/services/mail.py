@@ -351,7 +351,7 @@ class MailService:
         finally:
             async with db.tenant(ctx) as session:
                 await MailStore(session, self._blobs).finish_sync(
-                    account_id, self._clock(), error, lease.held
+                    account_id, self._clock(), error, lease.values()
                 )
         record_sync(
             "mail",
@@ -415,7 +415,7 @@ class MailService:
                 "another sync of it started; this one stopped, and the other one "
                 "carries on."
             )
-        lease.held = until
+        lease.renewed(until)
 
     # ------------------------------------------------------------ reading
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -383,10 +383,11 @@ class CalendarAccountStore:
         )
 
     async def release_lease(
-        self, account_id: uuid.UUID, held: dt.datetime | None = None
+        self, account_id: uuid.UUID, held: Sequence[dt.datetime] = ()
     ) -> None:
-        """Give the lease back; with ``held``, only the lease that ends then
-        (a run whose lease another run took over leaves that one alone)."""
+        """Give the lease back; with ``held``, only a lease that ends at one
+        of those instants (a run whose lease another run took over leaves
+        that one alone)."""
         account = models.CalendarAccount
         await leases.release(
             self._s, account, [account.id == account_id, *self._mine(account)], held

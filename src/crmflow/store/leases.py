@@ -39,13 +39,13 @@ async def release(
     session: AsyncSession,
     table: LeaseTable,
     row: Sequence[Any],
-    held: dt.datetime | None,
+    held: Sequence[dt.datetime] = (),
 ) -> None:
     """Clear the lease of the account ``row`` selects; with ``held``, only
-    if it is still that lease (another run's is left alone)."""
+    if it is still one of those values (another run's is left alone)."""
     await session.execute(
         update(table)
-        .where(*row, *([table.sync_lease_until == held] if held is not None else []))
+        .where(*row, *([table.sync_lease_until.in_(held)] if held else []))
         .values(sync_lease_until=None)
         .execution_options(synchronize_session=False)
     )

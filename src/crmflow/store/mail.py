@@ -304,11 +304,11 @@ class MailStore:
         account_id: uuid.UUID,
         synced_at: dt.datetime,
         error: str | None,
-        held: dt.datetime | None = None,
+        held: Sequence[dt.datetime] = (),
     ) -> None:
-        """Release the lease and record the outcome; with ``held``, only the
-        lease that ends then (a sync whose lease another sync took over
-        leaves that one alone)."""
+        """Release the lease and record the outcome; with ``held``, only a
+        lease that ends at one of those instants (a sync whose lease another
+        sync took over leaves that one alone)."""
         account = models.EmailAccount
         await leases.release(
             self._session,

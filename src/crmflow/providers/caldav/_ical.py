@@ -34,10 +34,10 @@ limit), is built by icalendar once per zone and window (cached), and gives each
 of a multi-value ``RDATE`` in a stored ``VTIMEZONE``, which would leave strict
 readers with the wrong offsets. Read: a ``VTIMEZONE`` whose ``TZID`` is an IANA
 name is cut from the text before parsing, because icalendar resolves such a
-``TZID`` by name and never uses the component; custom ones are kept, each
-read as its own definition (icalendar would otherwise use the first zone of
-that name it ever parsed, from any calendar: :func:`_zones_by_definition`),
-and their ``EXDATE``/``RDATE`` values become UTC instants.
+``TZID`` by name and never uses the component; custom ones are kept. (Known
+gap: icalendar resolves a custom ``TZID`` with the first zone of that name it
+parsed in the process, from any calendar; a rewrite writes the copy's own
+``VTIMEZONE`` for a kept property's zone, but reading is not isolated yet.)
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -285,7 +284,7 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
     for name, value in old.items():
         if name.upper() not in _WRITTEN | stale and name not in new:
             new[name] = value
-    moved = _start_of(new) - _start_of(old)
+    moved = _moved_by(old, new)
     for component in old.subcomponents:
         if moved and component.name == "VALARM":
             _move_alarm(component, moved)
@@ -322,16 +321,18 @@ def _keep_extras(old: Event, new: Event, stamp: dt.datetime) -> None:
                 address.params[param] = value
 
 
-def _start_of(vevent: Event) -> dt.datetime:
-    """The event's start as an instant (a date: its midnight in UTC; none:
-    the epoch, so that a start gained or lost moves no alarm)."""
-    prop = vevent.get("DTSTART")
-    if prop is None:
-        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    value = prop.dt
-    if isinstance(value, dt.datetime):
-        return _instant(value)
-    return dt.datetime.combine(value, dt.time(), dt.UTC)
+def _moved_by(old: Event, new: Event) -> dt.timedelta:
+    """How far the event's start moved; zero when either copy has none or
+    it changed between all-day and timed (no instant to keep an alarm at)."""
+    before, after = old.get("DTSTART"), new.get("DTSTART")
+    if before is None or after is None:
+        return dt.timedelta(0)
+    was, now = before.dt, after.dt
+    if isinstance(was, dt.datetime) and isinstance(now, dt.datetime):
+        return _instant(now) - _instant(was)
+    if isinstance(was, dt.datetime) or isinstance(now, dt.datetime):
+        return dt.timedelta(0)
+    return dt.timedelta(days=(now - was).days)
 
 
 def _move_alarm(alarm: Any, moved: dt.timedelta) -> None:
@@ -367,9 +368,7 @@ def _keep_from(
     have been without one (the event itself is never lost).
     """
     try:
-        old = Calendar.from_ical(
-            _zones_by_definition(_without_known_timezones(to_unicode(keep)))
-        )
+        old = Calendar.from_ical(_without_known_timezones(to_unicode(keep)))
         old_events = {
             _occurrence(v): v for v in old.walk("VEVENT") if isinstance(v, Event)
         }
@@ -386,24 +385,11 @@ def _keep_from(
             before = old_events.get(_occurrence(new))
             if before is not None:
                 _keep_extras(before, new, stamp)
-    zones: dict[str, bytes] = {}
-    for zone in old.walk("VTIMEZONE"):
-        if zone.get("TZID") is not None:
-            name = _DEFINED_SUFFIX.sub("", str(zone["TZID"]))
-            zone["TZID"] = name
-            zones[name] = zone.to_ical()
-    return zones
-
-
-def _own_zone_names(calendar: Calendar) -> None:
-    """Every ``TZID`` parameter back to the name its calendar gave it (kept
-    properties were read with :func:`_zones_by_definition`'s names)."""
-    for component in calendar.walk():
-        for value in component.values():
-            for item in value if isinstance(value, list) else [value]:
-                params = getattr(item, "params", None)
-                if params is not None and "TZID" in params:
-                    params["TZID"] = _DEFINED_SUFFIX.sub("", str(params["TZID"]))
+    return {
+        str(zone["TZID"]): zone.to_ical()
+        for zone in old.walk("VTIMEZONE")
+        if zone.get("TZID") is not None
+    }
 
 
 def to_ical(
@@ -460,8 +446,6 @@ def to_ical(
             _attendee_props(override, exception.attendees)
         calendar.add_component(override)
     kept_zones = _keep_from(calendar, keep, stamp) if keep is not None else {}
-    if kept_zones:
-        _own_zone_names(calendar)
     data: bytes = calendar.to_ical()
     zones = _timezones(calendar, kept_zones)
     if zones:
@@ -477,7 +461,6 @@ def to_ical(
 def _zone_name(prop: Any) -> str:
     tzid = prop.params.get("TZID")
     if tzid:
-        tzid = _DEFINED_SUFFIX.sub("", str(tzid))
         # Outlook and Exchange export Windows zone names (case 25)
         name = _WINDOWS_ZONES.get(str(tzid).strip().casefold(), str(tzid))
         try:
@@ -563,23 +546,8 @@ def _read_recurrence(vevent: Event) -> tuple[str, ...]:
             continue
         values = vevent[name]
         for value in values if isinstance(values, list) else [values]:
-            line = str(vevent.content_line(name, value))
-            if _DEFINED_SUFFIX.search(line):
-                line = _in_utc(name, value)
-            lines.append(line)
+            lines.append(str(vevent.content_line(name, value)))
     return tuple(lines)
-
-
-def _in_utc(name: str, value: Any) -> str:
-    """A date list in a custom zone (``EXDATE``/``RDATE``) as UTC instants:
-    the zone's name means nothing outside its calendar."""
-    times = [
-        _instant(d.dt) if isinstance(d.dt, dt.datetime) else d.dt
-        for d in getattr(value, "dts", [])
-    ]
-    holder = Event()
-    holder.add(name, times)
-    return str(holder.content_line(name, holder[name]))
 
 
 def _optional_text(vevent: Event, name: str) -> str | None:
@@ -639,46 +607,6 @@ def _without_known_timezones(text: str) -> str:
     return _VTIMEZONE_BLOCK.sub(cut, text)
 
 
-#: what :func:`_zones_by_definition` appends to a custom ``TZID``
-_DEFINED = " #zone-"
-_DEFINED_SUFFIX = re.compile(re.escape(_DEFINED) + r"[0-9a-f]{12}")
-
-
-def _zones_by_definition(text: str) -> str:
-    """``text`` (unfolded) with each custom ``VTIMEZONE``'s ``TZID`` named
-    after its definition too, wherever it appears.
-
-    icalendar keeps the first custom zone it parses under its ``TZID`` for
-    the life of the process and resolves every later ``TZID`` of that name
-    with it: two calendars that define "Customized Time Zone" differently
-    (Outlook's name for any zone it made up) would read each other's
-    offsets. With the definition's digest in the name, one definition is
-    one zone. :func:`_zone_name` and :func:`to_ical` take the suffix off.
-    """
-    text = _FOLD.sub("", text)
-    renames: dict[str, str] = {}
-    for block in _VTIMEZONE_BLOCK.finditer(text):
-        found = _TZID_LINE.search(block.group(0))
-        if found is None or _known_zone(found.group(1)):
-            continue
-        digest = hashlib.sha256(block.group(0).encode()).hexdigest()[:12]
-        renames[found.group(1)] = f"{found.group(1)}{_DEFINED}{digest}"
-    if not renames:
-        return text
-    names = "|".join(re.escape(name) for name in sorted(renames, key=len, reverse=True))
-    text = re.sub(
-        rf'((?i:TZID)=)("?)({names})("?)(?=[;:,])',
-        lambda m: m.group(1) + m.group(2) + renames[m.group(3)] + m.group(4),
-        text,
-    )
-    return re.sub(
-        rf"^((?i:TZID)(?:;[^:\r\n]*)?:)({names})([ \t]*\r?)$",
-        lambda m: m.group(1) + renames[m.group(2)] + m.group(3),
-        text,
-        flags=re.MULTILINE,
-    )
-
-
 def from_ical(data: bytes | str) -> ParsedEvent:
     """The event series in ``data`` (one UID: the master plus its exceptions).
 
@@ -687,7 +615,7 @@ def from_ical(data: bytes | str) -> ParsedEvent:
             a valid event (e.g. the end before the start).
     """
     # decoded as icalendar decodes (UTF-8, a BOM dropped, bad bytes replaced)
-    text = _zones_by_definition(_without_known_timezones(to_unicode(data)))
+    text = _without_known_timezones(to_unicode(data))
     try:
         calendar = Calendar.from_ical(text)
         vevents = [c for c in calendar.walk("VEVENT") if isinstance(c, Event)]
