@@ -323,15 +323,7 @@ async def test_a_failed_run_keeps_its_back_off_though_a_push_came_in(
     assert claimed.account_id == mailbox.id
     async with _wake_ups(admin_db) as heard:
         assert await _push(admin_db, mailbox.id, clock.now)
-        async with admin_db.admin() as session:
-            retry = await ScheduleStore(session).finish(
-                SyncKind.MAIL,
-                mailbox.id,
-                ok=False,
-                schedule=Schedule(INTERVAL, jitter=0.1),
-                now=clock.now,
-                rand=0.5,
-            )
+        retry = await _failed(admin_db, mailbox.id, clock.now)
         assert await heard(1)  # the push's, none for the failed run
     assert retry > clock.now
     entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
@@ -354,15 +346,7 @@ async def test_a_push_during_a_failure_back_off_does_not_bring_the_retry_forward
     mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
     (claimed,) = await runner.scheduler.claim_due(limit=10)
     assert claimed.account_id == mailbox.id
-    async with admin_db.admin() as session:
-        retry = await ScheduleStore(session).finish(
-            SyncKind.MAIL,
-            mailbox.id,
-            ok=False,
-            schedule=Schedule(INTERVAL, jitter=0.1),
-            now=clock.now,
-            rand=0.5,
-        )
+    retry = await _failed(admin_db, mailbox.id, clock.now)
     assert retry > clock.now
     async with _wake_ups(admin_db) as heard:
         for _ in range(3):
@@ -374,6 +358,19 @@ async def test_a_push_during_a_failure_back_off_does_not_bring_the_retry_forward
     clock.advance(retry - clock.now)
     (due,) = await runner.scheduler.claim_due(limit=10)
     assert (due.account_id, due.pushed) == (mailbox.id, True)
+
+
+async def _failed(db: Database, mailbox_id: uuid.UUID, at: dt.datetime) -> dt.datetime:
+    """Record that the mailbox's claimed run failed at ``at``; its retry time."""
+    async with db.admin() as session:
+        return await ScheduleStore(session).finish(
+            SyncKind.MAIL,
+            mailbox_id,
+            ok=False,
+            schedule=Schedule(INTERVAL, jitter=0.1),
+            now=at,
+            rand=0.5,
+        )
 
 
 async def _push(db: Database, mailbox_id: uuid.UUID, at: dt.datetime) -> bool:
