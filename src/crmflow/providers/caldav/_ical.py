@@ -19,9 +19,9 @@ Everything else a server or another client adds (``DTSTAMP``, ``SEQUENCE``,
 content hash. It is not lost on a rewrite either: :func:`to_ical` given the
 server's current copy (``keep``) carries over every property crmflow does not
 write, every sub-component (alarms; one set for a fixed instant moves with the
-event's start), the other parameters of an attendee it (and its ``CN`` where
-crmflow knows no name)
-still lists (``ROLE``, ``RSVP``, ...) and the calendar's own extra properties,
+event's start), the other parameters of an attendee it still lists (``ROLE``,
+``RSVP``, ..., and its ``CN`` where crmflow knows no name) and the calendar's
+own extra properties,
 and counts ``SEQUENCE`` up where the copy had one. A kept ``ORGANIZER`` makes it
 a scheduling object (RFC 6638), so the organizer and every attendee then get
 ``SCHEDULE-AGENT=CLIENT``: the server sends no mail for a sync write. crmflow's fields replace the
