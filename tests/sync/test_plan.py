@@ -696,6 +696,19 @@ def test_build_view_reports_an_ident_held_twice():
     assert view.clashes == {"x": ("a1", "a2")}
 
 
+def test_build_view_reports_every_item_of_an_ident_held_three_times():
+    copies = [RemoteEvent(f"a{n}", "v1", event("x", f"Copy {n}")) for n in (3, 2)]
+    view = build_view(
+        {"x": ROW},
+        CRM,
+        {"a1": "va1", "a2": "v1", "a3": "v1"},
+        copies,
+        read_only=False,
+    )
+    assert view.items == {}
+    assert view.clashes == {"x": ("a1", "a2", "a3")}
+
+
 @pytest.mark.parametrize(
     ("rows", "crm", "calendar", "empty"),
     [

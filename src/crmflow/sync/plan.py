@@ -337,6 +337,18 @@ def storage_empty(
     return None
 
 
+def _by_remote_id(
+    rows: Mapping[str, StatusRow], side: SideName
+) -> dict[str, StatusRow]:
+    """The status rows by their remote id on ``side``.
+
+    The attributes are read directly, not through ``StatusRow.remote_id``:
+    this runs over every row of every sync, unchanged rows included."""
+    if side is CRM:
+        return {row.id_a: row for row in rows.values()}
+    return {row.id_b: row for row in rows.values()}
+
+
 def ids_to_fetch(
     rows: Mapping[str, StatusRow], side: SideName, listing: Mapping[str, str]
 ) -> tuple[str, ...]:
@@ -344,14 +356,14 @@ def ids_to_fetch(
     moved), or listed at another version than recorded (vdirsyncer
     ``prepare_new_status``). An id listed at its recorded version is not fetched
     (case 8)."""
-    recorded = {row.remote_id(side): row.version(side) for row in rows.values()}
-    return tuple(
-        sorted(
-            remote_id
-            for remote_id, version in listing.items()
-            if remote_id not in recorded or recorded[remote_id] != version
-        )
-    )
+    by_id = _by_remote_id(rows, side)
+    crm = side is CRM
+    wanted = []
+    for remote_id, version in listing.items():
+        row = by_id.get(remote_id)
+        if row is None or (row.ver_a if crm else row.ver_b) != version:
+            wanted.append(remote_id)
+    return tuple(sorted(wanted))
 
 
 def build_view(
@@ -369,23 +381,36 @@ def build_view(
     a known ident is a move (case 10). Listed ids missing from ``fetched`` were
     deleted between listing and fetching and count as absent.
     """
-    by_id = {row.remote_id(side): row for row in rows.values()}
-    found: dict[str, list[ItemState]] = {}
+    by_id = _by_remote_id(rows, side)
+    crm = side is CRM
+    items: dict[str, ItemState] = {}
+    #: idents held by more than one item, with all their items
+    held_twice: dict[str, list[ItemState]] = {}
+
+    def place(ident: str, state: ItemState) -> None:
+        if ident in held_twice:
+            held_twice[ident].append(state)
+        elif ident in items:
+            held_twice[ident] = [items.pop(ident), state]
+        else:
+            items[ident] = state
+
     for remote_id, version in listing.items():
         row = by_id.get(remote_id)
-        if row is not None and row.version(side) == version:
-            state = ItemState(remote_id, version, row.content_hash(side))
-            found.setdefault(row.ident, []).append(state)
+        if row is not None and (row.ver_a if crm else row.ver_b) == version:
+            place(
+                row.ident,
+                ItemState(remote_id, version, row.hash_a if crm else row.hash_b),
+            )
     for item in fetched:
-        found.setdefault(item.event.ical_uid, []).append(ItemState.of(item))
+        place(item.event.ical_uid, ItemState.of(item))
     return SideView(
         name=side,
         read_only=read_only,
-        items={ident: states[0] for ident, states in found.items() if len(states) == 1},
+        items=items,
         clashes={
             ident: tuple(sorted(s.remote_id for s in states))
-            for ident, states in found.items()
-            if len(states) > 1
+            for ident, states in held_twice.items()
         },
     )
 
@@ -400,14 +425,33 @@ def plan(
     idents = set(rows) | set(crm.items) | set(calendar.items)
     idents |= set(crm.clashes) | set(calendar.clashes)
     decisions: list[Decision] = []
+    crm_items, calendar_items = crm.items, calendar.items
     for ident in idents:
+        old = rows.get(ident)
+        in_crm = crm_items.get(ident)
+        in_calendar = calendar_items.get(ident)
+        if (
+            old is not None
+            and in_crm is not None
+            and in_calendar is not None
+            and in_crm.content_hash == in_calendar.content_hash
+            and in_crm.remote_id == old.id_a
+            and in_crm.version == old.ver_a
+            and in_calendar.remote_id == old.id_b
+            and in_calendar.version == old.ver_b
+            and ident not in crm.clashes
+            and ident not in calendar.clashes
+        ):
+            # in sync and untouched since the last sync (the first row of the
+            # table, case 8), checked inline: most idents of a run are these
+            continue
         decision: Decision | None
         if ident in crm.clashes:
             decision = IdentClash(ident, CRM, crm.clashes[ident])
         elif ident in calendar.clashes:
             decision = IdentClash(ident, CALENDAR, calendar.clashes[ident])
         else:
-            decision = decide(ident, rows.get(ident), crm, calendar, rules)
+            decision = decide(ident, old, crm, calendar, rules)
         if decision is not None:
             decisions.append(decision)
     return tuple(
