@@ -327,3 +327,38 @@ def test_a_kept_property_keeps_the_custom_zone_it_names():
     assert data.index(b"BEGIN:VTIMEZONE") < data.index(b"BEGIN:VEVENT")
     [zone] = Calendar.from_ical(data).walk("VTIMEZONE")
     assert zone.walk("STANDARD")[0]["TZOFFSETTO"].td == dt.timedelta(hours=3)
+
+
+CUSTOM_SERIES = """BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//Other//Client//EN\r
+BEGIN:VTIMEZONE\r
+TZID:Customized Time Zone\r
+BEGIN:STANDARD\r
+DTSTART:16010101T000000\r
+TZOFFSETFROM:{offset}\r
+TZOFFSETTO:{offset}\r
+END:STANDARD\r
+END:VTIMEZONE\r
+BEGIN:VEVENT\r
+UID:custom-{offset}\r
+DTSTAMP:20260101T000000Z\r
+DTSTART;TZID=Customized Time Zone:20260710T120000\r
+DTEND;TZID=Customized Time Zone:20260710T130000\r
+RRULE:FREQ=DAILY;COUNT=3\r
+EXDATE;TZID=Customized Time Zone:20260711T120000\r
+SUMMARY:Custom zone\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def test_one_custom_zone_name_defined_differently_is_read_per_calendar():
+    # Outlook calls every zone it makes up "Customized Time Zone": each
+    # calendar's own definition places its times, whichever was read first
+    for offset, hour in (("+0500", 7), ("+0300", 9), ("+0500", 7)):
+        event = from_ical(CUSTOM_SERIES.format(offset=offset)).event
+        assert event.span.start_at == dt.datetime(2026, 7, 10, hour, tzinfo=dt.UTC)
+        # the recurrence lines stay as written, zone name and all (see
+        # docs/sync.md, "Custom time zones")
+        assert "EXDATE;TZID=Customized Time Zone:20260711T120000" in event.recurrence

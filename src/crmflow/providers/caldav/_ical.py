@@ -53,6 +53,7 @@ from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, Timezone, vCalAddress
 from icalendar.parser_tools import to_unicode
+from icalendar.timezone import tzp
 from tzlocal.windows_tz import win_tz
 
 from crmflow.domain.appointments import all_day_span, timed_span
@@ -368,7 +369,7 @@ def _keep_from(
     have been without one (the event itself is never lost).
     """
     try:
-        old = Calendar.from_ical(_without_known_timezones(to_unicode(keep)))
+        old = _parse(keep)
         old_events = {
             _occurrence(v): v for v in old.walk("VEVENT") if isinstance(v, Event)
         }
@@ -607,6 +608,43 @@ def _without_known_timezones(text: str) -> str:
     return _VTIMEZONE_BLOCK.sub(cut, text)
 
 
+def _forget_zones(text: str) -> None:
+    """Drop from icalendar's zone cache the custom zones ``text`` defines.
+
+    icalendar keeps the first custom zone it reads under its ``TZID`` for the
+    life of the process and resolves every later ``TZID`` of that name with
+    it, so two calendars that define one name differently (Outlook calls any
+    zone it makes up "Customized Time Zone") would read each other's offsets.
+    With the names ``text`` defines forgotten, the zones cached while it is
+    parsed are its own; other names stay cached. icalendar has no public way
+    to forget one zone: this reaches into its cache, and
+    ``test_one_custom_zone_name_defined_differently_is_read_per_calendar``
+    fails if a new icalendar moves it.
+    """
+    cache = getattr(tzp, "_TZP__tz_cache", None)
+    if not isinstance(cache, dict):
+        return
+    for block in _VTIMEZONE_BLOCK.finditer(text):
+        tzid = _TZID_LINE.search(_FOLD.sub("", block.group(0)))
+        if tzid is None:
+            continue
+        raw = tzid.group(1)
+        # the cache holds the decoded name (a TEXT value: "\," is ",")
+        decoded = re.sub(r"\\([\\;,])", r"\1", raw)
+        for name in {raw, decoded}:
+            cache.pop(tzp.clean_timezone_id(name), None)
+
+
+def _parse(data: bytes | str) -> Calendar:
+    """``data`` parsed, each custom ``VTIMEZONE`` in it placing its own times
+    (:func:`_forget_zones`). Parsing does not await, so no other parse runs
+    in between."""
+    # decoded as icalendar decodes (UTF-8, a BOM dropped, bad bytes replaced)
+    text = _without_known_timezones(to_unicode(data))
+    _forget_zones(text)
+    return Calendar.from_ical(text)
+
+
 def from_ical(data: bytes | str) -> ParsedEvent:
     """The event series in ``data`` (one UID: the master plus its exceptions).
 
@@ -614,10 +652,8 @@ def from_ical(data: bytes | str) -> ParsedEvent:
         ICalendarError: not iCalendar, no ``VEVENT``, or fields that do not make
             a valid event (e.g. the end before the start).
     """
-    # decoded as icalendar decodes (UTF-8, a BOM dropped, bad bytes replaced)
-    text = _without_known_timezones(to_unicode(data))
     try:
-        calendar = Calendar.from_ical(text)
+        calendar = _parse(data)
         vevents = [c for c in calendar.walk("VEVENT") if isinstance(c, Event)]
         masters = [v for v in vevents if v.get("RECURRENCE-ID") is None]
         if not vevents:
