@@ -1,9 +1,17 @@
-"""The CRM side of a sync pair on both databases: what ``expect_creates``
-looked up ahead is trusted only in the transaction that read it."""
+"""The CRM side of a sync pair on both databases: its listing names each
+appointment as ``str(uuid)`` does, what ``expect_creates`` looked up ahead
+is trusted only in the transaction that read it, and ``expect_changes`` saves
+a query per update."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from crmflow.bootstrap import Services
 from crmflow.domain.calendar import Notify
@@ -60,3 +68,80 @@ async def test_the_look_ahead_answers_in_its_own_transaction(
     await uow.commit()
     for item in (first, second):
         assert await _with_uid(services, google, item.ical_uid) == 1
+
+
+async def test_the_listing_names_appointments_as_the_mappings_do(
+    services: Services, google: GoogleAccount
+) -> None:
+    # the database makes the ids' text (8-4-4-4-12, lower case); a mapping
+    # records str(uuid.UUID): any other spelling would make every synced
+    # appointment look new
+    uow = SyncSession(services.db, google.ctx)
+    made = [
+        store.insert_event(uow, event(f"listed-{n}@org.test", hour=9 + n))
+        for n in range(3)
+    ]
+    await uow.commit()
+    crm = CrmCalendar(uow, google.account.id, export_own=True, cancel=True)
+    listing = await crm.list()
+    await uow.commit()
+    assert listing.items == {str(appointment): "1" for appointment in made}
+    fetched = await crm.get_many(list(listing.items))
+    await uow.commit()
+    assert {item.remote_id for item in fetched} == set(listing.items)
+
+
+@contextmanager
+def _statements() -> Iterator[list[str]]:
+    """The SQL statements every engine sends meanwhile."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(" ".join(str(args[2]).split()))
+
+    sa_event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa_event.remove(Engine, "before_cursor_execute", record)
+
+
+async def test_updates_read_ahead_need_no_query_each(
+    services: Services, google: GoogleAccount
+) -> None:
+    uow = SyncSession(services.db, google.ctx)
+    made = [
+        str(store.insert_event(uow, event(f"ahead-{n}@org.test", hour=9 + n)))
+        for n in range(3)
+    ]
+    await uow.commit()
+    crm = CrmCalendar(uow, google.account.id, export_own=True, cancel=True)
+    await crm.expect_changes([*made, "not-an-id"])
+    with _statements() as seen:
+        versions = [
+            await crm.update(
+                remote_id,
+                event(f"ahead-{n}@org.test", f"Moved {n}", hour=14 + n),
+                if_match="1",
+                notify=Notify.NONE,
+            )
+            for n, remote_id in enumerate(made[:2])
+        ]
+        await crm.delete(made[2], if_match="1", notify=Notify.NONE)
+    await uow.commit()
+    assert versions == ["2", "2"]
+    reads = [s for s in seen if s.startswith("SELECT")]
+    assert reads == [], [s[:60] for s in seen]
+    assert len([s for s in seen if s.startswith("UPDATE appointments")]) == 3
+    async with services.db.tenant(google.ctx) as session:
+        a = models.Appointment
+        rows = (
+            await session.execute(
+                select(a.ical_uid, a.title, a.status, a.version).order_by(a.ical_uid)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("ahead-0@org.test", "Moved 0", "confirmed", 2),
+        ("ahead-1@org.test", "Moved 1", "confirmed", 2),
+        ("ahead-2@org.test", "Meeting", "cancelled", 2),
+    ]

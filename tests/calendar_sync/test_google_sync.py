@@ -430,3 +430,117 @@ async def test_a_shared_meeting_takes_each_users_own_response_only(
     ] == "accepted"
     quiet = await calendar_sync.sync(amy.ctx, amy.account.id)
     assert (quiet.events_updated, quiet.errors) == (0, ())
+
+
+async def _log(services: Services, ctx) -> list[tuple[str, str | None]]:
+    async with services.db.tenant(ctx) as session:
+        log = models.CalendarSyncLog
+        rows = await session.execute(
+            select(log.status, log.errors).order_by(log.started_at, log.id)
+        )
+        return [(status, (errors or [{}])[0].get("code")) for status, errors in rows]
+
+
+async def _lease(services: Services, google: GoogleAccount) -> dt.datetime | None:
+    async with services.db.tenant(google.ctx) as session:
+        row = await session.get_one(models.CalendarAccount, google.account.id)
+        return row.sync_lease_until
+
+
+async def test_a_run_whose_first_transaction_is_lost_is_logged_and_leaves_no_lease(
+    google: GoogleAccount,
+    calendar_sync: CalendarSync,
+    services: Services,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the first transaction takes the lease, writes the log row and goes on
+    # with the status load; a cancellation in the middle of a statement takes
+    # the connection (and the transaction) with it
+    from crmflow.store import appointment_sync
+
+    real = appointment_sync.load_mappings
+
+    async def cancelled_mid_statement(session, account_id):  # type: ignore[no-untyped-def]
+        await (await session.connection()).invalidate()
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(appointment_sync, "load_mappings", cancelled_mid_statement)
+    with pytest.raises(asyncio.CancelledError):
+        await calendar_sync.sync(google.ctx, google.account.id)
+    # the cancellation is what the caller sees, the run is in the log as
+    # failed (not "running" for ever), and no lease blocks the next run
+    assert await _log(services, google.ctx) == [("failed", None)]
+    assert await _lease(services, google) is None
+
+    monkeypatch.setattr(appointment_sync, "load_mappings", real)
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+    assert run.status is RunStatus.SUCCESS
+    uids = {e["iCalUID"] for e in await _sandbox_events(sandbox)}
+    assert run.events_imported == len(uids) > 0
+
+
+async def test_a_run_that_cannot_record_its_outcome_keeps_nothing_half_written(
+    google: GoogleAccount,
+    calendar_sync: CalendarSync,
+    services: Services,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a successful run's last CRM writes and status commit with its outcome:
+    # when the outcome cannot be written, none of them is kept, and the next
+    # run (once the lease ran out) does the work again, once
+    from crmflow.store.calendar_accounts import CalendarAccountStore
+
+    real = CalendarAccountStore.finish_run
+
+    async def broken(self, run, now, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(CalendarAccountStore, "finish_run", broken)
+    with pytest.raises(RuntimeError, match="went away"):
+        await calendar_sync.sync(google.ctx, google.account.id)
+    assert await _appointments(services, google.ctx) == {}
+    async with services.db.tenant(google.ctx) as session:
+        mappings = await session.scalar(
+            select(func.count()).select_from(models.CalendarEventMapping)
+        )
+    assert mappings == 0
+    assert await _log(services, google.ctx) == [("running", None)]
+
+    monkeypatch.setattr(CalendarAccountStore, "finish_run", real)
+    async with services.db.tenant(google.ctx) as session:
+        row = await session.get_one(models.CalendarAccount, google.account.id)
+        row.sync_lease_until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+    assert run.status is RunStatus.SUCCESS
+    uids = {e["iCalUID"] for e in await _sandbox_events(sandbox)}
+    assert run.events_imported == len(uids) > 0
+    assert set(await _appointments(services, google.ctx)) == uids
+    assert await _log(services, google.ctx) == [
+        ("failed", "interrupted"),
+        ("success", None),
+    ]
+
+
+async def test_tokens_the_keys_cannot_open_fail_the_run_with_a_message(
+    google: GoogleAccount,
+    calendar_sync: CalendarSync,
+    services: Services,
+    sandbox: Sandbox,
+) -> None:
+    # the stored access token was encrypted with a key that is gone
+    async with services.db.tenant(google.ctx) as session:
+        row = await session.get_one(
+            models.UserIntegration, google.account.integration_id
+        )
+        row.access_token = "v1:gone:" + "A" * 40
+    before = len(await sandbox.requests())
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+    assert run.status is RunStatus.FAILED
+    assert "CRMFLOW_ENCRYPTION_KEYS" in run.errors[0].message or (
+        "reconnect" in run.errors[0].message.lower()
+    ), run.errors
+    assert len(await sandbox.requests()) == before
+    assert await _lease(services, google) is None
+    assert await _appointments(services, google.ctx) == {}

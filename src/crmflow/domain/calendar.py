@@ -464,6 +464,14 @@ class CalendarProvider(abc.ABC):
         same with or without the hint."""
         return None
 
+    async def expect_changes(self, remote_ids: Sequence[str]) -> None:
+        """A hint before the writes: :meth:`update` or :meth:`delete` will be
+        called for (some of) these items, in this run. A side that reads each
+        item before changing it (the CRM side checks the version and the
+        owner) may read them all at once here; the default does nothing. The
+        same rules as for :meth:`expect_creates` hold."""
+        return None
+
     @abc.abstractmethod
     async def create(
         self, event: CalendarEvent, *, idempotency_key: str, notify: Notify

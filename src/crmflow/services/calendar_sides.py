@@ -97,6 +97,9 @@ class CrmCalendar(CalendarProvider):
         #: transaction that read them is open (another run may add one after)
         self._expected: dict[str, tuple[uuid.UUID, int] | None] = {}
         self._expected_at = -1
+        #: the rows :meth:`expect_changes` read (the session keeps them only
+        #: while someone else does)
+        self._read_ahead: Sequence[object] = ()
         self.writes = 0
         #: responses to record on other users' appointments after the run:
         #: ``(owner, appointment, {address: status})`` (``store.apply_replies``)
@@ -171,6 +174,12 @@ class CrmCalendar(CalendarProvider):
         found = await store.uid_lookups(session, wanted)
         self._expected = {uid: found.get(uid) for uid in wanted}
         self._expected_at = self._uow.commits
+
+    async def expect_changes(self, remote_ids: Sequence[str]) -> None:
+        """Read the appointments to update or delete at once (in the open
+        transaction, where the writes that follow without a provider call in
+        between find them)."""
+        self._read_ahead = await store.read_ahead(await self._uow.session(), remote_ids)
 
     async def _by_uid(self, uid: str) -> tuple[uuid.UUID, int] | None:
         """The organization's appointment with this UID, if any.
@@ -293,7 +302,9 @@ class DbStatusRepository(SyncStatusRepository):
     the account's cursor columns.
 
     :meth:`commit` writes only the rows that changed since :meth:`load` and then
-    commits the run's transaction (with the CRM writes not yet committed).
+    commits the run's transaction (with the CRM writes not yet committed);
+    with ``defer_commit`` it leaves that transaction open for the owner of
+    ``uow`` to commit (the service, together with the run's outcome).
     ``forget_cursor`` loads no cursor: the next listing is a full one (a
     ``full`` sync), and whatever it lacks counts as deleted.
     """
@@ -306,10 +317,12 @@ class DbStatusRepository(SyncStatusRepository):
         synced_at: object,
         forget_cursor: bool = False,
         lease: LeaseKeeper | None = None,
+        defer_commit: bool = False,
     ) -> None:
         self._uow = uow
         self._account_id = account_id
         self._synced_at = synced_at
+        self._defer_commit = defer_commit
         self._forget_cursor = forget_cursor
         self._lease = lease
         self._loaded = StatusSnapshot()
@@ -317,18 +330,9 @@ class DbStatusRepository(SyncStatusRepository):
     async def load(self) -> StatusSnapshot:
         session = await self._uow.session()
         states, cursor = await store.load_mappings(session, self._account_id)
-        rows = {
-            s.ical_uid: StatusRow(
-                s.ical_uid,
-                s.crm_item_id,
-                s.crm_version,
-                s.crm_hash,
-                s.external_event_id,
-                s.external_version,
-                s.external_hash,
-            )
-            for s in states
-        }
+        # the tuples' fields are StatusRow's, in its order (ident, CRM side,
+        # calendar side)
+        rows = {state[0]: StatusRow(*state) for state in states}
         side = None
         if cursor is not None and not self._forget_cursor:
             side = SideCursor(cursor.token, cursor.listing)
@@ -364,7 +368,8 @@ class DbStatusRepository(SyncStatusRepository):
             cursor=CursorState(cursor.token, cursor.listing) if cursor else None,
             synced_at=self._synced_at,
         )
-        await self._uow.commit()
+        if not self._defer_commit:
+            await self._uow.commit()
         self._loaded = snapshot
 
 

@@ -16,6 +16,10 @@ the sync log and settle conflicts. One run (:meth:`CalendarSync.sync`):
 4. records the outcome: counts, errors in words, conflicts waiting for a
    person, the account's last sync; releases the lease.
 
+Step 1 shares its transaction with the engine's first reads, and a successful
+run's last CRM writes and status share theirs with step 4 (one
+``SyncSession`` for the run; no transaction is open during a provider call).
+
 Errors about single events do not stop a run (status ``partial``; the next
 run retries them). A failure of the whole run (the grant is gone, the provider
 is down, a calendar that suddenly lists nothing) is recorded as ``failed`` with
@@ -28,7 +32,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from crmflow.connections.service import Integrations
@@ -61,7 +65,6 @@ from crmflow.errors import (
     Conflict,
     CrmflowError,
     NotFound,
-    TokenDecryptError,
     ValidationFailed,
 )
 from crmflow.metrics import record_sync
@@ -113,6 +116,25 @@ _NAMES = {
 
 class SyncInProgress(Conflict):
     """A sync of this calendar is running already; try again when it ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Begun:
+    """What a run's first transaction took and read (:meth:`CalendarSync._begin`)."""
+
+    account: CalendarAccountInfo
+    lease: LeaseKeeper
+    #: the run's log row, ``running``
+    run: SyncRunInfo
+    #: whether the account had open conflicts when the run began
+    open_conflicts: bool
+    #: a person's choices on open conflicts: ``{uid: (crm, calendar, choice)}``
+    choices: dict[str, tuple[str, str, Resolution]]
+    info: IntegrationInfo
+    tokens: IntegrationTokens | None
+    password: Secret | None
+    #: the user's own addresses (their attendee entries)
+    addresses: frozenset[str]
 
 
 def _utcnow() -> dt.datetime:
@@ -367,103 +389,43 @@ class CalendarSync:
             ValidationFailed: the account is paused or its connection is gone.
             SyncInProgress: another run of this account holds the lease.
         """
-        db = self._deps.db
         now = self._clock()
-        # write-locked: on SQLite a read-then-write transaction that raced
-        # another run's lease would fail ("database is locked") instead of
-        # seeing the lease taken
-        async with db.tenant(ctx, write_lock=True) as session:
-            store = CalendarAccountStore(session)
-            account = await store.get(account_id, counts=False)
-            if not account.is_enabled or account.integration_id is None:
-                raise ValidationFailed(
-                    f"Syncing the calendar {account.name!r} is switched off"
-                    + (
-                        "; connect its account again in Settings -> Integrations."
-                        if account.integration_id is None
-                        else "; switch it on under Manage calendars."
-                    )
-                )
-            lease = LeaseKeeper(account_id, Lease.taken(now, LEASE), self._clock)
-            if not await store.acquire_lease(account_id, now, lease.lease.held):
-                raise SyncInProgress(
-                    f"The calendar {account.name!r} is being synced right now; "
-                    "its result appears in the sync log in a moment."
-                )
-            run = await store.start_run(account_id, sync_type, account.direction)
-            open_conflicts = await store.open_conflicts(account_id)
-            choices = {
-                uid: (crm, calendar, choice)
-                for uid, (crm, calendar, choice) in open_conflicts.items()
-                if choice is not None
-            }
-            # read in this transaction what the calendar side needs, so a run
-            # opens as few transactions as possible (each is a connection on
-            # SQLite)
-            integrations = IntegrationStore(session, self._deps.vault)
-            # with the tokens, so the first request needs no transaction of
-            # its own for its access token
-            tokens: IntegrationTokens | None
-            try:
-                info, tokens = await integrations.get_with_tokens(
-                    account.integration_id
-                )
-            except TokenDecryptError:
-                # the run's first request reports it, as a failed run
-                info, tokens = await integrations.get(account.integration_id), None
-            password = (
-                await integrations.load_password(info.id)
-                if info.provider not in (ProviderKey.GOOGLE, ProviderKey.MICROSOFT)
-                else None
-            )
-            # where this user answers invitations: their own attendee entries
-            addresses = {
-                a.strip().lower()
-                for a in (
-                    await login_address(session),
-                    info.email,
-                    str(info.settings.get("username") or ""),
-                )
-                if a and "@" in a
-            }
+        # One unit of work carries the run. Its first transaction takes the
+        # lease, opens the log row, reads what the calendar side needs and
+        # goes on with the engine's first reads (the status, the CRM listing)
+        # until the first calendar request commits it; its last one holds the
+        # last CRM writes, the status, the outcome and the lease's release.
+        # Each transaction saved is a BEGIN, a COMMIT and, on SQLite, a
+        # thread round trip per statement. The transaction is write-locked:
+        # on SQLite a read-then-write transaction that raced another run's
+        # lease would fail ("database is locked") instead of seeing the lease
+        # taken.
+        uow = SyncSession(self._deps.db, ctx)
+        try:
+            begun = await self._begin(uow, account_id, sync_type, now)
+        except BaseException:
+            await uow.rollback()
+            raise
+        account, info = begun.account, begun.info
         result: SyncResult | None = None
         failure: SyncError | None = None
         try:
             result = await self._run(
                 ctx,
                 account,
-                self._calendar_side(ctx, account, info, tokens, password),
-                frozenset(addresses),
+                self._calendar_side(ctx, account, info, begun.tokens, begun.password),
+                begun.addresses,
                 sync_type,
-                choices,
+                begun.choices,
                 confirm_mass_delete,
                 progress,
-                lease,
+                begun.lease,
+                uow,
             )
         except CrmflowError as exc:
             failure = _failure(exc, account)
         finally:
-            async with db.tenant(ctx) as session:
-                store = CalendarAccountStore(session)
-                await store.release_lease(account_id, lease.lease.values())
-                if result is not None:
-                    await store.record_conflicts(
-                        account_id,
-                        ((c.crm, c.calendar) for c in result.conflicts),
-                        self._clock(),
-                    )
-                # only runs open conflicts, one at a time (the lease): with
-                # none open at the start there is nothing else to close
-                if result is not None and open_conflicts:
-                    await store.close_conflicts(
-                        account_id,
-                        {c.ident for c in result.conflicts}
-                        | {e.ident for e in result.errors},
-                        self._clock(),
-                    )
-                # the log's times are the database's (real) clock, not the
-                # injectable one, so durations are real
-                run = await store.finish_run(_summary(run, result, failure), _utcnow())
+            run = await self._finish(uow, begun, result, failure)
         record_sync(
             "calendar",
             info.provider.value,
@@ -477,6 +439,139 @@ class CalendarSync:
             },
             run.conflicts,
         )
+        return run
+
+    async def _begin(
+        self,
+        uow: SyncSession,
+        account_id: uuid.UUID,
+        sync_type: SyncType,
+        now: dt.datetime,
+    ) -> _Begun:
+        """A run's first steps, in the first transaction of ``uow`` (left
+        open): the account, the lease, the log row, the open conflicts and
+        what the calendar side needs (the integration with its tokens, a
+        password, the user's own addresses).
+
+        Raises:
+            NotFound, ValidationFailed, SyncInProgress: as :meth:`sync`.
+        """
+        session = await uow.session()
+        store = CalendarAccountStore(session)
+        account = await store.get(account_id, counts=False)
+        if not account.is_enabled or account.integration_id is None:
+            raise ValidationFailed(
+                f"Syncing the calendar {account.name!r} is switched off"
+                + (
+                    "; connect its account again in Settings -> Integrations."
+                    if account.integration_id is None
+                    else "; switch it on under Manage calendars."
+                )
+            )
+        lease = LeaseKeeper(account_id, Lease.taken(now, LEASE), self._clock)
+        if not await store.acquire_lease(account_id, now, lease.lease.held):
+            raise SyncInProgress(
+                f"The calendar {account.name!r} is being synced right now; "
+                "its result appears in the sync log in a moment."
+            )
+        run = await store.start_run(account_id, sync_type, account.direction)
+        open_conflicts = await store.open_conflicts(account_id)
+        # with the tokens, so the first request needs no transaction of its
+        # own for its access token (tokens the keys cannot open: the run's
+        # first request reports it, as a failed run), and the password of a
+        # credential connection (without one the run fails, saying to
+        # connect again)
+        info, tokens, password = await IntegrationStore(
+            session, self._deps.vault
+        ).get_with_secrets(account.integration_id)
+        if info.provider in (ProviderKey.GOOGLE, ProviderKey.MICROSOFT):
+            password = None
+        # where this user answers invitations: their own attendee entries
+        addresses = frozenset(
+            a.strip().lower()
+            for a in (
+                await login_address(session),
+                info.email,
+                str(info.settings.get("username") or ""),
+            )
+            if a and "@" in a
+        )
+        return _Begun(
+            account=account,
+            lease=lease,
+            run=run,
+            open_conflicts=bool(open_conflicts),
+            choices={
+                uid: (crm, calendar, choice)
+                for uid, (crm, calendar, choice) in open_conflicts.items()
+                if choice is not None
+            },
+            info=info,
+            tokens=tokens,
+            password=password,
+            addresses=addresses,
+        )
+
+    async def _finish(
+        self,
+        uow: SyncSession,
+        begun: _Begun,
+        result: SyncResult | None,
+        failure: SyncError | None,
+    ) -> SyncRunInfo:
+        """Record the run's outcome and release its lease, in the run's open
+        transaction (a successful run's last writes and status commit with
+        it) or a new one.
+
+        If this fails (a cancellation at shutdown, a database error), the
+        open transaction goes too: a successful run's last CRM writes and
+        status are redone by the next run, the lease runs out and the next
+        run closes the log row as ``interrupted``.
+        """
+        account_id = begun.account.id
+        # the first transaction (the lease and the log row) was rolled back
+        # with the failure that ended the run (a cancelled statement, a lost
+        # connection): there is no lease to give back and no row to finish
+        lost_begin = uow.commits == 0 and not uow.is_open
+        try:
+            store = CalendarAccountStore(await uow.session())
+            started = begun.run
+            if lost_begin:
+                started = replace(
+                    begun.run,
+                    id=(
+                        await store.start_run(
+                            account_id, begun.run.sync_type, begun.run.direction
+                        )
+                    ).id,
+                )
+            if result is not None:
+                await store.record_conflicts(
+                    account_id,
+                    ((c.crm, c.calendar) for c in result.conflicts),
+                    self._clock(),
+                )
+            # only runs open conflicts, one at a time (the lease): with none
+            # open at the start there is nothing else to close
+            if result is not None and begun.open_conflicts:
+                await store.close_conflicts(
+                    account_id,
+                    {c.ident for c in result.conflicts}
+                    | {e.ident for e in result.errors},
+                    self._clock(),
+                )
+            # the log's times are the database's (real) clock, not the
+            # injectable one, so durations are real
+            run = await store.finish_run(
+                _summary(started, result, failure),
+                _utcnow(),
+                # the lease goes back with the outcome, unless it never landed
+                release=None if lost_begin else begun.lease.lease.values(),
+            )
+            await uow.commit()
+        except BaseException:
+            await uow.rollback()
+            raise
         return run
 
     def _calendar_side(
@@ -528,9 +623,17 @@ class CalendarSync:
         choices: dict[str, tuple[str, str, Resolution]],
         confirm_mass_delete: bool,
         progress: Progress | None,
-        lease: LeaseKeeper | None = None,
+        lease: LeaseKeeper,
+        uow: SyncSession,
     ) -> SyncResult:
-        uow = SyncSession(self._deps.db, ctx)
+        """Run the engine in the run's unit of work ``uow``.
+
+        A successful run returns with its last transaction open (its last CRM
+        writes and the status), for the caller to record the outcome in it
+        and commit; a failed one has committed what the engine recorded (or,
+        having lost the lease, rolled back what it wrote since its last
+        commit).
+        """
         # a CalDAV side keeps one HTTP client for the run, closed at its end
         connection = (
             provider
@@ -554,6 +657,8 @@ class CalendarSync:
             synced_at=self._clock(),
             forget_cursor=sync_type is SyncType.FULL,
             lease=lease,
+            # committed by the caller, with the run's outcome
+            defer_commit=True,
         )
         policy = ConflictPolicy.from_config(account.strategy.value)
         resolver = None
@@ -577,25 +682,38 @@ class CalendarSync:
                     force_delete=confirm_mass_delete,
                     on_error=errors.append,
                 )
+            # the last CRM writes and the status are kept only while the
+            # lease is ours
+            await lease.keep(uow)
         except LeaseLost:
             # another run holds the account: what this one wrote in the CRM
             # since its last commit is not to be kept
             await uow.rollback()
             raise
-        finally:
+        except BaseException as stopped:
+            # what the engine recorded before it stopped is kept (it is
+            # consistent: case 14), while the lease is ours
             try:
-                if lease is not None:
-                    # the last CRM writes too only while the lease is ours
-                    # (a run whose status did not change commits them here)
-                    await lease.keep(uow)
+                await lease.keep(uow)
                 await uow.commit()
-            except Exception:
+            except LeaseLost:
                 await uow.rollback()
                 raise
-        # the user's own answers to other users' meetings (case 23), recorded
-        # after the run's transaction, in the owner's name
-        for owner_id, appointment_id, replies in crm.replies:
-            await apply_replies(self._deps.db, ctx, owner_id, appointment_id, replies)
+            except BaseException:
+                # the transaction went with what stopped the run (a cancelled
+                # statement, a lost connection): that is the error to report
+                await uow.rollback()
+                raise stopped from None
+            raise
+        if crm.replies:
+            # the user's own answers to other users' meetings (case 23),
+            # recorded after the run's transaction (on SQLite it holds the
+            # write lock), in the owner's name
+            await uow.commit()
+            for owner_id, appointment_id, replies in crm.replies:
+                await apply_replies(
+                    self._deps.db, ctx, owner_id, appointment_id, replies
+                )
         return result
 
 

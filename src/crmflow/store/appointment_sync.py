@@ -33,6 +33,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from crmflow.domain.appointments import AppointmentStatus, TimeSpan
 from crmflow.domain.calendar import CalendarEvent
@@ -55,6 +58,35 @@ _LOCATION_MAX = 500
 
 _APPOINTMENTS = models.Base.metadata.tables["appointments"]
 _MAPPINGS = models.Base.metadata.tables["calendar_event_mappings"]
+
+
+class _IdText(FunctionElement[str]):
+    """A ``Uuid`` column as its canonical text (``str(uuid.UUID)``: lower-case
+    8-4-4-4-12), made by the database. A run lists every appointment id it
+    syncs; making a ``uuid.UUID`` of each and then a string costs more than
+    the query."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_IdText, "postgresql")
+def _id_text_postgresql(element: _IdText, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+@compiles(_IdText, "sqlite")
+def _id_text_sqlite(element: _IdText, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLAlchemy stores a Uuid on SQLite as 32 hex digits without dashes
+    column = compiler.process(element.clauses, **kw)
+    parts = [(1, 8), (9, 4), (13, 4), (17, 4), (21, 12)]
+    return (
+        "lower("
+        + " || '-' || ".join(
+            f"substr({column}, {start}, {length})" for start, length in parts
+        )
+        + ")"
+    )
 
 
 class SyncSession:
@@ -178,11 +210,11 @@ async def listing(
             ),
         )
     rows = await session.execute(
-        select(a.id, a.version).where(
+        select(_IdText(a.id), a.version).where(
             a.organization_id == ctx.organization_id, condition
         )
     )
-    return {str(row_id): str(version) for row_id, version in rows}
+    return {row_id: str(version) for row_id, version in rows}
 
 
 def _cancelled_since_sync(account_id: uuid.UUID) -> Any:
@@ -376,6 +408,40 @@ def insert_event(uow: SyncSession, event: CalendarEvent) -> uuid.UUID:
     return appointment_id
 
 
+async def read_ahead(
+    session: AsyncSession, ids: Sequence[str]
+) -> list[models.Appointment]:
+    """Read the appointments ``ids`` into the session, so that
+    :func:`update_event` and :func:`remove_event` in this same transaction
+    find them without a query each. Unknown and malformed ids are skipped.
+
+    The session holds its rows weakly: the caller keeps the returned list
+    while it writes. On PostgreSQL the rows stay locked (``FOR UPDATE``, in
+    id order) until the transaction ends, so none changes between this read
+    and the write that checks its version.
+    """
+    a = models.Appointment
+    wanted = sorted(_uuids(ids))
+    org = _ctx(session).organization_id
+    rows: list[models.Appointment] = []
+    for start in range(0, len(wanted), _CHUNK):
+        rows.extend(
+            await session.scalars(
+                select(a)
+                .where(
+                    a.organization_id == org,
+                    a.id.in_(wanted[start : start + _CHUNK]),
+                )
+                .order_by(a.id)
+                .with_for_update()
+                # a row this transaction read before (a CRM fetch) is read
+                # again, locked: its version is the one the write checks
+                .execution_options(populate_existing=True)
+            )
+        )
+    return rows
+
+
 async def _current_row(
     session: AsyncSession, appointment_id: str, expected_version: str
 ) -> models.Appointment:
@@ -383,12 +449,11 @@ async def _current_row(
     ids = _uuids([appointment_id])
     row = None
     if ids:
-        row = await session.scalar(
-            select(models.Appointment).where(
-                models.Appointment.organization_id == ctx.organization_id,
-                models.Appointment.id == ids[0],
-            )
-        )
+        # by primary key: a row this transaction read already (read_ahead)
+        # needs no query
+        row = await session.get(models.Appointment, ids[0])
+    if row is not None and row.organization_id != ctx.organization_id:
+        row = None
     if row is None:
         raise NotFound("The appointment no longer exists.")
     if str(row.version) != expected_version:
@@ -532,10 +597,16 @@ class CursorState:
     listing: Mapping[str, str]
 
 
+#: a status row as loaded: the fields of :class:`MappingState`, in its order
+#: (a plain tuple: a run loads every row of its account, and the caller makes
+#: its own objects of them)
+MappingTuple = tuple[str, str, str | None, str, str, str | None, str]
+
+
 async def load_mappings(
     session: AsyncSession, account_id: uuid.UUID
-) -> tuple[list[MappingState], CursorState | None]:
-    """The account's status rows and cursor."""
+) -> tuple[list[MappingTuple], CursorState | None]:
+    """The account's status rows (:data:`MappingTuple`) and cursor."""
     m = models.CalendarEventMapping
     rows = await session.execute(
         select(
@@ -548,12 +619,23 @@ async def load_mappings(
             m.external_hash,
         ).where(m.calendar_account_id == account_id, m.ical_uid != "")
     )
-    states = [MappingState(*row) for row in rows]
-    account = await _account(session, account_id)
-    cursor = None
-    if account.sync_cursor:
-        cursor = CursorState(account.sync_cursor, dict(account.sync_cursor_listing))
-    return states, cursor
+    states: list[MappingTuple] = list(rows)
+    ctx = _ctx(session)
+    table = models.CalendarAccount
+    # the two columns, not the ORM row: one JSON document fewer to read
+    account = (
+        await session.execute(
+            select(table.sync_cursor, table.sync_cursor_listing).where(
+                table.id == account_id,
+                table.organization_id == ctx.organization_id,
+                table.user_id == ctx.user_id,
+            )
+        )
+    ).first()
+    if account is None:
+        raise NotFound("Calendar account not found.")
+    token, listing = account
+    return states, CursorState(token, dict(listing)) if token else None
 
 
 async def save_mappings(
@@ -620,22 +702,6 @@ async def save_mappings(
     )
     if not getattr(stored, "rowcount", 0):
         raise NotFound("Calendar account not found.")
-
-
-async def _account(
-    session: AsyncSession, account_id: uuid.UUID
-) -> models.CalendarAccount:
-    ctx = _ctx(session)
-    # by primary key, checked against the acting user below (the row level
-    # security policies check it again on PostgreSQL)
-    row = await session.get(models.CalendarAccount, account_id)
-    if (
-        row is None
-        or row.organization_id != ctx.organization_id
-        or row.user_id != ctx.user_id
-    ):
-        raise NotFound("Calendar account not found.")
-    return row
 
 
 def _ctx(session: AsyncSession) -> TenantContext:

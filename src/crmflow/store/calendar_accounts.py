@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.calendar import RemoteEvent
@@ -382,17 +382,6 @@ class CalendarAccountStore:
             until,
         )
 
-    async def release_lease(
-        self, account_id: uuid.UUID, held: Sequence[dt.datetime] = ()
-    ) -> None:
-        """Give the lease back; with ``held``, only a lease that ends at one
-        of those instants (a run whose lease another run took over leaves
-        that one alone)."""
-        account = models.CalendarAccount
-        await leases.release(
-            self._s, account, [account.id == account_id, *self._mine(account)], held
-        )
-
     # ------------------------------------------------------------ sync log
 
     async def start_run(
@@ -412,11 +401,20 @@ class CalendarAccountStore:
         await self._s.flush()
         return _run_info(row)
 
-    async def finish_run(self, run: SyncRunInfo, now: dt.datetime) -> SyncRunInfo:
+    async def finish_run(
+        self,
+        run: SyncRunInfo,
+        now: dt.datetime,
+        *,
+        release: Sequence[dt.datetime] | None = None,
+    ) -> SyncRunInfo:
         """Write the run's outcome to its log row and to its account.
 
         ``run`` is the :meth:`start_run` entry with the outcome filled in;
-        two UPDATEs, no reads (every run ends here).
+        two UPDATEs, no reads (every run ends here). With ``release``, the
+        account's UPDATE also gives the lease back if it still ends at one of
+        those instants (a run whose lease another run took over leaves that
+        one alone).
         """
         log = models.CalendarSyncLog
         duration = max(0, int((now - run.started_at).total_seconds() * 1000))
@@ -459,6 +457,12 @@ class CalendarAccountStore:
             }
             if run.status is not RunStatus.FAILED:
                 outcome["last_synced_at"] = now
+            if release:
+                # only a lease this run held: one another run took over stays
+                outcome["sync_lease_until"] = case(
+                    (account.sync_lease_until.in_(release), None),
+                    else_=account.sync_lease_until,
+                )
             await self._s.execute(
                 update(account)
                 .where(account.id == run.calendar_account_id, *self._mine(account))

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.integrations import IntegrationKind, ProviderKey
 from crmflow.domain.secret import Secret
-from crmflow.errors import NotFound, ValidationFailed
+from crmflow.errors import NotFound, TokenDecryptError, ValidationFailed
 from crmflow.store import models
 from crmflow.store.crypto import Vault, context_for
 from crmflow.store.db import tenant_of
@@ -226,6 +226,27 @@ class IntegrationStore:
         """
         row = await self._row(integration_id)
         return _info(row), self._tokens(row)
+
+    async def get_with_secrets(
+        self, integration_id: uuid.UUID
+    ) -> tuple[IntegrationInfo, IntegrationTokens | None, Secret | None]:
+        """:meth:`get`, the decrypted tokens of :meth:`load` and the password
+        of :meth:`load_password`, from one read (a sync run's first step).
+
+        The tokens are None when the keys cannot open them (the run's first
+        request reports that); the password is None when the connection has
+        none (an OAuth one).
+
+        Raises:
+            NotFound: as :meth:`get`.
+            TokenDecryptError: the keys cannot open the stored password.
+        """
+        row = await self._row(integration_id)
+        try:
+            tokens: IntegrationTokens | None = self._tokens(row)
+        except TokenDecryptError:
+            tokens = None
+        return _info(row), tokens, _open(self._vault, _TABLE, row, "password")
 
     async def find(
         self, provider: ProviderKey, kind: IntegrationKind

@@ -573,9 +573,11 @@ class CalendarAccount(Base):
     conflict_strategy: Mapped[str] = mapped_column(String(20), default="manual")
     #: provider cursor (Google syncToken, Graph deltaLink, CalDAV sync-token)
     sync_cursor: Mapped[str | None] = mapped_column(Text)
-    #: the listing ``sync_cursor`` is relative to: ``{remote id: version}``
+    #: the listing ``sync_cursor`` is relative to: ``{remote id: version}``;
+    #: loaded only when asked for (every event of the calendar: only the sync
+    #: status reads it, with ``select``)
     sync_cursor_listing: Mapped[dict[str, Any]] = mapped_column(
-        default=dict, server_default="{}"
+        default=dict, server_default="{}", deferred=True
     )
     #: which CRM appointments go to this calendar: ``own`` (the user's own,
     #: not synced with another of their calendars) or ``none`` (only what came

@@ -283,7 +283,7 @@ class _Run:
             self.old.rows, self.crm.view(), self.calendar.view(), self.rules
         )
         decisions = await self._prefetch(decisions)
-        await self._expect_creates(decisions)
+        await self._expect_writes(decisions)
 
         self.rows = dict(self.old.rows)
         try:
@@ -384,18 +384,22 @@ class _Run:
         )
         return tuple(d for d in redecided if d is not None)
 
-    async def _expect_creates(self, decisions: Sequence[Decision]) -> None:
-        """Tell each side which events the plan creates on it (one bulk look-up
-        there instead of one per create)."""
+    async def _expect_writes(self, decisions: Sequence[Decision]) -> None:
+        """Tell each side which events the plan creates on it and which items
+        it updates or deletes there (one bulk read there instead of one per
+        write)."""
         for side in (self.crm, self.calendar):
-            events = [
-                write.event
+            writes = [
+                write
                 for d in decisions
-                if isinstance(d, Action)
-                and isinstance(write := d.write(side.name), Create)
+                if isinstance(d, Action) and (write := d.write(side.name)) is not None
             ]
+            events = [w.event for w in writes if isinstance(w, Create)]
             if events:
                 await side.provider.expect_creates(events)
+            changed = [w.remote_id for w in writes if not isinstance(w, Create)]
+            if changed:
+                await side.provider.expect_changes(changed)
 
     def _decide(self, ident: str) -> Decision | None:
         return decide(
