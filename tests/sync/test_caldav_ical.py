@@ -359,6 +359,34 @@ def test_one_custom_zone_name_defined_differently_is_read_per_calendar():
     for offset, hour in (("+0500", 7), ("+0300", 9), ("+0500", 7)):
         event = from_ical(CUSTOM_SERIES.format(offset=offset)).event
         assert event.span.start_at == dt.datetime(2026, 7, 10, hour, tzinfo=dt.UTC)
-        # the recurrence lines stay as written, zone name and all (see
-        # docs/sync.md, "Custom time zones")
-        assert "EXDATE;TZID=Customized Time Zone:20260711T120000" in event.recurrence
+        # the excluded occurrence, placed by the same definition, in UTC: the
+        # line no longer needs the zone (the series' start reads as UTC too)
+        assert event.recurrence == (
+            "RRULE:FREQ=DAILY;COUNT=3",
+            "EXDATE:20260711T" + f"{hour:02d}" + "0000Z",
+        )
+
+
+def test_recurrence_dates_in_a_custom_zone_are_read_in_utc():
+    text = CUSTOM_SERIES.format(offset="+0500").replace(
+        "EXDATE;TZID=Customized Time Zone:20260711T120000\r\n",
+        "EXDATE;TZID=Customized Time Zone:20260711T120000,20260712T120000\r\n"
+        "RDATE;VALUE=PERIOD;TZID=Customized Time Zone:"
+        "20260720T120000/20260720T130000,20260721T120000/PT1H\r\n"
+        "RDATE;TZID=Nowhere Time:20260722T120000\r\n"
+        "RDATE;TZID=Europe/Berlin:20260723T120000\r\n"
+        "RDATE;TZID=W. Europe Standard Time:20260724T120000\r\n",
+    )
+    event = from_ical(text).event
+    assert event.recurrence == (
+        "RRULE:FREQ=DAILY;COUNT=3",
+        "RDATE;VALUE=PERIOD:20260720T070000Z/20260720T080000Z,20260721T070000Z/PT1H",
+        # a zone nothing defines reads as UTC, as such a start does
+        "RDATE:20260722T120000Z",
+        # zone names that mean the same everywhere are kept
+        "RDATE;TZID=Europe/Berlin:20260723T120000",
+        "RDATE;TZID=W. Europe Standard Time:20260724T120000",
+        "EXDATE:20260711T070000Z,20260712T070000Z",
+    )
+    # written out and read back, the series is the same
+    assert from_ical(to_ical(event)).event == event

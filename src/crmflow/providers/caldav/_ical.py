@@ -34,10 +34,11 @@ limit), is built by icalendar once per zone and window (cached), and gives each
 of a multi-value ``RDATE`` in a stored ``VTIMEZONE``, which would leave strict
 readers with the wrong offsets. Read: a ``VTIMEZONE`` whose ``TZID`` is an IANA
 name is cut from the text before parsing, because icalendar resolves such a
-``TZID`` by name and never uses the component; custom ones are kept. (Known
-gap: icalendar resolves a custom ``TZID`` with the first zone of that name it
-parsed in the process, from any calendar; a rewrite writes the copy's own
-``VTIMEZONE`` for a kept property's zone, but reading is not isolated yet.)
+``TZID`` by name and never uses the component; custom ones are kept, and each
+calendar's own definition places its times (:func:`_forget_zones`). ``RDATE``
+and ``EXDATE`` values in a custom zone are read in UTC, like the start of an
+event in such a zone, so the lines need no zone definition later. A rewrite
+writes the copy's own ``VTIMEZONE`` for a kept property's zone.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from icalendar import Calendar, Event, Timezone, vCalAddress
+from icalendar import Calendar, Event, Timezone, vCalAddress, vDDDLists
 from icalendar.parser_tools import to_unicode
 from icalendar.timezone import tzp
 from tzlocal.windows_tz import win_tz
@@ -459,17 +460,22 @@ def to_ical(
 # ------------------------------------------------------------------ reading
 
 
+def _iana_name(tzid: str) -> str | None:
+    """The IANA zone ``tzid`` names, a Windows name mapped (Outlook and
+    Exchange export those: case 25); None for a custom or unknown zone."""
+    name = _WINDOWS_ZONES.get(tzid.strip().casefold(), tzid)
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        return None
+    return name
+
+
 def _zone_name(prop: Any) -> str:
     tzid = prop.params.get("TZID")
     if tzid:
-        # Outlook and Exchange export Windows zone names (case 25)
-        name = _WINDOWS_ZONES.get(str(tzid).strip().casefold(), str(tzid))
-        try:
-            ZoneInfo(name)
-        except (ValueError, KeyError, OSError):
-            return "UTC"  # a custom zone: keep the instant, in UTC
-        else:
-            return name
+        # a custom zone: keep the instant, in UTC
+        return _iana_name(str(tzid)) or "UTC"
     value = prop.dt
     if isinstance(value, dt.datetime) and isinstance(value.tzinfo, ZoneInfo):
         return value.tzinfo.key
@@ -547,8 +553,38 @@ def _read_recurrence(vevent: Event) -> tuple[str, ...]:
             continue
         values = vevent[name]
         for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, vDDDLists):  # RDATE, EXDATE
+                value = _in_utc_if_custom(value)
             lines.append(str(vevent.content_line(name, value)))
     return tuple(lines)
+
+
+def _utc(value: Any) -> Any:
+    """A date-time in UTC (a floating one taken as UTC, as :func:`_instant`
+    does); a date, a duration or a period's parts likewise, unchanged."""
+    if isinstance(value, tuple):  # a period: (start, end or duration)
+        return tuple(_utc(part) for part in value)
+    if isinstance(value, dt.datetime):
+        return _instant(value)
+    return value
+
+
+def _in_utc_if_custom(value: vDDDLists) -> vDDDLists:
+    """An ``RDATE``/``EXDATE`` value whose ``TZID`` names a custom zone (or
+    one nothing defines), with its times converted to UTC.
+
+    Its times were placed by this calendar's own ``VTIMEZONE`` (see
+    :func:`_forget_zones`); kept as text with the zone's name, they would be
+    placed again later by whichever definition of that name was read last.
+    In UTC the line holds its instants by itself, as the event's start does
+    (a custom ``DTSTART`` zone reads as UTC: :func:`_zone_name`). An IANA or
+    Windows zone name is kept: it means the same everywhere.
+    """
+    tzid = value.params.get("TZID")
+    if not tzid or _iana_name(str(tzid)) is not None:
+        return value
+    params = {k: v for k, v in value.params.items() if k.upper() != "TZID"}
+    return vDDDLists([_utc(item.dt) for item in value.dts], params)
 
 
 def _optional_text(vevent: Event, name: str) -> str | None:
