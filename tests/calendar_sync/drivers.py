@@ -424,9 +424,15 @@ class Driver(abc.ABC):
     # -- accounts
 
     @abc.abstractmethod
-    async def connect(self, ctx: TenantContext, slot: int) -> Mailbox:
+    async def connect(
+        self, ctx: TenantContext, slot: int, *, login: str | None = None
+    ) -> Mailbox:
         """Connect the slot's provider account for ``ctx``'s user and sync its
-        main calendar (two-way, manual conflicts)."""
+        main calendar (two-way, manual conflicts).
+
+        ``login``: a provider account of its own instead of the slot's (Google
+        and Graph; CalDAV makes a new calendar for every connect anyway, in the
+        slot's account)."""
 
     async def close(self) -> None:  # noqa: B027 - an optional hook
         """Remove what the driver made outside the per-test sandbox reset."""
@@ -507,8 +513,10 @@ class GoogleDriver(Driver):
         super().__init__(context)
         self._api = context.sandbox.google_url + "calendar/v3/calendars/"
 
-    async def connect(self, ctx: TenantContext, slot: int) -> Mailbox:
-        email = self.logins[slot]
+    async def connect(
+        self, ctx: TenantContext, slot: int, *, login: str | None = None
+    ) -> Mailbox:
+        email = login or self.logins[slot]
         await self.c.sandbox.add_user("google", email)
         connected = await self.c.flow.connect(
             ctx, ProviderKey.GOOGLE, IntegrationKind.CALENDAR, email
@@ -717,8 +725,10 @@ class GraphDriver(Driver):
         #: UID -> Graph event id, for the events this driver made
         self._ids: dict[str, str] = {}
 
-    async def connect(self, ctx: TenantContext, slot: int) -> Mailbox:
-        email = self.logins[slot]
+    async def connect(
+        self, ctx: TenantContext, slot: int, *, login: str | None = None
+    ) -> Mailbox:
+        email = login or self.logins[slot]
         connected = await self.c.flow.connect(
             ctx, ProviderKey.MICROSOFT, IntegrationKind.CALENDAR, email
         )
@@ -1040,7 +1050,9 @@ class CalDAVDriver(Driver):
         async with httpx.AsyncClient(auth=self._auth(user), timeout=30) as client:
             return await client.request(method, url, **kwargs)
 
-    async def connect(self, ctx: TenantContext, slot: int) -> Mailbox:
+    async def connect(
+        self, ctx: TenantContext, slot: int, *, login: str | None = None
+    ) -> Mailbox:
         user = self.logins[slot]
         name = f"conformance-{uuid.uuid4().hex[:12]}"
         url = f"{self.server.url}{user}/{name}/"

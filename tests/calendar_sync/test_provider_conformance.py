@@ -88,7 +88,15 @@ async def appointments(
     services: Services, ctx: TenantContext
 ) -> dict[str, models.Appointment]:
     async with services.db.tenant(ctx) as session:
-        rows = list(await session.scalars(select(models.Appointment)))
+        # the organization's, on SQLite too (PostgreSQL's row level security
+        # shows no other)
+        rows = list(
+            await session.scalars(
+                select(models.Appointment).where(
+                    models.Appointment.organization_id == ctx.organization_id
+                )
+            )
+        )
     by_uid = {r.ical_uid: r for r in rows}
     assert len(by_uid) == len(rows), "two appointments share a UID"
     return by_uid
