@@ -145,3 +145,72 @@ async def test_updates_read_ahead_need_no_query_each(
         ("ahead-1@org.test", "Moved 1", "confirmed", 2),
         ("ahead-2@org.test", "Meeting", "cancelled", 2),
     ]
+
+
+def _row_counts(statements: list[tuple[str, int]], table: str) -> list[int]:
+    return [rows for sql, rows in statements if sql.startswith(f"INSERT INTO {table} ")]
+
+
+@contextmanager
+def _inserts() -> Iterator[list[tuple[str, int]]]:
+    """Each statement sent meanwhile, with how many parameter rows it carried."""
+    seen: list[tuple[str, int]] = []
+
+    def record(*args: Any) -> None:
+        params, many = args[3], args[5]
+        rows = len(params) if many else 1
+        seen.append((" ".join(str(args[2]).split()), rows))
+
+    sa_event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa_event.remove(Engine, "before_cursor_execute", record)
+
+
+async def test_many_creates_reach_the_database_a_slice_at_a_time(
+    services: Services, google: GoogleAccount, monkeypatch: Any
+) -> None:
+    # an initial import queues thousands: they are written every INSERT_ROWS,
+    # not held until the end of the run as one statement's parameters
+    monkeypatch.setattr(store, "INSERT_ROWS", 3)
+    made = [event(f"slice-{n}@org.test", hour=8 + n) for n in range(7)]
+    uow = SyncSession(services.db, google.ctx)
+    crm = CrmCalendar(uow, google.account.id, export_own=True, cancel=True)
+    await crm.expect_creates(made)
+    with _inserts() as seen:
+        for n, item in enumerate(made):
+            await crm.create(item, idempotency_key=f"{n}" * 40, notify=Notify.NONE)
+            # written as soon as a slice is full
+            assert uow.queued == (n + 1) % 3
+        await uow.commit()
+    assert _row_counts(seen, "appointments") == [3, 3, 1]
+    for item in made:
+        assert await _with_uid(services, google, item.ical_uid) == 1
+
+
+async def test_many_status_rows_are_written_a_slice_at_a_time(
+    services: Services, google: GoogleAccount, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(store, "INSERT_ROWS", 3)
+    rows = [
+        store.MappingState(
+            f"status-{n}@org.test", f"crm-{n}", "1", "a" * 64, f"ev{n}", '"1"', "b" * 64
+        )
+        for n in range(7)
+    ]
+    uow = SyncSession(services.db, google.ctx)
+    with _inserts() as seen:
+        await store.save_mappings(
+            await uow.session(),
+            google.account.id,
+            removed=[],
+            written=rows,
+            cursor=None,
+            synced_at=models.utcnow(),
+        )
+        await uow.commit()
+    assert _row_counts(seen, "calendar_event_mappings") == [3, 3, 1]
+    async with services.db.tenant(google.ctx) as session:
+        loaded, _cursor = await store.load_mappings(session, google.account.id)
+    assert sorted(state[0] for state in loaded) == sorted(r.ical_uid for r in rows)

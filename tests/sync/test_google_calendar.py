@@ -39,7 +39,7 @@ from crmflow.providers.base import (
     TransientProviderError,
 )
 from crmflow.providers.google import GoogleCalendar
-from crmflow.providers.google._calendar import event_id_for
+from crmflow.providers.google._calendar import LIST_FIELDS, event_id_for
 from crmflow.providers.google._calendar_mapping import span_from_google
 from crmflow.providers.memory import MemoryCalendar
 from crmflow.sync import sync_pair
@@ -409,6 +409,8 @@ async def test_listing_pages_and_takes_the_cursor_from_the_last_page(
     assert not any(k == "pageToken" for k, _ in calls[0]["query"])
     assert all(any(k == "pageToken" for k, _ in c["query"]) for c in calls[1:])
     assert not any(k == "showDeleted" for c in calls for k, _ in c["query"])
+    # only the parts of a page crmflow reads (a partial response)
+    assert all(["fields", LIST_FIELDS] in c["query"] for c in calls)
     # the cursor works
     assert (
         dict((await google.calendar.list_changes(listing.cursor or "")).changed) == {}
@@ -459,6 +461,12 @@ async def test_get_many_uses_listed_bodies_and_reads_the_rest(
     items = await fresh.get_many(ids)
     assert sorted(i.remote_id for i in items) == sorted(ids)
     assert await api_calls(google.sandbox) == []  # all from the listing
+    # a listed body serves one read: the next one reads the event afresh
+    [again] = await fresh.get_many(ids[:1])
+    assert again.remote_id == ids[0]
+    calls = await api_calls(google.sandbox)
+    assert [c["apiMethod"] for c in calls] == ["calendar.events.get"]
+    await forget_requests(google.sandbox)
 
     other = google.another()
     items = await other.get_many([*ids, "crm0000000000unknown"])
@@ -466,6 +474,19 @@ async def test_get_many_uses_listed_bodies_and_reads_the_rest(
     calls = await api_calls(google.sandbox)
     assert [c["apiMethod"] for c in calls] == ["calendar.events.get"] * 4
     assert items[0].updated_at is not None
+
+
+async def test_the_listing_s_partial_response_carries_every_mapped_field(
+    google: GoogleSide,
+) -> None:
+    ids = [await create(google.calendar, event) for event in ROUND_TRIP.values()]
+    listed = google.another()
+    await listed.list()
+    await forget_requests(google.sandbox)
+    from_listing = await listed.get_many(ids)
+    assert await api_calls(google.sandbox) == []
+    # each event read whole (events.get answers the full resource)
+    assert from_listing == await google.another().get_many(ids)
 
 
 # ------------------------------------------------------------------ errors

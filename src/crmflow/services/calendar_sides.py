@@ -150,6 +150,8 @@ class CrmCalendar(CalendarProvider):
         if found is not None:
             return Written(str(found[0]), str(found[1]), adopted=True)
         appointment_id = store.insert_event(self._uow, event)
+        if self._uow.queued >= store.INSERT_ROWS:
+            await self._uow.session()  # writes them
         (self._known if self._uids is None else self._uids)[event.ical_uid] = (
             appointment_id,
             1,

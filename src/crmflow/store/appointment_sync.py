@@ -52,6 +52,9 @@ from crmflow.store.db import Database, tenant_of
 
 #: ids per ``IN (...)`` list: below SQLite's and PostgreSQL's parameter limits
 _CHUNK = 500
+#: rows per multi-row INSERT of appointments or status rows (SQLAlchemy's
+#: own batch for PostgreSQL's insertmanyvalues is 1,000 rows)
+INSERT_ROWS = 1000
 _TITLE_MAX = 500
 _LOCATION_MAX = 500
 
@@ -117,13 +120,23 @@ class SyncSession:
         session: AsyncSession = self._session
         if self._pending:
             rows, self._pending = self._pending, []
-            await session.execute(insert(_APPOINTMENTS), rows)
+            for start in range(0, len(rows), INSERT_ROWS):
+                await session.execute(
+                    insert(_APPOINTMENTS), rows[start : start + INSERT_ROWS]
+                )
         return session
 
     def add_appointment(self, values: dict[str, Any]) -> None:
         """Queue an appointment row; it is written at the next :meth:`session`
         or :meth:`commit`."""
         self._pending.append(values)
+
+    @property
+    def queued(self) -> int:
+        """Appointment rows queued and not written yet. A caller adding many
+        writes them every :data:`INSERT_ROWS` (by calling :meth:`session`), so
+        that an initial import never holds them all as parameters."""
+        return len(self._pending)
 
     @property
     def is_open(self) -> bool:
@@ -662,7 +675,9 @@ async def save_mappings(
             )
             .execution_options(synchronize_session=False)
         )
-    if written:
+    # Core, not ORM: executemany without per-row ORM bookkeeping; in slices,
+    # so that an initial sync's rows are not all built as parameters at once
+    for start in range(0, len(written), INSERT_ROWS):
         values = [
             {
                 "id": uuid.uuid4(),
@@ -681,9 +696,8 @@ async def save_mappings(
                 "last_synced": synced_at,
                 "created_at": synced_at,
             }
-            for s in written
+            for s in written[start : start + INSERT_ROWS]
         ]
-        # Core, not ORM: one executemany without per-row ORM bookkeeping
         await session.execute(insert(_MAPPINGS), values)
     # one UPDATE, no read: every run that wrote something ends here
     table = models.CalendarAccount

@@ -7,6 +7,10 @@ One calendar of one account over plain httpx. Facts relied on:
   ``showDeleted`` at its default (no tombstones); incremental ones always carry
   tombstones (``status: cancelled``) and are sent with the same parameters, since
   ``showDeleted=false`` with ``syncToken`` is refused. 410 -> ``CursorExpired``.
+  Listings ask for a partial response (``fields``: :data:`LIST_FIELDS`), the
+  parts of an event crmflow reads; a listed event's body serves one
+  ``get_many`` and is then dropped, so an initial sync does not hold a whole
+  calendar's JSON next to the events made of it.
 * A recurring series is one item: the master plus its exception instances
   (``recurringEventId``), which full listings with ``singleEvents=false`` include,
   cancelled ones too. Its version is the master's etag, followed by a digest
@@ -121,6 +125,17 @@ def _master_etag(version: str) -> str:
     return version.split("|", 1)[0]
 
 
+#: the parts of an ``events.list`` page the adapter reads (a partial
+#: response): an event's resource carries as much again that crmflow never
+#: reads (links, creator, organizer, reminders, ...), which would be
+#: transferred, parsed and held for every event of a listing
+LIST_FIELDS = (
+    "items(id,etag,status,iCalUID,summary,description,location,start,end,"
+    "attendees,recurrence,recurringEventId,originalStartTime,updated,eventType,"
+    "extendedProperties),nextPageToken,nextSyncToken,timeZone"
+)
+
+
 def _version(master: Mapping[str, Any], exceptions: Sequence[Mapping[str, Any]]) -> str:
     etag = str(master.get("etag", ""))
     if not exceptions:
@@ -210,7 +225,10 @@ class GoogleCalendar(CalendarProvider):
     async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:
         out: list[RemoteEvent] = []
         for rid in dict.fromkeys(remote_ids):
-            entry = self._cache.get(rid)
+            # served once: the listing's copy is not kept with the event made
+            # of it (a whole calendar's JSON, on an initial sync), and a
+            # second read (after a 412) reads the event afresh
+            entry = self._cache.pop(rid, None)
             if entry is None:
                 entry = await self._read(rid)
             if entry is None:
@@ -405,6 +423,7 @@ class GoogleCalendar(CalendarProvider):
         params: dict[str, str | int] = {
             "maxResults": self._page_size,
             "singleEvents": "false",
+            "fields": LIST_FIELDS,
             **query,
         }
         async with new_client(self._transport) as client:
