@@ -8,8 +8,12 @@ Graph (sandbox) and CalDAV (a real Radicale) on SQLite and PostgreSQL, each
 in an organization and provider account of its own, and shrinks a failing
 one towards fewer faults and simpler changes. Every choice of a sequence
 comes from the random source Hypothesis gives it, a fixed number of draws
-per change and per sync; its simplest sequence (Hypothesis tries it first)
-is CRM creates with no fault. Creates, edits and deletions are made in
+per change and per sync, so a replay asks the same questions; its simplest
+sequence (Hypothesis tries it first) is CRM creates with no fault. A replay
+may still meet the faults in another order: a sync's writes go out in UID
+order, and UIDs are new on every run (Graph makes its own), so a failure
+that depends on which write met which fault can come back as Hypothesis's
+``FlakyFailure``, which still shows the original error. Creates, edits and deletions are made in
 the CRM and in the provider's own app between syncs, and the provider may
 drop the account's change-feed cursor (410 Gone, Graph's syncStateNotFound,
 CalDAV's DAV:valid-sync-token); every provider request of those syncs may

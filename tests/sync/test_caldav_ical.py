@@ -390,3 +390,29 @@ def test_recurrence_dates_in_a_custom_zone_are_read_in_utc():
     )
     # written out and read back, the series is the same
     assert from_ical(to_ical(event)).event == event
+
+
+def test_a_custom_zone_named_but_not_defined_reads_as_utc_whatever_was_read_before():
+    # another calendar defined the name; this one uses it without a VTIMEZONE
+    from_ical(CUSTOM_SERIES.format(offset="+0500"))
+    undefined = "\r\n".join(
+        line
+        for line in CUSTOM_SERIES.format(offset="+0300").split("\r\n")
+        if not line.startswith(("BEGIN:VTIMEZONE", "TZID:", "BEGIN:STANDARD"))
+        and not line.startswith(("DTSTART:1601", "TZOFFSET", "END:STANDARD"))
+        and not line.startswith("END:VTIMEZONE")
+    )
+    assert "BEGIN:VTIMEZONE" not in undefined
+    event = from_ical(undefined).event
+    assert event.span.start_at == dt.datetime(2026, 7, 10, 12, tzinfo=dt.UTC)
+    assert "EXDATE:20260711T120000Z" in event.recurrence
+
+
+def test_floating_exdates_of_a_custom_zone_series_are_in_its_zone():
+    # some clients write EXDATE without the TZID their DTSTART has
+    text = CUSTOM_SERIES.format(offset="+0500").replace(
+        "EXDATE;TZID=Customized Time Zone:", "EXDATE:"
+    )
+    event = from_ical(text).event
+    assert event.span.start_at == dt.datetime(2026, 7, 10, 7, tzinfo=dt.UTC)
+    assert "EXDATE:20260711T070000Z" in event.recurrence

@@ -84,6 +84,8 @@ _VTIMEZONE_BLOCK = re.compile(
     re.MULTILINE | re.DOTALL | re.IGNORECASE,
 )
 _FOLD = re.compile(r"\r?\n[ \t]")
+#: a TZID parameter's value (quoted or not)
+_TZID_PARAM = re.compile(r';TZID=("[^"]*"|[^;:\r\n]*)', re.IGNORECASE)
 _TZID_LINE = re.compile(
     r"^TZID(?:;[^:\r\n]*)?:(.*?)[ \t]*\r?$", re.MULTILINE | re.IGNORECASE
 )
@@ -554,9 +556,26 @@ def _read_recurrence(vevent: Event) -> tuple[str, ...]:
         values = vevent[name]
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, vDDDLists):  # RDATE, EXDATE
-                value = _in_utc_if_custom(value)
+                value = _in_utc_if_custom(value, _custom_start_zone(vevent))
             lines.append(str(vevent.content_line(name, value)))
     return tuple(lines)
+
+
+def _custom_start_zone(vevent: Event) -> dt.tzinfo | None:
+    """The zone of the event's start when a ``VTIMEZONE`` of the calendar's
+    own defines it (a custom ``TZID``); None otherwise."""
+    start = vevent.get("DTSTART")
+    if start is None:
+        return None
+    tzid = start.params.get("TZID")
+    value = start.dt
+    if (
+        not tzid
+        or _iana_name(str(tzid)) is not None
+        or not isinstance(value, dt.datetime)
+    ):
+        return None
+    return value.tzinfo
 
 
 def _utc(value: Any) -> Any:
@@ -569,9 +588,13 @@ def _utc(value: Any) -> Any:
     return value
 
 
-def _in_utc_if_custom(value: vDDDLists) -> vDDDLists:
+def _in_utc_if_custom(
+    value: vDDDLists, start_zone: dt.tzinfo | None = None
+) -> vDDDLists:
     """An ``RDATE``/``EXDATE`` value whose ``TZID`` names a custom zone (or
-    one nothing defines), with its times converted to UTC.
+    one nothing defines), with its times converted to UTC; likewise floating
+    times (no ``TZID``) of a series whose start is in a custom zone
+    (``start_zone``), which some clients write meaning the start's zone.
 
     Its times were placed by this calendar's own ``VTIMEZONE`` (see
     :func:`_forget_zones`); kept as text with the zone's name, they would be
@@ -581,10 +604,25 @@ def _in_utc_if_custom(value: vDDDLists) -> vDDDLists:
     Windows zone name is kept: it means the same everywhere.
     """
     tzid = value.params.get("TZID")
-    if not tzid or _iana_name(str(tzid)) is not None:
+    if tzid:
+        if _iana_name(str(tzid)) is not None:
+            return value
+        items = [item.dt for item in value.dts]
+    elif start_zone is not None:
+        items = [_floating_in(item.dt, start_zone) for item in value.dts]
+    else:
         return value
     params = {k: v for k, v in value.params.items() if k.upper() != "TZID"}
-    return vDDDLists([_utc(item.dt) for item in value.dts], params)
+    return vDDDLists([_utc(item) for item in items], params)
+
+
+def _floating_in(value: Any, zone: dt.tzinfo) -> Any:
+    """A floating date-time (or a period's parts) placed in ``zone``."""
+    if isinstance(value, tuple):
+        return tuple(_floating_in(part, zone) for part in value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=zone)
+    return value
 
 
 def _optional_text(vevent: Event, name: str) -> str | None:
@@ -645,7 +683,8 @@ def _without_known_timezones(text: str) -> str:
 
 
 def _forget_zones(text: str) -> None:
-    """Drop from icalendar's zone cache the custom zones ``text`` defines.
+    """Drop from icalendar's zone cache the custom zones ``text`` defines or
+    names.
 
     icalendar keeps the first custom zone it reads under its ``TZID`` for the
     life of the process and resolves every later ``TZID`` of that name with
@@ -668,6 +707,12 @@ def _forget_zones(text: str) -> None:
         # the cache holds the decoded name (a TEXT value: "\," is ",")
         decoded = re.sub(r"\\([\\;,])", r"\1", raw)
         for name in {raw, decoded}:
+            cache.pop(tzp.clean_timezone_id(name), None)
+    # a custom name used here but defined nowhere in it reads as UTC (as
+    # :func:`_zone_name` has it), not as another calendar's definition
+    for match in _TZID_PARAM.finditer(_FOLD.sub("", text)):
+        name = match.group(1).strip('"')
+        if _iana_name(name) is None:
             cache.pop(tzp.clean_timezone_id(name), None)
 
 
