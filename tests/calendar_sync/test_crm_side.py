@@ -1,7 +1,7 @@
 """The CRM side of a sync pair on both databases: its listing names each
 appointment as ``str(uuid)`` does, what ``expect_creates`` looked up ahead
-is trusted only in the transaction that read it, and ``expect_changes`` saves
-a query per update."""
+is trusted only in the transaction that read it, ``expect_changes`` saves
+a query per update, and many new rows go out a slice at a time."""
 
 from __future__ import annotations
 
@@ -92,12 +92,14 @@ async def test_the_listing_names_appointments_as_the_mappings_do(
 
 
 @contextmanager
-def _statements() -> Iterator[list[str]]:
-    """The SQL statements every engine sends meanwhile."""
-    seen: list[str] = []
+def _statements() -> Iterator[list[tuple[str, int]]]:
+    """The SQL statements every engine sends meanwhile, each with how many
+    parameter rows it carried."""
+    seen: list[tuple[str, int]] = []
 
     def record(*args: Any) -> None:
-        seen.append(" ".join(str(args[2]).split()))
+        params, many = args[3], args[5]
+        seen.append((" ".join(str(args[2]).split()), len(params) if many else 1))
 
     sa_event.listen(Engine, "before_cursor_execute", record)
     try:
@@ -130,9 +132,10 @@ async def test_updates_read_ahead_need_no_query_each(
         await crm.delete(made[2], if_match="1", notify=Notify.NONE)
     await uow.commit()
     assert versions == ["2", "2"]
-    reads = [s for s in seen if s.startswith("SELECT")]
-    assert reads == [], [s[:60] for s in seen]
-    assert len([s for s in seen if s.startswith("UPDATE appointments")]) == 3
+    sent = [sql for sql, _rows in seen]
+    reads = [s for s in sent if s.startswith("SELECT")]
+    assert reads == [], [s[:60] for s in sent]
+    assert len([s for s in sent if s.startswith("UPDATE appointments")]) == 3
     async with services.db.tenant(google.ctx) as session:
         a = models.Appointment
         rows = (
@@ -151,23 +154,6 @@ def _row_counts(statements: list[tuple[str, int]], table: str) -> list[int]:
     return [rows for sql, rows in statements if sql.startswith(f"INSERT INTO {table} ")]
 
 
-@contextmanager
-def _inserts() -> Iterator[list[tuple[str, int]]]:
-    """Each statement sent meanwhile, with how many parameter rows it carried."""
-    seen: list[tuple[str, int]] = []
-
-    def record(*args: Any) -> None:
-        params, many = args[3], args[5]
-        rows = len(params) if many else 1
-        seen.append((" ".join(str(args[2]).split()), rows))
-
-    sa_event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sa_event.remove(Engine, "before_cursor_execute", record)
-
-
 async def test_many_creates_reach_the_database_a_slice_at_a_time(
     services: Services, google: GoogleAccount, monkeypatch: Any
 ) -> None:
@@ -178,7 +164,7 @@ async def test_many_creates_reach_the_database_a_slice_at_a_time(
     uow = SyncSession(services.db, google.ctx)
     crm = CrmCalendar(uow, google.account.id, export_own=True, cancel=True)
     await crm.expect_creates(made)
-    with _inserts() as seen:
+    with _statements() as seen:
         for n, item in enumerate(made):
             await crm.create(item, idempotency_key=f"{n}" * 40, notify=Notify.NONE)
             # written as soon as a slice is full
@@ -200,7 +186,7 @@ async def test_many_status_rows_are_written_a_slice_at_a_time(
         for n in range(7)
     ]
     uow = SyncSession(services.db, google.ctx)
-    with _inserts() as seen:
+    with _statements() as seen:
         await store.save_mappings(
             await uow.session(),
             google.account.id,
