@@ -550,13 +550,14 @@ def _read_recurrence(vevent: Event) -> tuple[str, ...]:
     if not any(name in vevent for name in _RECURRENCE):
         return ()
     lines = []
+    start_zone = _custom_start_zone(vevent)
     for name in vevent.sorted_keys():
         if name.upper() not in _RECURRENCE:
             continue
         values = vevent[name]
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, vDDDLists):  # RDATE, EXDATE
-                value = _in_utc_if_custom(value, _custom_start_zone(vevent))
+                value = _in_utc_if_custom(value, start_zone)
             lines.append(str(vevent.content_line(name, value)))
     return tuple(lines)
 
