@@ -544,3 +544,91 @@ async def test_tokens_the_keys_cannot_open_fail_the_run_with_a_message(
     assert len(await sandbox.requests()) == before
     assert await _lease(services, google) is None
     assert await _appointments(services, google.ctx) == {}
+
+
+async def test_the_change_feed_is_requested_while_the_run_reads_its_status(
+    google: GoogleAccount,
+    calendar_sync: CalendarSync,
+    services: Services,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an incremental run asks Google for its changes before it reads its
+    # status: the status load below waits until the sandbox has received that
+    # request, which it only can if the request went out first
+    from crmflow.store import appointment_sync
+
+    await calendar_sync.sync(google.ctx, google.account.id)
+    [call_ny, _] = google.demo.client_call_ids
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
+        json={"summary": "Renamed while loading"},
+    )
+    before = len(await sandbox.requests())
+    real = appointment_sync.load_mappings
+    seen: list[list[str]] = []
+
+    async def load_once_the_feed_is_asked(session, account_id):  # type: ignore[no-untyped-def]
+        for _ in range(200):
+            sent = [e["apiMethod"] for e in (await sandbox.requests())[before:]]
+            if sent:
+                break
+            await asyncio.sleep(0.02)
+        seen.append(sent)
+        return await real(session, account_id)
+
+    monkeypatch.setattr(appointment_sync, "load_mappings", load_once_the_feed_is_asked)
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert seen == [["calendar.events.list"]]
+    assert run.status is RunStatus.SUCCESS, run.errors
+    assert run.events_updated == 1
+    # the early answer is the one the run used: no second request for it
+    sent = (await sandbox.requests())[before:]
+    assert [e["apiMethod"] for e in sent] == ["calendar.events.list"]
+    titles = {r.title for r in (await _appointments(services, google.ctx)).values()}
+    assert "Renamed while loading" in titles
+
+
+async def test_a_run_that_stops_before_its_listing_drops_the_early_change_feed(
+    google: GoogleAccount,
+    calendar_sync: CalendarSync,
+    services: Services,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the change feed requested ahead is never used when the run stops while
+    # reading its status; its cursor is not saved, so the next run finds the
+    # same change, and nothing reports a lost task
+    from crmflow.store import appointment_sync
+
+    await calendar_sync.sync(google.ctx, google.account.id)
+    [call_ny, _] = google.demo.client_call_ids
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
+        json={"summary": "Renamed before a failed run"},
+    )
+    real = appointment_sync.load_mappings
+
+    async def broken(session, account_id):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.2)  # the early request has its answer by now
+        raise RuntimeError("the status could not be read")
+
+    monkeypatch.setattr(appointment_sync, "load_mappings", broken)
+    with caplog.at_level("ERROR"):
+        with pytest.raises(RuntimeError, match="could not be read"):
+            await calendar_sync.sync(google.ctx, google.account.id)
+        monkeypatch.setattr(appointment_sync, "load_mappings", real)
+        run = await calendar_sync.sync(google.ctx, google.account.id)
+
+    assert run.status is RunStatus.SUCCESS, run.errors
+    assert run.events_updated == 1
+    titles = {r.title for r in (await _appointments(services, google.ctx)).values()}
+    assert "Renamed before a failed run" in titles
+    assert await _lease(services, google) is None
+    assert "never retrieved" not in caplog.text

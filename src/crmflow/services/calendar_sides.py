@@ -5,9 +5,12 @@
 * :class:`DbStatusRepository` — the engine's status in
   ``calendar_event_mappings`` plus the calendar account's cursor columns;
 * :class:`CheckpointedCalendar` — wraps the provider's calendar: before each of
-  its calls the run's open transaction is committed, so no provider request
-  runs inside a database transaction while consecutive CRM writes still share
-  one (see ``store/appointment_sync.py``). It also reports progress.
+  its calls the run's open transaction is committed, so the run never waits
+  for a provider inside a database transaction while consecutive CRM writes
+  still share one (see ``store/appointment_sync.py``). The one request made
+  ahead (:meth:`~CheckpointedCalendar.prefetch_changes`, the change feed)
+  runs while the run reads its status and the CRM side, and is waited for
+  after the commit like any other. It also reports progress.
 
 All three share one :class:`~crmflow.store.appointment_sync.SyncSession`; the
 engine's final status commit commits the CRM writes of the last group together
@@ -17,6 +20,7 @@ changes it covers.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
@@ -392,6 +396,8 @@ class CheckpointedCalendar(CalendarProvider):
         self._lease = lease
         self._listed: int | None = None
         self._fetched = 0
+        #: the cursor and the request of :meth:`prefetch_changes`, until taken
+        self._prefetch: tuple[str, asyncio.Future[Changes]] | None = None
 
     @property
     def capabilities(self) -> frozenset[Capability]:
@@ -418,8 +424,44 @@ class CheckpointedCalendar(CalendarProvider):
         self._report("Listing calendar events", self._listed, self._listed)
         return listing
 
+    def prefetch_changes(self, cursor: str) -> None:
+        """Start ``list_changes(cursor)`` on the provider now, without a
+        checkpoint, and let the first :meth:`list_changes` with that cursor
+        take its result.
+
+        The change feed is the run's first provider request, and on an
+        incremental run the largest wait: the provider answers it while the
+        run reads its status and the CRM side (their transaction stays open
+        until :meth:`list_changes` commits it, as usual). A read, so starting
+        it early writes nothing anywhere. The caller must end with
+        :meth:`discard_prefetch`.
+        """
+        self._prefetch = (
+            cursor,
+            asyncio.ensure_future(self._inner.list_changes(cursor)),
+        )
+
+    async def discard_prefetch(self) -> None:
+        """Cancel a prefetched change feed no :meth:`list_changes` took, and
+        drop whatever it raised (nothing used it)."""
+        if self._prefetch is None:
+            return
+        _, task = self._prefetch
+        self._prefetch = None
+        task.cancel()
+        # wait without taking its outcome: a cancellation of this task still
+        # propagates, the request's own does not
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved, so it is not reported as lost
+
     async def list_changes(self, cursor: str) -> Changes:
         await self._checkpoint()
+        if self._prefetch is not None and self._prefetch[0] == cursor:
+            _, task = self._prefetch
+            self._prefetch = None
+            # its result or its error, as if the request were made now
+            return await task
         return await self._inner.list_changes(cursor)
 
     async def get_many(self, remote_ids: Sequence[str]) -> Sequence[RemoteEvent]:

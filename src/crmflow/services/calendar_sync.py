@@ -135,6 +135,8 @@ class _Begun:
     password: Secret | None
     #: the user's own addresses (their attendee entries)
     addresses: frozenset[str]
+    #: the calendar side's stored change-feed cursor (None: none stored)
+    cursor: str | None = None
 
 
 def _utcnow() -> dt.datetime:
@@ -391,10 +393,12 @@ class CalendarSync:
         """
         now = self._clock()
         # One unit of work carries the run. Its first transaction takes the
-        # lease, opens the log row, reads what the calendar side needs and
-        # goes on with the engine's first reads (the status, the CRM listing)
-        # until the first calendar request commits it; its last one holds the
-        # last CRM writes, the status, the outcome and the lease's release.
+        # lease, opens the log row and reads what the calendar side needs;
+        # without a stored cursor it goes on with the engine's first reads
+        # (the status, the CRM listing) until the first calendar request
+        # commits it (with one, it is committed before the change feed is
+        # requested, see _run); its last one holds the last CRM writes, the
+        # status, the outcome and the lease's release.
         # Each transaction saved is a BEGIN, a COMMIT and, on SQLite, a
         # thread round trip per statement. The transaction is write-locked:
         # on SQLite a read-then-write transaction that raced another run's
@@ -421,6 +425,7 @@ class CalendarSync:
                 progress,
                 begun.lease,
                 uow,
+                None if sync_type is SyncType.FULL else begun.cursor,
             )
         except CrmflowError as exc:
             failure = _failure(exc, account)
@@ -458,7 +463,7 @@ class CalendarSync:
         """
         session = await uow.session()
         store = CalendarAccountStore(session)
-        account = await store.get(account_id, counts=False)
+        account, cursor = await store.get_with_cursor(account_id)
         if not account.is_enabled or account.integration_id is None:
             raise ValidationFailed(
                 f"Syncing the calendar {account.name!r} is switched off"
@@ -510,6 +515,7 @@ class CalendarSync:
             tokens=tokens,
             password=password,
             addresses=addresses,
+            cursor=cursor,
         )
 
     async def _finish(
@@ -625,6 +631,7 @@ class CalendarSync:
         progress: Progress | None,
         lease: LeaseKeeper,
         uow: SyncSession,
+        cursor: str | None,
     ) -> SyncResult:
         """Run the engine in the run's unit of work ``uow``.
 
@@ -633,6 +640,11 @@ class CalendarSync:
         and commit; a failed one has committed what the engine recorded (or,
         having lost the lease, rolled back what it wrote since its last
         commit).
+
+        With a stored ``cursor``, the calendar's change feed is requested
+        before the engine starts, so the provider works on it while the run
+        reads its status and the CRM side (see
+        :meth:`CheckpointedCalendar.prefetch_changes`).
         """
         # a CalDAV side keeps one HTTP client for the run, closed at its end
         connection = (
@@ -667,21 +679,34 @@ class CalendarSync:
         errors: list[ItemError] = []
         try:
             async with connection:
-                result = await sync_pair(
-                    crm,
-                    calendar,
-                    status,
-                    conflicts=policy,
-                    resolver=resolver,
-                    deletes=DeletePolicy.MODIFICATION_WINS,
-                    # a one-way account leaves changes on its receiving side alone
-                    # instead of reverting them (reverting would delete the events
-                    # it never sends)
-                    read_only=ReadOnlyPolicy.IGNORE,
-                    direction=SyncDirection(account.direction.value),
-                    force_delete=confirm_mass_delete,
-                    on_error=errors.append,
-                )
+                if (
+                    cursor is not None
+                    and Capability.INCREMENTAL in calendar.capabilities
+                ):
+                    # the lease and the log row are committed before a request
+                    # goes out: a run killed from here on is in the log as
+                    # interrupted, and its lease runs out
+                    await uow.commit()
+                    calendar.prefetch_changes(cursor)
+                try:
+                    result = await sync_pair(
+                        crm,
+                        calendar,
+                        status,
+                        conflicts=policy,
+                        resolver=resolver,
+                        deletes=DeletePolicy.MODIFICATION_WINS,
+                        # a one-way account leaves changes on its receiving side alone
+                        # instead of reverting them (reverting would delete the events
+                        # it never sends)
+                        read_only=ReadOnlyPolicy.IGNORE,
+                        direction=SyncDirection(account.direction.value),
+                        force_delete=confirm_mass_delete,
+                        on_error=errors.append,
+                    )
+                finally:
+                    # a request the engine never took (it stopped first)
+                    await calendar.discard_prefetch()
             # the last CRM writes and the status are kept only while the
             # lease is ours
             await lease.keep(uow)

@@ -202,6 +202,20 @@ class CalendarAccountStore:
         )
         return _account_info(row, mapped or 0, conflicts or 0)
 
+    async def get_with_cursor(
+        self, account_id: uuid.UUID
+    ) -> tuple[CalendarAccountInfo, str | None]:
+        """The account as ``get(counts=False)`` reads it, and its stored
+        change-feed cursor (None: the next sync lists in full), from the same
+        row: a run starts its first calendar request with that cursor while
+        it reads its status.
+
+        Raises:
+            NotFound: as :meth:`get`.
+        """
+        row = await self._row(account_id)
+        return _account_info(row), row.sync_cursor
+
     async def find(
         self, integration_id: uuid.UUID, external_calendar_id: str
     ) -> CalendarAccountInfo | None:
