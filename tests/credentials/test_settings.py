@@ -3,6 +3,7 @@ the system's trust store."""
 
 from __future__ import annotations
 
+import os
 import ssl
 
 import pytest
@@ -34,3 +35,25 @@ def test_a_file_without_certificates_is_a_config_error(tmp_path):
     bogus.write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="cannot be loaded"):
         client_context(bogus)
+
+
+def test_a_context_is_made_once_per_ca_file_until_the_file_changes(tls_cert, tmp_path):
+    # each CalDAV run and mailbox connection asks for one: the CA store is
+    # read once, and a CA file replaced on disk is read again
+    assert client_context(None) is client_context(None)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tls_cert.cert_file.read_bytes())
+    first = client_context(ca)
+    assert client_context(ca) is first
+    assert len(first.get_ca_certs()) == len(client_context(None).get_ca_certs()) + 1
+
+    ca.write_text("not a certificate any more\n")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        client_context(ca)
+    ca.write_bytes(tls_cert.cert_file.read_bytes())
+    # the same size as the first file: its modification time tells it apart
+    written = ca.stat().st_mtime_ns + 1_000_000_000
+    os.utime(ca, ns=(written, written))
+    again = client_context(ca)
+    assert again is not first
+    assert len(again.get_ca_certs()) == len(first.get_ca_certs())
