@@ -447,6 +447,19 @@ async def _lease(services: Services, google: GoogleAccount) -> dt.datetime | Non
         return row.sync_lease_until
 
 
+async def _rename_in_google(
+    sandbox: Sandbox, google: GoogleAccount, title: str
+) -> None:
+    """Retitle one of the demo calendar's events, as its owner would in Google."""
+    [call_ny, _] = google.demo.client_call_ids
+    await sandbox.control(
+        "google",
+        "PATCH",
+        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
+        json={"summary": title},
+    )
+
+
 async def test_a_run_whose_first_transaction_is_lost_is_logged_and_leaves_no_lease(
     google: GoogleAccount,
     calendar_sync: CalendarSync,
@@ -559,13 +572,7 @@ async def test_the_change_feed_is_requested_while_the_run_reads_its_status(
     from crmflow.store import appointment_sync
 
     await calendar_sync.sync(google.ctx, google.account.id)
-    [call_ny, _] = google.demo.client_call_ids
-    await sandbox.control(
-        "google",
-        "PATCH",
-        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
-        json={"summary": "Renamed while loading"},
-    )
+    await _rename_in_google(sandbox, google, "Renamed while loading")
     before = len(await sandbox.requests())
     real = appointment_sync.load_mappings
     seen: list[list[str]] = []
@@ -606,13 +613,7 @@ async def test_a_run_that_stops_before_its_listing_drops_the_early_change_feed(
     from crmflow.store import appointment_sync
 
     await calendar_sync.sync(google.ctx, google.account.id)
-    [call_ny, _] = google.demo.client_call_ids
-    await sandbox.control(
-        "google",
-        "PATCH",
-        f"calendars/{GOOGLE_EMAIL}/events/{call_ny}",
-        json={"summary": "Renamed before a failed run"},
-    )
+    await _rename_in_google(sandbox, google, "Renamed before a failed run")
     real = appointment_sync.load_mappings
 
     async def broken(session, account_id):  # type: ignore[no-untyped-def]
