@@ -4,8 +4,11 @@ the system's trust store."""
 from __future__ import annotations
 
 import os
+import socket
 import ssl
+import threading
 
+import httpx
 import pytest
 
 from crmflow.config import load_settings
@@ -57,3 +60,38 @@ def test_a_context_is_made_once_per_ca_file_until_the_file_changes(tls_cert, tmp
     again = client_context(ca)
     assert again is not first
     assert len(again.get_ca_certs()) == len(first.get_ca_certs())
+
+
+def test_a_mail_connection_offers_no_http_after_an_https_request(tls_cert):
+    # httpcore sets ALPN "http/1.1" on the context of every HTTPS connection
+    # it makes; a mail connection with the same CA file must not offer it
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tls_cert.cert_file, tls_cert.key_file)
+    server.set_alpn_protocols(["http/1.1", "imap"])
+    offered: list[str | None] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def accept(times: int) -> None:
+            for _ in range(times):
+                conn, _ = listener.accept()
+                try:
+                    with server.wrap_socket(conn, server_side=True) as tls:
+                        offered.append(tls.selected_alpn_protocol())
+                except (ssl.SSLError, OSError):
+                    conn.close()
+
+        thread = threading.Thread(target=accept, args=(2,))
+        thread.start()
+        http_ctx = client_context(tls_cert.cert_file, for_http=True)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"https://127.0.0.1:{port}/", verify=http_ctx, timeout=5)
+        mail_ctx = client_context(tls_cert.cert_file)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            mail_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as mail,
+        ):
+            assert mail.selected_alpn_protocol() is None
+        thread.join(5)
+    # the HTTPS request did offer it (so the check above can fail)
+    assert offered == ["http/1.1", None]

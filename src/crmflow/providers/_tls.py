@@ -34,37 +34,46 @@ _CA_HINT = (
 )
 
 
-def client_context(extra_ca_file: Path | None) -> ssl.SSLContext:
+def client_context(
+    extra_ca_file: Path | None, *, for_http: bool = False
+) -> ssl.SSLContext:
     """A verifying TLS client context (TLS 1.2+, host names checked).
 
-    Made once per CA file and kept (building one reads the whole system CA
-    store: about 30 ms of CPU, which every CalDAV run and mailbox connection
-    would pay again); a CA file that changed on disk (size or modification
-    time) gives a new one. Callers share the result and must not change it.
+    Made once per CA file and use, and kept: building one reads the whole
+    system CA store (about 30 ms of CPU, which every CalDAV run and mailbox
+    connection would pay again). A CA file replaced on disk (another inode,
+    size or change time) is read again; the system store only when the
+    process restarts. Callers share the result and must not change it;
+    ``for_http`` gives HTTP clients their own, because httpcore sets its ALPN
+    protocols (``http/1.1``) on every connection, which a mail server must
+    not be offered.
 
     Args:
         extra_ca_file: PEM certificates trusted in addition to the system's.
+        for_http: the context is for an httpx client.
 
     Raises:
         ConfigError: the extra CA file cannot be read or holds no certificate.
     """
     if extra_ca_file is None:
-        return _context(None, None)
+        return _context(None, None, for_http)
     try:
         stat = extra_ca_file.stat()
     except OSError:
         version = None  # unreadable: _context reports it
     else:
-        version = (stat.st_size, stat.st_mtime_ns)
-    return _context(extra_ca_file, version)
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return _context(extra_ca_file, version, for_http)
 
 
 @functools.lru_cache(maxsize=16)
 def _context(
-    extra_ca_file: Path | None, version: tuple[int, int] | None
+    extra_ca_file: Path | None,
+    version: tuple[int, int, int, int] | None,
+    for_http: bool,
 ) -> ssl.SSLContext:
-    """:func:`client_context`, cached by the CA file and its ``version``
-    (errors are raised again on every call, never cached)."""
+    """:func:`client_context`, cached by the CA file, its ``version`` and the
+    use (errors are raised again on every call, never cached)."""
     ctx = ssl.create_default_context()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if extra_ca_file is not None:

@@ -180,7 +180,7 @@ def _plain_context() -> ssl.SSLContext:
     """The TLS context of ``http://`` clients: never used for a handshake, but
     made once, so that a client does not load the CA bundle (httpx would for
     ``verify=True``)."""
-    return client_context(None)
+    return client_context(None, for_http=True)
 
 
 def _tag(ns: str, name: str) -> str:
@@ -246,7 +246,7 @@ class CalDAVCalendar(CalendarProvider):
         self._path = unquote(parts.path)
         self._auth = httpx.BasicAuth(username, password.reveal())
         self._verify = (
-            client_context(extra_ca_file)
+            client_context(extra_ca_file, for_http=True)
             if parts.scheme == "https"
             else _plain_context()
         )

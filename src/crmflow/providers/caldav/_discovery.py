@@ -504,7 +504,7 @@ async def discover(
     what = f"CalDAV server {_origin(start)}"
     host = urlsplit(start).hostname or ""
     require_safe_transport(host, start.startswith("https://"), what)
-    ctx = client_context(extra_ca_file)
+    ctx = client_context(extra_ca_file, for_http=True)
     candidates = [start]
     if urlsplit(start).path in ("", "/"):
         candidates = [urljoin(start, "/.well-known/caldav"), start]
