@@ -379,6 +379,13 @@ class DbStatusRepository(SyncStatusRepository):
         self._loaded = snapshot
 
 
+def _seen(task: asyncio.Future[Changes]) -> None:
+    """Mark a finished request's error as retrieved (asyncio reports an error
+    nobody retrieved when the task is collected)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class CheckpointedCalendar(CalendarProvider):
     """A provider calendar whose every call first commits the run's open
     database transaction (see the module doc), and that reports progress."""
@@ -417,6 +424,8 @@ class CheckpointedCalendar(CalendarProvider):
             self._progress(stage, done, total)
 
     async def list(self) -> Listing:
+        # a full listing instead: the change feed asked ahead is not wanted
+        await self.discard_prefetch()
         await self._checkpoint()
         self._report("Listing calendar events", 0, None)
         listing = await self._inner.list()
@@ -434,12 +443,19 @@ class CheckpointedCalendar(CalendarProvider):
         run reads its status and the CRM side (their transaction stays open
         until :meth:`list_changes` commits it, as usual). A read, so starting
         it early writes nothing anywhere. The caller must end with
-        :meth:`discard_prefetch`.
+        :meth:`discard_prefetch`; :meth:`list`, or :meth:`list_changes` with
+        another cursor, cancels it at once.
+
+        Raises:
+            RuntimeError: a change feed asked ahead is still pending.
         """
-        self._prefetch = (
-            cursor,
-            asyncio.ensure_future(self._inner.list_changes(cursor)),
-        )
+        if self._prefetch is not None:
+            raise RuntimeError("A change feed was already requested ahead.")
+        task = asyncio.ensure_future(self._inner.list_changes(cursor))
+        # its error counts as seen even if the run ends before taking it
+        # (awaiting it later still raises it)
+        task.add_done_callback(_seen)
+        self._prefetch = (cursor, task)
 
     async def discard_prefetch(self) -> None:
         """Cancel a prefetched change feed no :meth:`list_changes` took, and
@@ -452,12 +468,12 @@ class CheckpointedCalendar(CalendarProvider):
         # wait without taking its outcome: a cancellation of this task still
         # propagates, the request's own does not
         await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved, so it is not reported as lost
 
     async def list_changes(self, cursor: str) -> Changes:
+        if self._prefetch is not None and self._prefetch[0] != cursor:
+            await self.discard_prefetch()
         await self._checkpoint()
-        if self._prefetch is not None and self._prefetch[0] == cursor:
+        if self._prefetch is not None:
             _, task = self._prefetch
             self._prefetch = None
             # its result or its error, as if the request were made now

@@ -16,9 +16,11 @@ the sync log and settle conflicts. One run (:meth:`CalendarSync.sync`):
 4. records the outcome: counts, errors in words, conflicts waiting for a
    person, the account's last sync; releases the lease.
 
-Step 1 shares its transaction with the engine's first reads, and a successful
-run's last CRM writes and status share theirs with step 4 (one
-``SyncSession`` for the run; no transaction is open during a provider call).
+Step 1 shares its transaction with the engine's first reads (unless the
+change feed is requested ahead, see :meth:`CalendarSync._run`), and a
+successful run's last CRM writes and status share theirs with step 4 (one
+``SyncSession`` for the run; the run never waits for a provider inside a
+transaction).
 
 Errors about single events do not stop a run (status ``partial``; the next
 run retries them). A failure of the whole run (the grant is gone, the provider

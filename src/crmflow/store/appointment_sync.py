@@ -3,9 +3,11 @@ rows (``calendar_event_mappings``) and the change-feed cursor.
 
 :class:`SyncSession` is the run's unit of work: one write-locked tenant
 transaction, opened on first use and committed by :meth:`SyncSession.commit`.
-The sync service commits before every call to the provider, so no provider
-request ever runs inside a database transaction, and consecutive CRM writes
-(an initial import of thousands of events) share one transaction and one flush.
+The sync service commits before every call to the provider, so a run never
+waits for a provider inside a database transaction (the one request made
+ahead, the change feed, runs while the run reads, and is waited for after the
+commit), and consecutive CRM writes (an initial import of thousands of events)
+share one transaction and one flush.
 
 The functions below take the open session; they know nothing about the sync
 engine's types (the services layer adapts them to the engine's ports).

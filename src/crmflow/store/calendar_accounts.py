@@ -214,7 +214,7 @@ class CalendarAccountStore:
             NotFound: as :meth:`get`.
         """
         row = await self._row(account_id)
-        return _account_info(row), row.sync_cursor
+        return _account_info(row), row.sync_cursor or None
 
     async def find(
         self, integration_id: uuid.UUID, external_calendar_id: str
