@@ -1,6 +1,5 @@
 """One calendar sync run in a process of its own, killed at a chosen provider
-request: ``python -m tests.calendar_sync.crash_run`` with the run described
-in the ``CRMFLOW_TEST_CRASH`` environment variable (JSON, see
+request: :func:`run_in_child`, the target of a forked process (see
 ``test_provider_crash.py``).
 
 The process ends with ``os._exit`` at the chosen request, before sending it
@@ -13,7 +12,6 @@ stdout).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import uuid
@@ -91,5 +89,11 @@ async def main(spec: dict[str, Any]) -> None:
         await services.close()
 
 
-if __name__ == "__main__":
-    asyncio.run(main(json.loads(os.environ["CRMFLOW_TEST_CRASH"])))
+def run_in_child(spec: dict[str, Any], output: str) -> None:
+    """:func:`main` in a process of its own whose stdout and stderr go to
+    the file ``output`` (tracebacks included)."""
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    asyncio.run(main(spec))
