@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -237,6 +238,34 @@ async def test_a_push_wakes_the_runner_at_once(
         services.push_listeners.remove(hourly.wake)
         await hourly.stop()
     assert (await mail.messages(ctx))[1] > 0
+
+
+async def test_a_wake_at_the_moment_of_stop_does_not_keep_the_runner_going(
+    runner: InProcessRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wake (a run ending, a push) in the same instant as :meth:`stop`
+    must not swallow the cancellation: the runner stops, rather than looking
+    at the schedule again and waiting for its next tick."""
+    hourly = InProcessRunner(runner.scheduler, tick_s=3600)
+    looked = asyncio.Event()
+    claim_due = runner.scheduler.claim_due
+
+    async def claim_due_and_tell(*, limit: int) -> list[Any]:
+        try:
+            return await claim_due(limit=limit)
+        finally:
+            looked.set()
+
+    monkeypatch.setattr(runner.scheduler, "claim_due", claim_due_and_tell)
+    hourly.start()
+    await looked.wait()
+    await asyncio.sleep(0.1)  # waiting for its next tick
+    hourly.wake()
+    try:
+        async with asyncio.timeout(10):
+            await hourly.stop()
+    except TimeoutError:
+        pytest.fail("the runner went on after stop(): the cancellation was lost")
 
 
 async def test_a_push_during_a_run_keeps_the_account_due(

@@ -35,7 +35,6 @@ frees its claims, and the others take the mailboxes at their next refresh.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -46,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from crmflow.errors import NotFound
+from crmflow.jobs._cancel import cancel_and_wait
 from crmflow.providers.base import AuthError
 from crmflow.providers.imap import InboxState
 from crmflow.services.mail import MailService
@@ -283,7 +283,5 @@ class IdleListeners:
         """Stop every listener (their connections log out)."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None

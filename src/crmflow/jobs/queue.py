@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.tenancy import Role
+from crmflow.jobs._cancel import cancel_and_wait
 from crmflow.jobs.idle import IdleListeners
 from crmflow.jobs.runner import SyncScheduler, sync_scheduler
 from crmflow.services.mail import MailService
@@ -308,9 +309,7 @@ async def listen_for_pushes(
                 )
             await asyncio.sleep(RELISTEN_S)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 async def run_worker(
@@ -356,6 +355,4 @@ async def run_worker(
             await app.run_worker_async(**options)
         finally:
             await idle.stop()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await cancel_and_wait(listener)

@@ -33,6 +33,7 @@ from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.schedule import Schedule
 from crmflow.errors import CrmflowError
+from crmflow.jobs._cancel import cancel_and_wait
 from crmflow.jobs.idle import IdleListeners
 from crmflow.jobs.tasks import Outcome, SyncTasks, TaskResult
 from crmflow.metrics import DUE_ACCOUNTS, FAILING_ACCOUNTS, SYNC_LAG
@@ -313,8 +314,12 @@ class InProcessRunner:
                         task = asyncio.create_task(self.scheduler.run_claimed(due))
                         running.add(task)
                         task.add_done_callback(ended)
+                # not asyncio.wait_for: on Python 3.11 it swallows a
+                # cancellation that comes as the event is set (a run ending
+                # as stop() is called), and the loop would go on
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self._tick_s)
+                    async with asyncio.timeout(self._tick_s):
+                        await self._woken.wait()
         finally:
             pending: list[asyncio.Task[Any]] = [*running]
             if housekeeping is not None:
@@ -342,9 +347,7 @@ class InProcessRunner:
         """Stop the loop (a sync under way is cancelled)."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
 
