@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -631,3 +632,38 @@ async def test_a_run_that_stops_before_its_listing_drops_the_early_change_feed(
     titles = {r.title for r in (await _appointments(services, google.ctx)).values()}
     assert "Renamed before a failed run" in titles
     assert await _lease(services, google) is None
+
+
+async def test_a_range_lists_the_standup_begun_weeks_ago_with_its_exceptions(
+    google: GoogleAccount,
+    calendar_sync: CalendarSync,
+    services: Services,
+    sandbox: Sandbox,
+):
+    """The demo's weekly standup began three weeks ago; next week's is moved
+    to Tuesday 10:00, the one after cancelled. Listed for the coming four
+    weeks it is there, with the occurrences that happen in them."""
+    run = await calendar_sync.sync(google.ctx, google.account.id)
+    assert run.status is RunStatus.SUCCESS, run.errors
+    tz = ZoneInfo("Europe/Zurich")
+    now = sandbox.state.clock.now().astimezone(tz)
+    monday = now.date() - dt.timedelta(days=now.weekday())
+
+    def at(weeks: int, days: int, hour: int, minute: int) -> dt.datetime:
+        day = monday + dt.timedelta(weeks=weeks, days=days)
+        return dt.datetime.combine(day, dt.time(hour, minute), tz)
+
+    async with services.db.tenant(google.ctx) as session:
+        page = await AppointmentRepository(session).overlapping(
+            start=at(0, 0, 0, 0), end=at(4, 0, 0, 0)
+        )
+    [standup] = [a for a in page.items if a.title == "Team Standup"]
+    assert [(o.start_at, o.end_at) for o in standup.occurrences] == [
+        (at(0, 0, 9, 30), at(0, 0, 9, 45)),
+        (at(1, 1, 10, 0), at(1, 1, 10, 15)),  # moved to Tuesday
+        (at(3, 0, 9, 30), at(3, 0, 9, 45)),  # the week before: cancelled
+    ]
+    # what a range query passes over is written with every import: a single
+    # event ends when it ends, the standup repeats without end
+    for row in (await _appointments(services, google.ctx)).values():
+        assert row.series_end_at == (None if row.recurrence else row.end_at)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 import pytest
+
+from crmflow.store import models
 
 TIMED = {
     "title": "Quarterly review",
@@ -238,3 +243,158 @@ async def test_revoked_token_stops_working(client, tenants):
         await client.delete(f"/api/tokens/{new.json()['id']}", headers=headers)
     ).status_code == 204
     assert (await client.get("/api/me", headers=headers)).status_code == 401
+
+
+async def _post(client, tenants, **fields):
+    response = await client.post(
+        "/api/appointments",
+        json={**TIMED, "attendees": [], **fields},
+        headers=tenants.alice.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def _series_end(admin_db, appointment_id):
+    async with admin_db.admin() as session:
+        row = await session.get(models.Appointment, uuid.UUID(appointment_id))
+        assert row is not None
+        return row.series_end_at
+
+
+async def test_a_range_lists_the_series_that_reach_into_it_with_their_occurrences(
+    client, tenants, admin_db
+):
+    monday = {"start": "2026-03-02T09:00:00", "end": "2026-03-02T09:30:00"}
+    weekly = await _post(
+        client, tenants, title="Weekly 1:1", recurrence_rule="FREQ=WEEKLY", **monday
+    )
+    ended = await _post(
+        client, tenants, title="Ended", recurrence_rule="FREQ=DAILY;COUNT=3", **monday
+    )
+    # monthly on the 20th: none of its occurrences falls in the range
+    await _post(
+        client,
+        tenants,
+        title="Monthly",
+        recurrence_rule="FREQ=MONTHLY",
+        start="2026-01-20T09:00:00",
+        end="2026-01-20T10:00:00",
+    )
+    pitch = await _post(
+        client,
+        tenants,
+        title="Pitch",
+        start="2026-05-05T10:00:00",
+        end="2026-05-05T11:00:00",
+    )
+    two_weeks = {"start": "2026-05-04T00:00:00Z", "end": "2026-05-18T00:00:00Z"}
+
+    async def listed(**params):
+        response = await client.get(
+            "/api/appointments",
+            params={**two_weeks, **params},
+            headers=tenants.amy.headers,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    page = await listed()
+    assert page["total"] == 2
+    # ordered by the first occurrence in the range: Monday 4 May 09:00 Berlin
+    # (07:00 UTC) before the pitch on Tuesday
+    assert [a["title"] for a in page["items"]] == ["Weekly 1:1", "Pitch"]
+    series, single = page["items"]
+    assert series["start"] == "2026-03-02T09:00:00+01:00"  # the series itself
+    assert series["occurrences"] == [
+        {
+            "start": f"2026-05-{day}T09:00:00+02:00",
+            "end": f"2026-05-{day}T09:30:00+02:00",
+            "start_date": None,
+            "end_date": None,
+        }
+        for day in ("04", "11")
+    ]
+    assert single["occurrences"] is None
+    second = await listed(limit=1, offset=1)
+    assert ([a["id"] for a in second["items"]], second["total"]) == ([pitch["id"]], 2)
+    # without a start the old listing: every appointment begun before the end,
+    # series by their first occurrence
+    response = await client.get(
+        "/api/appointments",
+        params={"end": two_weeks["end"]},
+        headers=tenants.amy.headers,
+    )
+    assert response.json()["total"] == 4
+    assert {a["occurrences"] is None for a in response.json()["items"]} == {True}
+
+    # what lets the query pass over an ended series without expanding it
+    assert await _series_end(admin_db, ended["id"]) == dt.datetime(
+        2026, 3, 4, 8, 30, tzinfo=dt.UTC
+    )
+    assert await _series_end(admin_db, weekly["id"]) is None
+    assert await _series_end(admin_db, pitch["id"]) == dt.datetime(
+        2026, 5, 5, 9, tzinfo=dt.UTC
+    )
+    # a new rule works it out again: the ended series now runs daily
+    changed = await client.put(
+        f"/api/appointments/{ended['id']}",
+        json={
+            **TIMED,
+            "attendees": [],
+            "title": "Ended",
+            **monday,
+            "recurrence_rule": "FREQ=DAILY",
+        },
+        headers=tenants.alice.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert await _series_end(admin_db, ended["id"]) is None
+    page = await listed()
+    # both series meet first on 4 May at 09:00 (then the id decides)
+    titles = [a["title"] for a in page["items"]]
+    assert (set(titles[:2]), titles[2:]) == ({"Ended", "Weekly 1:1"}, ["Pitch"])
+    [daily] = [a for a in page["items"] if a["title"] == "Ended"]
+    assert len(daily["occurrences"]) == 14
+
+
+async def test_a_range_with_its_end_before_its_start_is_refused(client, tenants):
+    response = await client.get(
+        "/api/appointments",
+        params={"start": "2026-05-04T00:00:00Z", "end": "2026-05-04T00:00:00Z"},
+        headers=tenants.alice.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert "end must be after its start" in response.text
+
+
+async def test_a_series_nobody_can_expand_is_listed_by_its_first_occurrence(
+    client, tenants, admin_db
+):
+    odd = await _post(
+        client,
+        tenants,
+        title="Odd",
+        start="2026-05-05T10:00:00",
+        end="2026-05-05T11:00:00",
+    )
+    # as a calendar may send it: a rule that cannot be expanded
+    async with admin_db.admin() as session:
+        row = await session.get(models.Appointment, uuid.UUID(odd["id"]))
+        assert row is not None
+        row.recurrence = ["RRULE:FREQ=SOMETIMES"]
+        row.series_end_at = None
+
+    async def titles(start, end):
+        response = await client.get(
+            "/api/appointments",
+            params={"start": start, "end": end},
+            headers=tenants.alice.headers,
+        )
+        assert response.status_code == 200, response.text
+        return [(a["title"], a["occurrences"]) for a in response.json()["items"]]
+
+    assert await titles("2026-05-05T00:00:00Z", "2026-05-06T00:00:00Z") == [
+        ("Odd", None)
+    ]
+    assert await titles("2026-05-12T00:00:00Z", "2026-05-13T00:00:00Z") == []

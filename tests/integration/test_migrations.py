@@ -15,9 +15,11 @@ line with a generated ``alembic.ini`` and ``CRMFLOW_ADMIN_DATABASE_URL``.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,19 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Uuid,
+    column,
+    create_engine,
+    inspect,
+    table,
+    text,
+)
 from sqlalchemy.pool import NullPool
 
 from crmflow.store.db import sync_url
@@ -278,3 +292,137 @@ def test_postgres_alembic_command_line(
     assert current_revision(url) == head()
     assert schema_diff(url) == []
     assert {t for t, p in policies(url) if p == "owner_all"} == MODEL_TABLES
+
+
+# ------------------------------------------------------------ data migrations
+
+
+def _appointments_before_0009(url: str) -> dict[str, Any]:
+    """Migrate to 0008 and add a single appointment and a weekly series (raw
+    rows, as that revision's schema has them); their ids by name."""
+    command.upgrade(alembic_config(url), "0008")
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    org, user = uuid.uuid4(), uuid.uuid4()
+    ids = {"single": uuid.uuid4(), "series": uuid.uuid4()}
+    try:
+        with engine.begin() as conn:
+            organizations = table(
+                "organizations",
+                column("id", Uuid()),
+                column("name", String()),
+                column("slug", String()),
+                column("created_at", DateTime(timezone=True)),
+            )
+            users = table(
+                "users",
+                *(column(name, String()) for name in ("email", "display_name")),
+                column("id", Uuid()),
+                column("password_hash", String()),
+                column("is_active", Boolean()),
+                column("created_at", DateTime(timezone=True)),
+                column("updated_at", DateTime(timezone=True)),
+            )
+            appointments = table(
+                "appointments",
+                *(column(name, Uuid()) for name in ("id", "organization_id")),
+                column("user_id", Uuid()),
+                *(column(name, String()) for name in ("title", "timezone", "status")),
+                column("recurrence_rule", String()),
+                column("ical_uid", String()),
+                *(
+                    column(name, DateTime(timezone=True))
+                    for name in ("start_at", "end_at", "created_at", "updated_at")
+                ),
+                column("all_day", Boolean()),
+                column("version", Integer()),
+                *(
+                    column(name, JSON())
+                    for name in ("attendees", "recurrence", "recurrence_exceptions")
+                ),
+            )
+            conn.execute(
+                organizations.insert().values(
+                    id=org, name="Old", slug="old", created_at=now
+                )
+            )
+            conn.execute(
+                users.insert().values(
+                    id=user,
+                    email="old@example.com",
+                    display_name="Old",
+                    password_hash="x",
+                    is_active=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            for name, rule in (("single", None), ("series", "FREQ=WEEKLY")):
+                conn.execute(
+                    appointments.insert().values(
+                        id=ids[name],
+                        organization_id=org,
+                        user_id=user,
+                        title=name,
+                        start_at=now,
+                        end_at=now + dt.timedelta(hours=1),
+                        timezone="UTC",
+                        all_day=False,
+                        attendees=[],
+                        status="confirmed",
+                        recurrence_rule=rule,
+                        recurrence=[f"RRULE:{rule}"] if rule else [],
+                        recurrence_exceptions=[],
+                        ical_uid=f"{name}@old",
+                        created_at=now,
+                        updated_at=now,
+                        version=1,
+                    )
+                )
+    finally:
+        engine.dispose()
+    return ids
+
+
+def _series_ends(url: str) -> dict[uuid.UUID, dt.datetime | None]:
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, series_end_at FROM appointments"))
+            return {
+                uuid.UUID(str(row_id)) if not isinstance(row_id, uuid.UUID) else row_id:
+                # SQLite hands back text
+                None if end is None else dt.datetime.fromisoformat(str(end))
+                for row_id, end in rows
+            }
+    finally:
+        engine.dispose()
+
+
+def _check_0009_backfill(url: str, ids: dict[str, Any]) -> None:
+    ends = _series_ends(url)
+    # a single appointment ends when it ends; an existing series is "maybe
+    # still going" until its next write works its end out
+    single_end = ends[ids["single"]]
+    assert single_end is not None
+    assert single_end.replace(tzinfo=dt.UTC) == dt.datetime(
+        2026, 11, 1, 1, tzinfo=dt.UTC
+    )
+    assert ends[ids["series"]] is None
+
+
+def test_sqlite_0009_gives_single_appointments_their_series_end(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    ids = _appointments_before_0009(url)
+    upgrade(url)
+    _check_0009_backfill(url, ids)
+
+
+@pytest.mark.postgres
+def test_postgres_0009_gives_single_appointments_their_series_end(
+    pg_empty_database: PgDatabase,
+) -> None:
+    db = pg_empty_database
+    ids = _appointments_before_0009(db.admin_url)
+    upgrade(db.admin_url, db.app_url)
+    _check_0009_backfill(db.admin_url, ids)

@@ -11,7 +11,13 @@ import pytest
 
 from crmflow.domain.appointments import all_day_span, timed_span
 from crmflow.domain.crm import OccurrenceChange
-from crmflow.domain.recurrence import next_start, occurrence_starts
+from crmflow.domain.recurrence import (
+    SERIES_END_OCCURRENCES,
+    next_start,
+    occurrence_starts,
+    occurrences,
+    series_end,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.UTC
@@ -135,3 +141,97 @@ def test_an_all_day_series_skips_its_cancelled_dates():
 def test_lines_that_cannot_be_read_give_no_occurrences(line: str):
     assert occurrence_starts(MONDAY, [line], *SPRING) is None
     assert next_start(MONDAY, [line], berlin(1)) is None
+
+
+def _starts(found):
+    assert found is not None
+    return [o.start_at for o in found]
+
+
+def test_occurrences_in_a_range_include_the_one_under_way_and_keep_the_wall_clock():
+    weekly = ["RRULE:FREQ=WEEKLY"]  # 09:00-10:00 Berlin every Monday from 16 March
+    # from Monday 23 March 09:30 (that meeting is under way) to 6 April 09:00
+    found = occurrences(MONDAY, weekly, berlin(23, hour=9) + dt.timedelta(minutes=30),
+                        berlin(6, 4), limit=10)  # fmt: skip
+    assert _starts(found) == [berlin(23).astimezone(UTC), berlin(30).astimezone(UTC)]
+    assert found is not None
+    assert [o.end_at - o.start_at for o in found] == [dt.timedelta(hours=1)] * 2
+    assert found[1].start_at.hour == 7  # 09:00 in summer time
+    assert {o.timezone for o in found} == {"Europe/Berlin"}
+    # the range's end is exclusive; no end gives the next ones, up to the limit
+    assert _starts(occurrences(MONDAY, weekly, berlin(6, 4), None, limit=2)) == [
+        berlin(6, 4).astimezone(UTC),
+        berlin(13, 4).astimezone(UTC),
+    ]
+    # before the series began, and after a COUNT ran out: none
+    assert occurrences(MONDAY, weekly, berlin(1), berlin(16), limit=10) == []
+    assert occurrences(MONDAY, ["RRULE:FREQ=WEEKLY;COUNT=2"], berlin(24), None,
+                       limit=10) == []  # fmt: skip
+
+
+def test_occurrences_leave_out_cancelled_and_place_moved_ones():
+    weekly = ["RRULE:FREQ=WEEKLY;COUNT=4"]  # 16, 23, 30 March, 6 April
+    changes = [
+        OccurrenceChange(berlin(23), None),  # cancelled
+        # the 30th moved out of the range, the 6th into it, two hours long
+        OccurrenceChange(berlin(30), berlin(8, 4)),
+        OccurrenceChange(berlin(6, 4), berlin(25), berlin(25, hour=11)),
+    ]
+    found = occurrences(MONDAY, weekly, berlin(17), berlin(1, 4), changes, limit=10)
+    assert found is not None
+    assert [(o.start_at, o.end_at) for o in found] == [
+        (berlin(25).astimezone(UTC), berlin(25, hour=11).astimezone(UTC))
+    ]
+    # the one moved out is found where it went, as long as the series' ones
+    later = occurrences(MONDAY, weekly, berlin(7, 4), None, changes, limit=10)
+    assert later is not None
+    assert [(o.start_at, o.end_at) for o in later] == [
+        (berlin(8, 4).astimezone(UTC), berlin(8, 4, hour=10).astimezone(UTC))
+    ]
+
+
+def test_all_day_occurrences_are_whole_days_in_the_series_zone():
+    span = all_day_span(dt.date(2026, 3, 2), None, "Europe/Berlin")
+    monthly = ["RRULE:FREQ=MONTHLY;COUNT=3"]  # 2 March, 2 April, 2 May
+    midnight = dt.datetime(2026, 4, 2, tzinfo=BERLIN)
+    # a range that starts late on 2 April Berlin time still meets that day
+    found = occurrences(span, monthly, midnight + dt.timedelta(hours=23), None,
+                        limit=10)  # fmt: skip
+    assert found is not None
+    assert [(o.start_date, o.end_date) for o in found] == [
+        (dt.date(2026, 4, 2), dt.date(2026, 4, 3)),
+        (dt.date(2026, 5, 2), dt.date(2026, 5, 3)),
+    ]
+    assert found[0].all_day
+    assert found[0].start_at == midnight.astimezone(UTC)
+    # one moved by a week, still one day long
+    moved = [OccurrenceChange(dt.date(2026, 4, 2), dt.date(2026, 4, 9))]
+    found = occurrences(span, monthly, midnight, midnight + dt.timedelta(days=10),
+                        moved, limit=10)  # fmt: skip
+    assert found is not None
+    assert [(o.start_date, o.end_date) for o in found] == [
+        (dt.date(2026, 4, 9), dt.date(2026, 4, 10))
+    ]
+
+
+def test_series_end_is_the_last_occurrences_end_or_none_without_one():
+    weekly = "RRULE:FREQ=WEEKLY"
+    assert series_end(MONDAY, []) == MONDAY.end_at  # not a series
+    assert series_end(MONDAY, [f"{weekly};COUNT=4"]) == berlin(6, 4, hour=10)
+    assert series_end(MONDAY, [f"{weekly};UNTIL=20260401T000000Z"]) == (
+        berlin(30, hour=10)
+    )
+    # an RDATE after the rule's end, or an occurrence moved past it
+    assert series_end(
+        MONDAY, [f"{weekly};COUNT=2", "RDATE;TZID=Europe/Berlin:20260501T090000"]
+    ) == berlin(1, 5, hour=10)
+    moved = [OccurrenceChange(berlin(23), berlin(4, 5), berlin(4, 5, hour=12))]
+    assert series_end(MONDAY, [f"{weekly};COUNT=2"], moved) == berlin(4, 5, hour=12)
+    # no end, too many occurrences to count, or a line that cannot be read:
+    # "maybe still going"
+    assert series_end(MONDAY, [weekly]) is None
+    daily = f"RRULE:FREQ=DAILY;COUNT={SERIES_END_OCCURRENCES + 1}"
+    assert series_end(MONDAY, [daily]) is None
+    assert series_end(MONDAY, ["RRULE:FREQ=SOMETIMES"]) is None
+    assert occurrences(MONDAY, ["RRULE:FREQ=SOMETIMES"], berlin(1), None,
+                       limit=1) is None  # fmt: skip

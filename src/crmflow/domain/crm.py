@@ -99,6 +99,9 @@ class Appointment:
     recurrence: tuple[str, ...] = ()
     #: the series' occurrences that are cancelled or moved
     occurrence_changes: tuple[OccurrenceChange, ...] = ()
+    #: a series listed for a time range: its occurrences in that range,
+    #: earliest first (empty otherwise)
+    occurrences: tuple[TimeSpan, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class OccurrenceChange:
     original_start: dt.date | dt.datetime
     #: where it starts instead; None when it is cancelled
     start: dt.date | dt.datetime | None
+    #: where it ends instead (exclusive date for an all-day series); None:
+    #: as long after ``start`` as the series' occurrences last
+    end: dt.date | dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

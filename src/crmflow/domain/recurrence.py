@@ -9,10 +9,12 @@ the series' zone across daylight-saving changes (section 3.3.10), a date-only
 or floating ``UNTIL`` works for all-day and timed series alike, ``EXDATE`` and
 ``RDATE`` values with or without ``TZID`` apply.
 
-Public surface: :func:`occurrence_starts` (the starts in a window) and
-:func:`next_start` (the first start after an instant). Both are forgiving: a
-line they cannot read gives no occurrences (``None``), because callers list
-whatever a calendar sent.
+Public surface: :func:`occurrence_starts` (the starts in a window),
+:func:`next_start` (the first start after an instant), :func:`occurrences`
+(the occurrences overlapping a range, with cancelled and moved ones applied)
+and :func:`series_end` (when the last occurrence ends, for range queries).
+They are forgiving: a line they cannot read gives no occurrences (``None``),
+because callers list whatever a calendar sent.
 """
 
 from __future__ import annotations
@@ -181,6 +183,131 @@ def next_start(
     )
 
 
+def _span_of(start: Start, end: Start, span: TimeSpan) -> TimeSpan:
+    """One occurrence as a :class:`TimeSpan` in the series' zone."""
+    tz = zone(span.timezone)
+
+    def instant(value: Start) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:  # floating: the series' wall clock
+                value = value.replace(tzinfo=tz)
+            return value.astimezone(dt.UTC)
+        return dt.datetime.combine(value, dt.time(), tz).astimezone(dt.UTC)
+
+    return TimeSpan(instant(start), instant(end), span.timezone, span.all_day)
+
+
+def _moved(change: OccurrenceChange, span: TimeSpan) -> TimeSpan | None:
+    """Where a changed occurrence is now; None when it is cancelled."""
+    start = change.start
+    if start is None:
+        return None
+    end = change.end
+    if end is None:
+        # as long as the series' occurrences: whole days for an all-day
+        # series, the same stretch of time otherwise
+        if isinstance(start, dt.datetime):
+            end = start + (span.end_at - span.start_at)
+        else:
+            end = start + (span.end_date - span.start_date)
+    return _span_of(start, end, span)
+
+
+def occurrences(
+    span: TimeSpan,
+    lines: Sequence[str],
+    start: dt.datetime,
+    end: dt.datetime | None,
+    changes: Sequence[OccurrenceChange] = (),
+    *,
+    limit: int,
+) -> list[TimeSpan] | None:
+    """The series' occurrences that overlap ``[start, end)`` (``end`` None:
+    no end), earliest first, at most ``limit``; None when the lines cannot
+    be read.
+
+    ``start``/``end`` are aware instants. An occurrence under way at
+    ``start`` counts. ``changes``: cancelled occurrences are left out, moved
+    ones are where they were moved to (one moved into the range from outside
+    it counts, one moved out of it does not).
+    """
+    calendar = _series(span, lines)
+    if calendar is None:
+        return None
+    changed = {_key(c.original_start): c for c in changes}
+    found: list[TimeSpan] = []
+    for change in changes:
+        moved = _moved(change, span)
+        if moved is not None and _overlaps(moved, start, end):
+            found.append(moved)
+    # "after" yields in order, the occurrences under way at ``low`` too;
+    # for an all-day series it takes the day ``start`` falls on in its zone
+    low: Any = start.astimezone(zone(span.timezone)).date() if span.all_day else start
+    kept = 0
+    try:
+        for occurrence in recurring_ical_events.of(calendar).after(low):
+            one = _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span)
+            if kept >= limit or (end is not None and one.start_at >= end):
+                break
+            if _key(_start_of(occurrence, span)) in changed:
+                continue
+            if _overlaps(one, start, end):
+                found.append(one)
+                kept += 1
+    except (ValueError, TypeError, KeyError, recurring_ical_events.InvalidCalendar):
+        return None
+    found.sort(key=lambda one: (one.start_at, one.end_at))
+    return found[:limit]
+
+
+def _overlaps(one: TimeSpan, start: dt.datetime, end: dt.datetime | None) -> bool:
+    return one.end_at > start and (end is None or one.start_at < end)
+
+
+#: a series with more occurrences than this is treated as endless by
+#: :func:`series_end` (range queries then always look at it)
+SERIES_END_OCCURRENCES = 5000
+
+
+def series_end(
+    span: TimeSpan, lines: Sequence[str], changes: Sequence[OccurrenceChange] = ()
+) -> dt.datetime | None:
+    """When the series' last occurrence ends (an aware UTC instant), or
+    ``span.end_at`` for an appointment that does not repeat; None for a
+    series that repeats without end, has more than
+    :data:`SERIES_END_OCCURRENCES` occurrences, or has lines that cannot be
+    read. A range query may skip an appointment whose end is before the
+    range: None is the safe answer ("maybe still going")."""
+    ends = [span.end_at]
+    for change in changes:
+        moved = _moved(change, span)
+        if moved is not None:
+            ends.append(moved.end_at)
+    if not any(
+        line.split(":", 1)[0].split(";", 1)[0].strip().upper() in ("RRULE", "RDATE")
+        for line in lines
+    ):
+        return max(ends)
+    calendar = _series(span, lines)
+    if calendar is None:
+        return None
+    rules = calendar.walk("VEVENT")[0].get("RRULE")
+    for rule in rules if isinstance(rules, list) else [rules]:
+        if rule is not None and not (rule.get("COUNT") or rule.get("UNTIL")):
+            return None
+    last: TimeSpan | None = None
+    try:
+        every = recurring_ical_events.of(calendar).all()
+        for count, occurrence in enumerate(every):
+            if count >= SERIES_END_OCCURRENCES:
+                return None
+            last = _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span)
+            ends.append(last.end_at)
+    except (ValueError, TypeError, KeyError, recurring_ical_events.InvalidCalendar):
+        return None
+    return max(ends)
+
+
 def _key(start: Start) -> str:
     """One occurrence's identity: its date, or its UTC instant."""
     if isinstance(start, dt.datetime):
@@ -195,9 +322,12 @@ def _sort_key(start: Start) -> dt.datetime:
 
 
 __all__ = [
+    "SERIES_END_OCCURRENCES",
     "Start",
     "add_span",
     "next_start",
     "occurrence_starts",
+    "occurrences",
     "recurrence_properties",
+    "series_end",
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
 from crmflow.domain import crm
 from crmflow.domain.appointments import AppointmentStatus, ResponseStatus, TimeSpan
 from crmflow.domain.calendar import RecurrenceException
+from crmflow.domain.recurrence import series_end
 from crmflow.domain.tenancy import Role
 from crmflow.store import models
 from crmflow.store.calendar_json import exceptions_from_json
@@ -39,14 +43,35 @@ def appointment(row: models.Appointment) -> crm.Appointment:
     )
 
 
+def set_series_end(row: models.Appointment) -> None:
+    """Work out ``row.series_end_at`` from the row's span, recurrence lines
+    and exceptions (every write of those calls this or
+    :func:`series_end_of`)."""
+    row.series_end_at = series_end_of(
+        TimeSpan(row.start_at, row.end_at, row.timezone, row.all_day),
+        row.recurrence or (),
+        exceptions_from_json(row.recurrence_exceptions or []),
+    )
+
+
+def series_end_of(
+    span: TimeSpan, lines: Sequence[str], exceptions: Iterable[RecurrenceException]
+) -> dt.datetime | None:
+    """``series_end_at`` of an appointment (see the column)."""
+    return series_end(span, lines, tuple(_change(e) for e in exceptions))
+
+
 def _change(exception: RecurrenceException) -> crm.OccurrenceChange:
     if exception.status is AppointmentStatus.CANCELLED:
         return crm.OccurrenceChange(exception.original_start, None)
     span = exception.span
     if span is None:  # other content, same time
         return crm.OccurrenceChange(exception.original_start, exception.original_start)
-    start = span.start_date if span.all_day else span.start_at
-    return crm.OccurrenceChange(exception.original_start, start)
+    if span.all_day:
+        return crm.OccurrenceChange(
+            exception.original_start, span.start_date, span.end_date
+        )
+    return crm.OccurrenceChange(exception.original_start, span.start_at, span.end_at)
 
 
 def contact(row: models.Contact) -> crm.Contact:

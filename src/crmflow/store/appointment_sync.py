@@ -44,6 +44,7 @@ from crmflow.domain.calendar import CalendarEvent
 from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.errors import Conflict, NotFound
 from crmflow.store import models
+from crmflow.store._convert import series_end_of
 from crmflow.store.calendar_json import (
     attendees_from_json,
     attendees_to_json,
@@ -383,6 +384,7 @@ def _fill(row: models.Appointment, event: CalendarEvent) -> None:
     )
     row.recurrence_rule = rule[:500] if rule else None
     row.recurrence_exceptions = exceptions_to_json(event.exceptions)
+    row.series_end_at = series_end_of(event.span, event.recurrence, event.exceptions)
 
 
 def insert_event(uow: SyncSession, event: CalendarEvent) -> uuid.UUID:
@@ -415,6 +417,7 @@ def insert_event(uow: SyncSession, event: CalendarEvent) -> uuid.UUID:
             "recurrence_rule": row.recurrence_rule,
             "recurrence": row.recurrence,
             "recurrence_exceptions": row.recurrence_exceptions,
+            "series_end_at": row.series_end_at,
             "created_at": now,
             "updated_at": now,
             "version": 1,

@@ -259,6 +259,11 @@ class Appointment(Base):
     recurrence_exceptions: Mapped[list[Any]] = mapped_column(
         default=list, server_default="[]"
     )
+    #: when the last occurrence ends: ``end_at`` for an appointment that does
+    #: not repeat; NULL for a series without end (or not worked out yet), so
+    #: that a range query can pass over series that have ended
+    #: (``domain.recurrence.series_end``)
+    series_end_at: Mapped[dt.datetime | None]
     #: the iCalendar UID: the event's identity in every synced calendar
     ical_uid: Mapped[str] = mapped_column(String(1024), default=new_ical_uid)
     created_at: Mapped[dt.datetime] = _created()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dateutil.rrule import rrulestr
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmflow.domain import crm
 from crmflow.domain.appointments import normalize_rrule
 from crmflow.domain.emails import normalize_email
+from crmflow.domain.recurrence import occurrences
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -36,6 +38,9 @@ from crmflow.store.identity import (
 from crmflow.store.passwords import hash_password
 
 MAX_PAGE = 500
+#: occurrences of one series listed with it for a range, at most (a daily
+#: series over three months; a longer range is asked for in parts)
+OCCURRENCES_LISTED = 100
 
 
 def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
@@ -107,6 +112,90 @@ class AppointmentRepository:
         )
         return crm.Page(
             tuple(_convert.appointment(r) for r in rows), total, limit, offset
+        )
+
+    async def overlapping(
+        self,
+        *,
+        start: dt.datetime,
+        end: dt.datetime | None = None,
+        owner_id: uuid.UUID | None = None,
+        include_cancelled: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> crm.Page[crm.Appointment]:
+        """Appointments with an occurrence overlapping ``[start, end)`` (no
+        ``end``: from ``start`` on), ordered by the start of their first such
+        occurrence, then id.
+
+        A series is listed once, with its occurrences in the range
+        (``occurrences``, earliest first, at most :data:`OCCURRENCES_LISTED`):
+        a weekly meeting that began last year is listed for this week.
+        Cancelled occurrences are not occurrences; a moved one is where it was
+        moved to. A series whose recurrence lines cannot be read is taken as
+        its first occurrence only.
+
+        Cost: appointments that do not repeat are paged in the database; the
+        series that may reach into the range (those begun before its end and
+        not ended before its start, ``series_end_at``) are expanded here,
+        each one.
+        """
+        limit, offset = _page_bounds(limit, offset)
+        if end is not None and end <= start:
+            raise ValidationFailed("The range end must be after its start.")
+        a = models.Appointment
+        stmt = self._scoped()
+        if end is not None:
+            stmt = stmt.where(a.start_at < end)
+        if owner_id is not None:
+            stmt = stmt.where(a.user_id == owner_id)
+        if not include_cancelled:
+            stmt = stmt.where(a.status != "cancelled")
+        # one row, one occurrence: the row's own span
+        single = a.series_end_at == a.end_at
+        singles = stmt.where(single, a.end_at > start)
+        total = await _count(self._s, singles)
+        found: list[tuple[dt.datetime, uuid.UUID, crm.Appointment]] = [
+            (row.start_at, row.id, _convert.appointment(row))
+            for row in await self._s.scalars(
+                singles.order_by(a.start_at, a.id).limit(offset + limit)
+            )
+        ]
+        series = stmt.where(
+            or_(a.series_end_at.is_(None), a.series_end_at != a.end_at),
+            or_(a.series_end_at.is_(None), a.series_end_at > start),
+        )
+        for row in await self._s.scalars(series):
+            appointment = _convert.appointment(row)
+            span = appointment.span
+            listed = occurrences(
+                span,
+                appointment.recurrence,
+                start,
+                end,
+                appointment.occurrence_changes,
+                limit=OCCURRENCES_LISTED,
+            )
+            if listed is None:  # lines nobody can expand: the first occurrence
+                if span.end_at > start and (end is None or span.start_at < end):
+                    found.append((span.start_at, row.id, appointment))
+                    total += 1
+                continue
+            if listed:
+                found.append(
+                    (
+                        listed[0].start_at,
+                        row.id,
+                        replace(appointment, occurrences=tuple(listed)),
+                    )
+                )
+                total += 1
+        found.sort(key=lambda item: (item[0], item[1]))
+        return crm.Page(
+            tuple(item[2] for item in found[offset : offset + limit]),
+            total,
+            limit,
+            offset,
         )
 
     async def with_attendees(
@@ -188,6 +277,7 @@ class AppointmentRepository:
             row.recurrence = [f"RRULE:{rule}"] if rule else []
             row.recurrence_exceptions = []
         row.recurrence_rule = rule
+        _convert.set_series_end(row)
 
     async def create(self, draft: crm.AppointmentDraft) -> crm.Appointment:
         """Create an appointment owned by the acting user."""

@@ -44,16 +44,33 @@ async def list_appointments(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> PageOut[AppointmentOut]:
-    """Appointments overlapping ``[start, end)``, earliest first."""
+    """Appointments overlapping ``[start, end)``, earliest first.
+
+    With ``start``, a series counts when one of its occurrences overlaps the
+    range (a weekly meeting begun last year is listed for this week), is
+    ordered by that occurrence and carries its occurrences in the range.
+    Without it, a series is listed by its first occurrence.
+    """
+    since, until = _aware(start, "start"), _aware(end, "end")
     async with services.db.tenant(ctx) as session:
-        page = await AppointmentRepository(session).list(
-            start=_aware(start, "start"),
-            end=_aware(end, "end"),
-            owner_id=owner_id,
-            include_cancelled=include_cancelled,
-            limit=limit,
-            offset=offset,
-        )
+        repo = AppointmentRepository(session)
+        if since is not None:
+            page = await repo.overlapping(
+                start=since,
+                end=until,
+                owner_id=owner_id,
+                include_cancelled=include_cancelled,
+                limit=limit,
+                offset=offset,
+            )
+        else:
+            page = await repo.list(
+                end=until,
+                owner_id=owner_id,
+                include_cancelled=include_cancelled,
+                limit=limit,
+                offset=offset,
+            )
     return PageOut[AppointmentOut](
         items=[AppointmentOut.of(a) for a in page.items],
         total=page.total,

@@ -13,6 +13,7 @@ from crmflow.domain import crm
 from crmflow.domain.appointments import (
     AppointmentStatus,
     ResponseStatus,
+    TimeSpan,
     all_day_span,
     timed_span,
     zone,
@@ -135,6 +136,25 @@ class AttendeeOut(BaseModel):
     response_status: ResponseStatus
 
 
+class OccurrenceOut(BaseModel):
+    """One occurrence of a series, in the series' time zone."""
+
+    start: dt.datetime
+    end: dt.datetime
+    start_date: dt.date | None
+    end_date: dt.date | None = Field(description="Exclusive end date (all-day only).")
+
+    @classmethod
+    def of(cls, span: TimeSpan) -> OccurrenceOut:
+        tz = zone(span.timezone)
+        return cls(
+            start=span.start_at.astimezone(tz),
+            end=span.end_at.astimezone(tz),
+            start_date=span.start_date if span.all_day else None,
+            end_date=span.end_date if span.all_day else None,
+        )
+
+
 class AppointmentOut(BaseModel):
     id: uuid.UUID
     owner_id: uuid.UUID
@@ -150,6 +170,13 @@ class AppointmentOut(BaseModel):
     attendees: list[AttendeeOut]
     status: AppointmentStatus
     recurrence_rule: str | None
+    occurrences: list[OccurrenceOut] | None = Field(
+        default=None,
+        description=(
+            "A series listed for a range (start given): its occurrences in"
+            " the range, earliest first, at most 100; null otherwise."
+        ),
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
     version: int
@@ -177,6 +204,9 @@ class AppointmentOut(BaseModel):
             ],
             status=a.status,
             recurrence_rule=a.recurrence_rule,
+            occurrences=[OccurrenceOut.of(o) for o in a.occurrences]
+            if a.occurrences
+            else None,
             created_at=a.created_at,
             updated_at=a.updated_at,
             version=a.version,
