@@ -240,6 +240,53 @@ async def test_appointments_list_shows_series_and_all_day(
         )
 
 
+async def test_a_series_begun_long_ago_is_upcoming_however_much_came_after_it(
+    web, tenants, services
+):
+    """A weekly meeting begun a year ago, with more than a thousand past
+    appointments after it, still shows as running with its next meeting; a
+    cancelled series of the same age does not show."""
+    await sign_in(web, tenants.alice)
+    ctx = tenants.alice.ctx
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    begun = now - dt.timedelta(days=365)
+    async with services.db.tenant(ctx) as session:
+        repo = AppointmentRepository(session)
+        for title, status in (
+            ("Weekly pipeline review", AppointmentStatus.CONFIRMED),
+            ("Dropped series", AppointmentStatus.CANCELLED),
+        ):
+            await repo.create(
+                AppointmentDraft(
+                    title=title,
+                    span=timed_span(begun, begun + dt.timedelta(hours=1), "UTC"),
+                    status=status,
+                    recurrence_rule="FREQ=WEEKLY",
+                )
+            )
+        for n in range(1100):  # single appointments since, all in the past
+            start = begun + dt.timedelta(days=1, hours=n * 7)
+            session.add(
+                models.Appointment(
+                    organization_id=ctx.organization_id,
+                    user_id=ctx.user_id,
+                    title=f"Call {n}",
+                    start_at=start,
+                    end_at=start + dt.timedelta(minutes=30),
+                    series_end_at=start + dt.timedelta(minutes=30),
+                    timezone="UTC",
+                )
+            )
+    upcoming = (await web.get("/appointments")).text
+    series = re.findall(r'<li class="appt appt-series"(.*?)</li>', upcoming, re.S)
+    assert [t for t in map(words, series) if "Weekly pipeline review" in t], upcoming
+    shown = words(" ".join(series))
+    weeks = (now - begun) // dt.timedelta(weeks=1) + 1
+    nxt = begun + dt.timedelta(weeks=weeks)
+    assert f"Next: {nxt:%a} {nxt.day} {nxt:%b %Y}, {nxt:%H:%M}" in shown
+    assert "Dropped series" not in words(upcoming)
+
+
 async def test_other_users_never_see_the_accounts_or_conflicts(
     app: FastAPI,
     web: httpx.AsyncClient,

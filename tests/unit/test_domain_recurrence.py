@@ -5,15 +5,16 @@ the next start after an instant, and lines that cannot be read."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from crmflow.domain.appointments import all_day_span, timed_span
+from crmflow.domain.appointments import TimeSpan, all_day_span, timed_span
 from crmflow.domain.crm import OccurrenceChange
 from crmflow.domain.recurrence import (
     SERIES_END_OCCURRENCES,
-    next_start,
+    Start,
     occurrence_starts,
     occurrences,
     series_end,
@@ -25,6 +26,21 @@ UTC = dt.UTC
 
 def berlin(day: int, month: int = 3, hour: int = 9) -> dt.datetime:
     return dt.datetime(2026, month, day, hour, tzinfo=BERLIN)
+
+
+def next_start(
+    span: TimeSpan,
+    lines: list[str],
+    instant: dt.datetime,
+    changes: Sequence[OccurrenceChange] = (),
+) -> Start | None:
+    """The first start after ``instant`` (a date for an all-day series), as
+    the appointments page works it out from :func:`occurrences`."""
+    found = occurrences(span, lines, instant, None, changes, limit=2)
+    following = next((o for o in found or () if o.start_at > instant), None)
+    if following is None:
+        return None
+    return following.start_date if following.all_day else following.start_at
 
 
 #: a one-hour 09:00 Berlin meeting on Monday 16 March 2026; Berlin moves to

@@ -10,9 +10,9 @@ or floating ``UNTIL`` works for all-day and timed series alike, ``EXDATE`` and
 ``RDATE`` values with or without ``TZID`` apply.
 
 Public surface: :func:`occurrence_starts` (the starts in a window),
-:func:`next_start` (the first start after an instant), :func:`occurrences`
-(the occurrences overlapping a range, with cancelled and moved ones applied)
-and :func:`series_end` (when the last occurrence ends, for range queries).
+:func:`occurrences` (the occurrences overlapping a range, with cancelled and
+moved ones applied) and :func:`series_end` (when the last occurrence ends, for
+range queries).
 They are forgiving: a line they cannot read gives no occurrences (``None``),
 because callers list whatever a calendar sent.
 """
@@ -20,7 +20,6 @@ because callers list whatever a calendar sent.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -34,9 +33,6 @@ from crmflow.domain.crm import OccurrenceChange
 Start = dt.date | dt.datetime
 
 _LINES = ("RRULE", "EXRULE", "RDATE", "EXDATE")
-#: occurrences looked at past the instant before giving up: more than can be
-#: going on at once in any sane series (a daily rule with week-long events)
-_IN_PROGRESS = 64
 
 
 def recurrence_properties(lines: Iterable[str]) -> list[tuple[str, Any]]:
@@ -140,47 +136,6 @@ def occurrence_starts(
     except (ValueError, TypeError, recurring_ical_events.InvalidCalendar):
         return None
     return sorted(_expanded(span, lines, found), key=_sort_key)
-
-
-def next_start(
-    span: TimeSpan,
-    lines: Sequence[str],
-    instant: dt.datetime,
-    changes: Sequence[OccurrenceChange] = (),
-) -> Start | None:
-    """The first start of the series after ``instant`` (an aware instant; for
-    an all-day series, a date after the one ``instant`` falls on in the
-    series' zone); None when there is none or the lines cannot be read.
-
-    ``changes``: occurrences cancelled (skipped) or moved (counted at their
-    new start, wherever the rule put them).
-    """
-    calendar = _series(span, lines)
-    if calendar is None:
-        return None
-    tz = zone(span.timezone)
-    after: Any = instant.astimezone(tz).date() if span.all_day else instant
-    changed = {_key(c.original_start) for c in changes}
-    moved = [
-        c.start
-        for c in changes
-        if c.start is not None and _sort_key(c.start) > _sort_key(after)
-    ]
-    found: Start | None = None
-    try:
-        upcoming = recurring_ical_events.of(calendar).after(after)
-        # "after" also yields the occurrences still going on at the instant;
-        # each changed one is passed over as well
-        limit = _IN_PROGRESS + len(changed)
-        for start in itertools.islice(_expanded(span, lines, upcoming), limit):
-            if _sort_key(start) > _sort_key(after) and _key(start) not in changed:
-                found = start
-                break
-    except (ValueError, TypeError, recurring_ical_events.InvalidCalendar):
-        return None
-    return min(
-        [*moved, *([found] if found is not None else [])], key=_sort_key, default=None
-    )
 
 
 def _span_of(start: Start, end: Start, span: TimeSpan) -> TimeSpan:
@@ -325,7 +280,6 @@ __all__ = [
     "SERIES_END_OCCURRENCES",
     "Start",
     "add_span",
-    "next_start",
     "occurrence_starts",
     "occurrences",
     "recurrence_properties",

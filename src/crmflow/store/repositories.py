@@ -81,23 +81,17 @@ class AppointmentRepository:
     async def list(
         self,
         *,
-        start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         owner_id: uuid.UUID | None = None,
         include_cancelled: bool = True,
         limit: int = 50,
         offset: int = 0,
     ) -> crm.Page[crm.Appointment]:
-        """Appointments overlapping ``[start, end)``, earliest first.
-
-        Recurring appointments are listed once, by their first occurrence.
-        """
+        """Appointments that begin before ``end`` (all without it), earliest
+        first; a series by its first occurrence (:meth:`overlapping` lists
+        what happens in a range)."""
         limit, offset = _page_bounds(limit, offset)
-        if start is not None and end is not None and end <= start:
-            raise ValidationFailed("The range end must be after its start.")
         stmt = self._scoped()
-        if start is not None:
-            stmt = stmt.where(models.Appointment.end_at > start)
         if end is not None:
             stmt = stmt.where(models.Appointment.start_at < end)
         if owner_id is not None:
@@ -182,13 +176,9 @@ class AppointmentRepository:
                     total += 1
                 continue
             if listed:
-                found.append(
-                    (
-                        listed[0].start_at,
-                        row.id,
-                        replace(appointment, occurrences=tuple(listed)),
-                    )
-                )
+                if appointment.recurrence:
+                    appointment = replace(appointment, occurrences=tuple(listed))
+                found.append((listed[0].start_at, row.id, appointment))
                 total += 1
         found.sort(key=lambda item: (item[0], item[1]))
         return crm.Page(

@@ -1,25 +1,14 @@
-"""Recurring appointments for a person: "repeats weekly on Monday", and whether
-a series that started in the past still has occurrences to come.
+"""Recurring appointments for a person: "repeats weekly on Monday".
 
-Public surface: :func:`describe_rule` (an RFC 5545 ``RRULE`` value in words)
-and :func:`next_occurrence` (when a series next starts after a given instant,
-None once it has ended). Both are forgiving: a rule they cannot read is described as
-"repeats" and counted as ended, because the list must render whatever a
-calendar sent.
-
-Occurrences are expanded in the appointment's own zone, on its wall clock
-(RFC 5545 section 3.3.10: a weekly 09:30 meeting stays at 09:30 across a
-daylight-saving change), by recurring-ical-events
-(:mod:`crmflow.domain.recurrence`).
+Public surface: :func:`describe_rule` (an RFC 5545 ``RRULE`` value in words).
+It is forgiving: a rule it cannot read is described as "repeats", because the
+list must render whatever a calendar sent. When a series meets is worked out
+by :mod:`crmflow.domain.recurrence` (through the repository's range query).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-
-from crmflow.domain import crm
-from crmflow.domain.appointments import AppointmentStatus
-from crmflow.domain.recurrence import Start, next_start
 
 _UNITS = {
     "SECONDLY": ("every second", "second"),
@@ -136,32 +125,3 @@ def describe_rule(rule: str | None) -> str:
     if until:
         text += f", until {until}"
     return text
-
-
-#: an UNTIL this long before the instant has surely passed, in any zone
-_UNTIL_SLACK = dt.timedelta(days=2)
-
-
-def next_occurrence(appointment: crm.Appointment, instant: dt.datetime) -> Start | None:
-    """When the series ``appointment`` next starts after ``instant`` (an aware
-    UTC instant, or a date for an all-day series).
-
-    None for single appointments, cancelled series, series that have ended
-    and rules that cannot be expanded. Cancelled occurrences (and EXDATEs)
-    are skipped, moved ones count at their new start.
-    """
-    rule = appointment.recurrence_rule
-    if not rule or appointment.status is AppointmentStatus.CANCELLED:
-        return None
-    until = _parts(rule).get("UNTIL", "")
-    if until[:8].isdigit() and until[:8] < (instant - _UNTIL_SLACK).strftime("%Y%m%d"):
-        # ended days ago: no need to walk every occurrence up to the end
-        # (expanding a long-ended daily series costs tens of milliseconds)
-        return None
-    lines = appointment.recurrence or ("RRULE:" + _parts_line(rule),)
-    return next_start(appointment.span, lines, instant, appointment.occurrence_changes)
-
-
-def _parts_line(rule: str) -> str:
-    text = rule.strip()
-    return text[len("RRULE:") :] if text.upper().startswith("RRULE:") else text

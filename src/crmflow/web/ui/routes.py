@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from crmflow.domain import crm
+from crmflow.domain.appointments import AppointmentStatus
 from crmflow.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from crmflow.store.identity import (
     authenticate_password,
@@ -49,7 +50,7 @@ from crmflow.web.ui.forms import (
     timezone_choices,
 )
 from crmflow.web.ui.pages import flash, occurrence_start, render
-from crmflow.web.ui.recurrence import describe_rule, next_occurrence
+from crmflow.web.ui.recurrence import describe_rule
 from crmflow.web.ui.session import (
     EPOCH_KEY,
     HOME,
@@ -67,9 +68,6 @@ Csrf = [Depends(require_csrf)]
 
 #: the longest list of upcoming (or past) appointments shown on one page
 LIST_LIMIT = 200
-#: how many appointments that started in the past are searched for series that
-#: still repeat (the repository lists a series by its first occurrence only)
-SERIES_SCAN_LIMIT = 1000
 #: token lifetimes offered in Settings (days; "" = never expires)
 LIFETIME_CHOICES: tuple[tuple[str, str], ...] = (
     ("30", "30 days"),
@@ -195,11 +193,32 @@ async def _appointments_context(
             running: list[crm.Appointment] = []
             upcoming: dict[uuid.UUID, dt.date | dt.datetime] = {}
         else:
-            page = await repo.list(start=now, limit=LIST_LIMIT)
-            items, total = list(page.items), page.total
-            running, upcoming = await _running_series(repo, now)
+            # everything with an occurrence from now on; a series that began
+            # earlier is shown apart, with when it meets next
+            page = await repo.overlapping(start=now, limit=LIST_LIMIT)
+            began = {a.id for a in page.items if a.occurrences and a.span.end_at <= now}
+            items = [a for a in page.items if a.id not in began]
+            # a cancelled series that began earlier is not shown at all
+            running = [
+                a
+                for a in page.items
+                if a.id in began and a.status is not AppointmentStatus.CANCELLED
+            ]
+            total = page.total - len(began)
+            upcoming = {}
+            for a in running:
+                following = next((o for o in a.occurrences if o.start_at > now), None)
+                if following is not None:
+                    upcoming[a.id] = (
+                        following.start_date
+                        if following.all_day
+                        else following.start_at
+                    )
+            running.sort(key=lambda a: (a.span.start_at, a.id))
         members = await MemberRepository(session).list()
-    next_starts = {a.id: occurrence_start(a, upcoming[a.id]) for a in running}
+    next_starts = {
+        a.id: occurrence_start(a, upcoming[a.id]) for a in running if a.id in upcoming
+    }
     return {
         **_page(request, viewer, "appointments"),
         "show": show,
@@ -213,38 +232,6 @@ async def _appointments_context(
         "repeats": describe_rule,
         "now": now,
     }
-
-
-async def _running_series(
-    repo: AppointmentRepository, now: dt.datetime
-) -> tuple[list[crm.Appointment], dict[uuid.UUID, dt.date | dt.datetime]]:
-    """Series that started before ``now`` and still repeat after it, earliest
-    first, and when each starts next.
-
-    The repository lists a series once, by its first occurrence, so a weekly
-    meeting that began last month would only be under "Past". This scans the
-    :data:`SERIES_SCAN_LIMIT` appointments that ended most recently before
-    ``now`` for such series (newest first: recent series are the likeliest to
-    still run; a series older than that scan is only under "Past").
-    """
-    probe = await repo.list(end=now, limit=1)
-    found: list[crm.Appointment] = []
-    upcoming: dict[uuid.UUID, dt.date | dt.datetime] = {}
-    end = probe.total
-    scanned = 0
-    while end > 0 and scanned < SERIES_SCAN_LIMIT and len(found) < LIST_LIMIT:
-        start = max(0, end - LIST_LIMIT)
-        page = await repo.list(end=now, limit=end - start, offset=start)
-        for a in page.items:
-            if a.span.end_at <= now and a.recurrence_rule:
-                following = next_occurrence(a, now)
-                if following is not None:
-                    found.append(a)
-                    upcoming[a.id] = following
-        scanned += end - start
-        end = start
-    found.sort(key=lambda a: (a.span.start_at, a.id))
-    return found[:LIST_LIMIT], upcoming
 
 
 def _form_context(form: AppointmentForm, *extra_zones: str) -> dict[str, Any]:
