@@ -379,13 +379,6 @@ class DbStatusRepository(SyncStatusRepository):
         self._loaded = snapshot
 
 
-def _seen(task: asyncio.Future[Changes]) -> None:
-    """Mark a finished request's error as retrieved (asyncio reports an error
-    nobody retrieved when the task is collected)."""
-    if not task.cancelled():
-        task.exception()
-
-
 class CheckpointedCalendar(CalendarProvider):
     """A provider calendar whose every call first commits the run's open
     database transaction (see the module doc), and that reports progress."""
@@ -452,9 +445,6 @@ class CheckpointedCalendar(CalendarProvider):
         if self._prefetch is not None:
             raise RuntimeError("A change feed was already requested ahead.")
         task = asyncio.ensure_future(self._inner.list_changes(cursor))
-        # its error counts as seen even if the run ends before taking it
-        # (awaiting it later still raises it)
-        task.add_done_callback(_seen)
         self._prefetch = (cursor, task)
 
     async def discard_prefetch(self) -> None:
@@ -464,6 +454,9 @@ class CheckpointedCalendar(CalendarProvider):
             return
         _, task = self._prefetch
         self._prefetch = None
+        # cancel() also marks an error it already ended with as retrieved, so
+        # asyncio does not report it as lost (before any await: nothing can
+        # come between)
         task.cancel()
         # wait without taking its outcome: a cancellation of this task still
         # propagates, the request's own does not
