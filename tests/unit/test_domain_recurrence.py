@@ -234,9 +234,10 @@ def test_series_end_is_the_last_occurrences_end_or_none_without_one():
     weekly = "RRULE:FREQ=WEEKLY"
     assert series_end(MONDAY, []) == MONDAY.end_at  # not a series
     assert series_end(MONDAY, [f"{weekly};COUNT=4"]) == berlin(6, 4, hour=10)
-    assert series_end(MONDAY, [f"{weekly};UNTIL=20260401T000000Z"]) == (
-        berlin(30, hour=10)
-    )
+    # by UNTIL: late by up to a day and an occurrence's length, never early
+    by_until = series_end(MONDAY, [f"{weekly};UNTIL=20260401T000000Z"])
+    assert by_until is not None
+    assert berlin(30, hour=10) <= by_until <= berlin(2, 4, hour=10)
     # an RDATE after the rule's end, or an occurrence moved past it
     assert series_end(
         MONDAY, [f"{weekly};COUNT=2", "RDATE;TZID=Europe/Berlin:20260501T090000"]
@@ -251,3 +252,59 @@ def test_series_end_is_the_last_occurrences_end_or_none_without_one():
     assert series_end(MONDAY, ["RRULE:FREQ=SOMETIMES"]) is None
     assert occurrences(MONDAY, ["RRULE:FREQ=SOMETIMES"], berlin(1), None,
                        limit=1) is None  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "rule", ["FREQ=DAILY", "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR", "FREQ=DAILY;COUNT=70"]
+)
+def test_all_day_series_on_consecutive_days_are_listed_for_a_week(rule: str):
+    span = all_day_span(dt.date(2026, 1, 1), None, "Europe/Berlin")
+    week = (dt.datetime(2026, 3, 2, tzinfo=UTC), dt.datetime(2026, 3, 9, tzinfo=UTC))
+    found = occurrences(span, [f"RRULE:{rule}"], *week, limit=100)
+    assert found is not None
+    days = [o.start_date for o in found]
+    # 1 March ends at midnight Berlin, 23:00 UTC on the 1st: it overlaps
+    expected = [dt.date(2026, 3, d) for d in range(2, 10)]
+    if "BYDAY" in rule:
+        expected = [d for d in expected if d.weekday() < 5]
+    assert days == expected
+    # and from a start on, the next ones up to the limit
+    found = occurrences(span, [f"RRULE:{rule}"], week[0], None, limit=3)
+    assert found is not None
+    assert len(found) == 3
+
+
+def test_a_change_of_an_occurrence_the_rule_does_not_have_is_ignored():
+    # left from before the series moved from Monday to Tuesday
+    weekly = ["RRULE:FREQ=WEEKLY;COUNT=4"]
+    tuesday = timed_span(berlin(17), berlin(17, hour=10), "Europe/Berlin")
+    stale = [OccurrenceChange(berlin(23), berlin(26))]
+    found = occurrences(tuesday, weekly, berlin(16), berlin(1, 4), stale, limit=10)
+    assert _starts(found) == [berlin(d).astimezone(UTC) for d in (17, 24, 31)]
+
+
+def test_series_end_of_a_huge_series_is_bounded_without_expanding_it():
+    # a rule with UNTIL ends by then, however many occurrences it has
+    until = "RRULE:FREQ=SECONDLY;UNTIL=20300101T000000Z"
+    end = series_end(MONDAY, [until])
+    assert end is not None
+    assert (
+        dt.datetime(2030, 1, 1, tzinfo=UTC)
+        <= end
+        <= dt.datetime(2030, 1, 3, tzinfo=UTC)
+    )
+    # a COUNT above the limit is not counted: "maybe still going"
+    assert series_end(MONDAY, ["RRULE:FREQ=SECONDLY;COUNT=1000000"]) is None
+
+
+def test_a_series_too_dense_to_walk_to_the_range_counts_as_unreadable():
+    """Expanding walks the rule from the first start: an endless minutely
+    series begun a year before the range would take many seconds, so it is
+    not expanded (listed by its first occurrence, like an unreadable one);
+    a daily one of the same age is."""
+    year_ago = timed_span(berlin(16, 3), berlin(16, 3, hour=10), "Europe/Berlin")
+    later = (berlin(16, 3) + dt.timedelta(days=366), None)
+    assert occurrences(year_ago, ["RRULE:FREQ=MINUTELY"], *later, limit=2) is None
+    daily = occurrences(year_ago, ["RRULE:FREQ=DAILY"], *later, limit=2)
+    assert daily is not None
+    assert len(daily) == 2

@@ -168,6 +168,14 @@ def _moved(change: OccurrenceChange, span: TimeSpan) -> TimeSpan | None:
     return _span_of(start, end, span)
 
 
+#: how far ahead a range without end looks for occurrences
+HORIZON = dt.timedelta(days=4 * 366)
+#: the windows a range is expanded in, one after the other (the last one
+#: repeats): a range stops being expanded once a window brought ``limit``
+_WINDOWS = (dt.timedelta(days=7), dt.timedelta(days=31), dt.timedelta(days=366))
+_DAY = dt.timedelta(days=1)
+
+
 def occurrences(
     span: TimeSpan,
     lines: Sequence[str],
@@ -178,89 +186,215 @@ def occurrences(
     limit: int,
 ) -> list[TimeSpan] | None:
     """The series' occurrences that overlap ``[start, end)`` (``end`` None:
-    no end), earliest first, at most ``limit``; None when the lines cannot
-    be read.
+    the :data:`HORIZON` after ``start``), earliest first, at most ``limit``;
+    None when the lines cannot be read.
 
     ``start``/``end`` are aware instants. An occurrence under way at
     ``start`` counts. ``changes``: cancelled occurrences are left out, moved
     ones are where they were moved to (one moved into the range from outside
-    it counts, one moved out of it does not).
+    it counts, one moved out of it does not; a change of an occurrence the
+    rule does not have, left from an earlier start of the series, is
+    ignored).
+
+    Cost: recurring-ical-events (through dateutil) walks the rule from the
+    series' first start for each window, so an old series with a short
+    period costs the most.
     """
     calendar = _series(span, lines)
-    if calendar is None:
+    stop = start + HORIZON if end is None else end
+    if calendar is None or _walk(calendar, span, stop) > WALK_LIMIT:
         return None
     changed = {_key(c.original_start): c for c in changes}
     found: list[TimeSpan] = []
-    for change in changes:
-        moved = _moved(change, span)
-        if moved is not None and _overlaps(moved, start, end):
-            found.append(moved)
-    # "after" yields in order, the occurrences under way at ``low`` too;
-    # for an all-day series it takes the day ``start`` falls on in its zone
-    low: Any = start.astimezone(zone(span.timezone)).date() if span.all_day else start
-    kept = 0
     try:
-        for occurrence in recurring_ical_events.of(calendar).after(low):
-            one = _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span)
-            if kept >= limit or (end is not None and one.start_at >= end):
-                break
-            if _key(_start_of(occurrence, span)) in changed:
-                continue
-            if _overlaps(one, start, end):
-                found.append(one)
-                kept += 1
+        expanded = recurring_ical_events.of(calendar)
+        for change in changes:
+            moved = _moved(change, span)
+            if (
+                moved is not None
+                and _overlaps(moved, start, stop)
+                and _has(expanded, change.original_start, span)
+            ):
+                found.append(moved)
+        seen: set[str] = set()
+        kept = 0
+        low, widths = start, iter(_WINDOWS)
+        width = next(widths)
+        while low < stop and kept < limit:
+            high = min(low + width, stop)
+            for occurrence in expanded.between(*_bounds(low, high, span)):
+                key = _key(_start_of(occurrence, span))
+                if key in seen or key in changed:
+                    continue
+                seen.add(key)
+                one = _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span)
+                if _overlaps(one, start, stop):
+                    found.append(one)
+                    kept += 1
+            low, width = high, next(widths, width)
     except (ValueError, TypeError, KeyError, recurring_ical_events.InvalidCalendar):
         return None
     found.sort(key=lambda one: (one.start_at, one.end_at))
     return found[:limit]
 
 
+#: rule periods between a series' first start and the end of a range, at
+#: most, that :func:`occurrences` walks (each costs a few microseconds, for
+#: every window): past it the series counts as one nobody can expand. An
+#: hourly series reaches it after about 23 years, a minutely one after
+#: about 5 months.
+WALK_LIMIT = 200_000
+
+_PERIOD_S = {
+    "SECONDLY": 1,
+    "MINUTELY": 60,
+    "HOURLY": 3600,
+    "DAILY": 86400,
+    "WEEKLY": 7 * 86400,
+    "MONTHLY": 28 * 86400,
+    "YEARLY": 365 * 86400,
+}
+
+
+def _walk(calendar: Calendar, span: TimeSpan, stop: dt.datetime) -> float:
+    """How many periods of its rules the expansion walks from the series'
+    first start to ``stop`` (the most of its RRULEs)."""
+    rules = calendar.walk("VEVENT")[0].get("RRULE")
+    seconds = (stop - span.start_at).total_seconds()
+    periods = 0.0
+    for rule in rules if isinstance(rules, list) else [rules]:
+        if rule is None:
+            continue
+        try:
+            period = _PERIOD_S[str(rule["FREQ"][0]).upper()]
+            interval = int((rule.get("INTERVAL") or [1])[0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return float("inf")
+        periods = max(periods, seconds / (period * interval))
+    return periods
+
+
+def _bounds(low: dt.datetime, high: dt.datetime, span: TimeSpan) -> tuple[Any, Any]:
+    """What to ask recurring-ical-events for ``[low, high)``: the instants,
+    or for an all-day series the days they touch in its zone (the overlap
+    is checked exactly afterwards)."""
+    if not span.all_day:
+        return low, high
+    tz = zone(span.timezone)
+    return low.astimezone(tz).date(), high.astimezone(tz).date() + _DAY
+
+
+def _has(expanded: Any, original: Start, span: TimeSpan) -> bool:
+    """Whether the rule has an occurrence starting at ``original``."""
+    if isinstance(original, dt.datetime):
+        at = original.astimezone(dt.UTC)
+        window: tuple[Any, Any] = (at, at + dt.timedelta(seconds=1))
+    else:
+        window = (original, original + _DAY)
+    wanted = _key(original)
+    return any(
+        _key(_start_of(occurrence, span)) == wanted
+        for occurrence in expanded.between(*window)
+    )
+
+
 def _overlaps(one: TimeSpan, start: dt.datetime, end: dt.datetime | None) -> bool:
     return one.end_at > start and (end is None or one.start_at < end)
 
 
-#: a series with more occurrences than this is treated as endless by
+#: a series with a COUNT above this is treated as endless by
 #: :func:`series_end` (range queries then always look at it)
-SERIES_END_OCCURRENCES = 5000
+SERIES_END_OCCURRENCES = 2000
 
 
 def series_end(
     span: TimeSpan, lines: Sequence[str], changes: Sequence[OccurrenceChange] = ()
 ) -> dt.datetime | None:
-    """When the series' last occurrence ends (an aware UTC instant), or
-    ``span.end_at`` for an appointment that does not repeat; None for a
-    series that repeats without end, has more than
-    :data:`SERIES_END_OCCURRENCES` occurrences, or has lines that cannot be
-    read. A range query may skip an appointment whose end is before the
-    range: None is the safe answer ("maybe still going")."""
+    """When the series' last occurrence ends, or later (an aware UTC
+    instant; ``span.end_at`` for an appointment that does not repeat); None
+    for a series that repeats without end, has a ``COUNT`` above
+    :data:`SERIES_END_OCCURRENCES`, or has lines that cannot be read.
+
+    A range query passes over an appointment whose end is before the range,
+    so the answer may be late but never early: a rule with ``UNTIL`` ends by
+    ``UNTIL`` (plus a day for zones, plus the length of one occurrence)
+    without expanding it, one with ``COUNT`` is expanded (bounded), an
+    ``RDATE`` counts at its value.
+    """
     ends = [span.end_at]
     for change in changes:
         moved = _moved(change, span)
         if moved is not None:
             ends.append(moved.end_at)
-    if not any(
-        line.split(":", 1)[0].split(";", 1)[0].strip().upper() in ("RRULE", "RDATE")
-        for line in lines
-    ):
+    try:
+        bounds = _bounded_by(span, recurrence_properties(lines))
+    except (ValueError, KeyError, TypeError):  # icalendar defers some errors
+        return None
+    if bounds is None:
+        return None
+    if bounds:
+        ends.extend(bounds)
         return max(ends)
+    # a COUNT: expanded (bounded by SERIES_END_OCCURRENCES)
     calendar = _series(span, lines)
     if calendar is None:
         return None
-    rules = calendar.walk("VEVENT")[0].get("RRULE")
-    for rule in rules if isinstance(rules, list) else [rules]:
-        if rule is not None and not (rule.get("COUNT") or rule.get("UNTIL")):
-            return None
-    last: TimeSpan | None = None
     try:
-        every = recurring_ical_events.of(calendar).all()
-        for count, occurrence in enumerate(every):
-            if count >= SERIES_END_OCCURRENCES:
-                return None
-            last = _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span)
-            ends.append(last.end_at)
+        for occurrence in recurring_ical_events.of(calendar).all():
+            ends.append(
+                _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span).end_at
+            )
     except (ValueError, TypeError, KeyError, recurring_ical_events.InvalidCalendar):
         return None
     return max(ends)
+
+
+def _bounded_by(
+    span: TimeSpan, properties: Sequence[tuple[str, Any]]
+) -> list[dt.datetime] | None:
+    """For :func:`series_end`: instants the series ends by (its UNTILs and
+    RDATEs, late rather than early; ``[span.end_at]`` with neither), an empty
+    list when a ``COUNT`` must be expanded, None when it cannot be bounded."""
+    length = span.end_at - span.start_at + _DAY
+    counted = bounded_by_until = False
+    ends = [span.end_at]
+    for name, value in properties:
+        if name == "RRULE":
+            if not _expandable(value):
+                return None
+            count, until = value.get("COUNT"), value.get("UNTIL")
+            if count:
+                if not isinstance(count[0], int) or count[0] > SERIES_END_OCCURRENCES:
+                    return None
+                counted = True
+            elif until:
+                ends.append(_instant(until[0], span) + length)
+                bounded_by_until = True
+            else:
+                return None
+        elif name == "RDATE":
+            for each in getattr(value, "dts", ()):
+                when = each.dt[-1] if isinstance(each.dt, tuple) else each.dt
+                if isinstance(when, dt.timedelta):  # a period by its length
+                    when = each.dt[0] + when
+                ends.append(_instant(when, span) + length)
+    if counted:
+        # the expansion finds the RDATEs too; with an UNTIL rule beside it
+        # (two RRULEs: deprecated, and rare) it would expand that one as
+        # well, however many occurrences it has
+        return None if bounded_by_until else []
+    return ends
+
+
+def _instant(value: Start, span: TimeSpan) -> dt.datetime:
+    """A recurrence value as an instant: a floating time or a date (its
+    end) on the series' wall clock."""
+    tz = zone(span.timezone)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=tz)
+        return value.astimezone(dt.UTC)
+    return dt.datetime.combine(value + _DAY, dt.time(), tz).astimezone(dt.UTC)
 
 
 def _key(start: Start) -> str:
@@ -277,7 +411,9 @@ def _sort_key(start: Start) -> dt.datetime:
 
 
 __all__ = [
+    "HORIZON",
     "SERIES_END_OCCURRENCES",
+    "WALK_LIMIT",
     "Start",
     "add_span",
     "occurrence_starts",

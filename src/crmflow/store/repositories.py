@@ -117,13 +117,15 @@ class AppointmentRepository:
         include_cancelled: bool = True,
         limit: int = 50,
         offset: int = 0,
+        occurrences_listed: int = OCCURRENCES_LISTED,
     ) -> crm.Page[crm.Appointment]:
         """Appointments with an occurrence overlapping ``[start, end)`` (no
-        ``end``: from ``start`` on), ordered by the start of their first such
-        occurrence, then id.
+        ``end``: from ``start`` on; a series is looked at for the
+        ``domain.recurrence.HORIZON`` after it), ordered by the start of
+        their first such occurrence, then id.
 
         A series is listed once, with its occurrences in the range
-        (``occurrences``, earliest first, at most :data:`OCCURRENCES_LISTED`):
+        (``occurrences``, earliest first, at most ``occurrences_listed``):
         a weekly meeting that began last year is listed for this week.
         Cancelled occurrences are not occurrences; a moved one is where it was
         moved to. A series whose recurrence lines cannot be read is taken as
@@ -145,8 +147,9 @@ class AppointmentRepository:
             stmt = stmt.where(a.user_id == owner_id)
         if not include_cancelled:
             stmt = stmt.where(a.status != "cancelled")
-        # one row, one occurrence: the row's own span
-        single = a.series_end_at == a.end_at
+        # one row, one occurrence: the row's own span (no recurrence line;
+        # the column holds JSON text, "[]" as written)
+        single = cast(a.recurrence, Text) == "[]"
         singles = stmt.where(single, a.end_at > start)
         total = await _count(self._s, singles)
         found: list[tuple[dt.datetime, uuid.UUID, crm.Appointment]] = [
@@ -156,8 +159,7 @@ class AppointmentRepository:
             )
         ]
         series = stmt.where(
-            or_(a.series_end_at.is_(None), a.series_end_at != a.end_at),
-            or_(a.series_end_at.is_(None), a.series_end_at > start),
+            ~single, or_(a.series_end_at.is_(None), a.series_end_at > start)
         )
         for row in await self._s.scalars(series):
             appointment = _convert.appointment(row)
@@ -168,7 +170,7 @@ class AppointmentRepository:
                 start,
                 end,
                 appointment.occurrence_changes,
-                limit=OCCURRENCES_LISTED,
+                limit=occurrences_listed,
             )
             if listed is None:  # lines nobody can expand: the first occurrence
                 if span.end_at > start and (end is None or span.start_at < end):

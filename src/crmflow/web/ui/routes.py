@@ -195,7 +195,11 @@ async def _appointments_context(
         else:
             # everything with an occurrence from now on; a series that began
             # earlier is shown apart, with when it meets next
-            page = await repo.overlapping(start=now, limit=LIST_LIMIT)
+            # a few occurrences of each series tell the next one (past those
+            # under way now), and cost less to work out than a hundred
+            page = await repo.overlapping(
+                start=now, limit=LIST_LIMIT, occurrences_listed=8
+            )
             began = {a.id for a in page.items if a.occurrences and a.span.end_at <= now}
             items = [a for a in page.items if a.id not in began]
             # a cancelled series that began earlier is not shown at all
