@@ -9,6 +9,7 @@ as "forbidden", so ids of other tenants cannot be probed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
@@ -64,6 +65,37 @@ def _check_expected(row_version: int, expected: int | None) -> None:
             f"This object was changed by someone else (now version {row_version}, "
             f"you edited version {expected}); reload it and try again."
         )
+
+
+def _in_range(
+    candidates: Sequence[crm.Appointment],
+    start: dt.datetime,
+    end: dt.datetime | None,
+    limit: int,
+) -> list[tuple[dt.datetime, crm.Appointment]]:
+    """The series among ``candidates`` with an occurrence overlapping
+    ``[start, end)``: when the first one starts, and the appointment with
+    its occurrences there (at most ``limit``). One whose lines nobody can
+    expand counts by its first occurrence."""
+    found: list[tuple[dt.datetime, crm.Appointment]] = []
+    for appointment in candidates:
+        span = appointment.span
+        listed = occurrences(
+            span,
+            appointment.recurrence,
+            start,
+            end,
+            appointment.occurrence_changes,
+            limit=limit,
+        )
+        if listed is None:
+            if span.end_at > start and (end is None or span.start_at < end):
+                found.append((span.start_at, appointment))
+        elif listed:
+            found.append(
+                (listed[0].start_at, replace(appointment, occurrences=tuple(listed)))
+            )
+    return found
 
 
 class AppointmentRepository:
@@ -161,27 +193,16 @@ class AppointmentRepository:
         series = stmt.where(
             ~single, or_(a.series_end_at.is_(None), a.series_end_at > start)
         )
-        for row in await self._s.scalars(series):
-            appointment = _convert.appointment(row)
-            span = appointment.span
-            listed = occurrences(
-                span,
-                appointment.recurrence,
-                start,
-                end,
-                appointment.occurrence_changes,
-                limit=occurrences_listed,
-            )
-            if listed is None:  # lines nobody can expand: the first occurrence
-                if span.end_at > start and (end is None or span.start_at < end):
-                    found.append((span.start_at, row.id, appointment))
-                    total += 1
-                continue
-            if listed:
-                if appointment.recurrence:
-                    appointment = replace(appointment, occurrences=tuple(listed))
-                found.append((listed[0].start_at, row.id, appointment))
-                total += 1
+        candidates = [
+            _convert.appointment(row) for row in await self._s.scalars(series)
+        ]
+        # expanding is CPU work of a few milliseconds per series: in a thread,
+        # so that the event loop (other requests, the in-process syncs) goes on
+        listed = await asyncio.to_thread(
+            _in_range, candidates, start, end, occurrences_listed
+        )
+        found.extend((first, a.id, a) for first, a in listed)
+        total += len(listed)
         found.sort(key=lambda item: (item[0], item[1]))
         return crm.Page(
             tuple(item[2] for item in found[offset : offset + limit]),
