@@ -33,11 +33,22 @@ async def list_appointments(
     services: ServicesDep,
     start: Annotated[
         dt.datetime | None,
-        Query(description="Only appointments ending after this instant."),
+        Query(
+            description=(
+                "Only appointments with an occurrence ending after this instant"
+                " (a series is looked at for four years after it when there is"
+                " no end); series then list their occurrences in the range."
+            )
+        ),
     ] = None,
     end: Annotated[
         dt.datetime | None,
-        Query(description="Only appointments starting before this instant."),
+        Query(
+            description=(
+                "Only appointments with an occurrence starting before this"
+                " instant (without start: a series by its first occurrence)."
+            )
+        ),
     ] = None,
     owner_id: uuid.UUID | None = None,
     include_cancelled: bool = True,
