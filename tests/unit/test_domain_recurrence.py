@@ -13,7 +13,6 @@ import pytest
 from crmflow.domain.appointments import TimeSpan, all_day_span, timed_span
 from crmflow.domain.crm import OccurrenceChange
 from crmflow.domain.recurrence import (
-    SERIES_END_OCCURRENCES,
     Start,
     occurrence_starts,
     occurrences,
@@ -230,26 +229,26 @@ def test_all_day_occurrences_are_whole_days_in_the_series_zone():
     ]
 
 
-def test_series_end_is_the_last_occurrences_end_or_none_without_one():
+def test_series_end_is_never_early_and_none_without_a_bound():
     weekly = "RRULE:FREQ=WEEKLY"
     assert series_end(MONDAY, []) == MONDAY.end_at  # not a series
-    assert series_end(MONDAY, [f"{weekly};COUNT=4"]) == berlin(6, 4, hour=10)
     # by UNTIL: late by up to a day and an occurrence's length, never early
-    by_until = series_end(MONDAY, [f"{weekly};UNTIL=20260401T000000Z"])
+    until = f"{weekly};UNTIL=20260401T000000Z"
+    by_until = series_end(MONDAY, [until])
     assert by_until is not None
     assert berlin(30, hour=10) <= by_until <= berlin(2, 4, hour=10)
     # an RDATE after the rule's end, or an occurrence moved past it
-    assert series_end(
-        MONDAY, [f"{weekly};COUNT=2", "RDATE;TZID=Europe/Berlin:20260501T090000"]
-    ) == berlin(1, 5, hour=10)
+    rdate = series_end(MONDAY, [until, "RDATE;TZID=Europe/Berlin:20260501T090000"])
+    assert rdate is not None
+    assert berlin(1, 5, hour=10) <= rdate <= berlin(2, 5, hour=11)
     moved = [OccurrenceChange(berlin(23), berlin(4, 5), berlin(4, 5, hour=12))]
-    assert series_end(MONDAY, [f"{weekly};COUNT=2"], moved) == berlin(4, 5, hour=12)
-    # no end, too many occurrences to count, or a line that cannot be read:
-    # "maybe still going"
+    assert series_end(MONDAY, [until], moved) == berlin(4, 5, hour=12)
+    # no end, a COUNT (only an expansion could tell), a line that cannot be
+    # read, or an UNTIL past what a date can hold: "maybe still going"
     assert series_end(MONDAY, [weekly]) is None
-    daily = f"RRULE:FREQ=DAILY;COUNT={SERIES_END_OCCURRENCES + 1}"
-    assert series_end(MONDAY, [daily]) is None
+    assert series_end(MONDAY, [f"{weekly};COUNT=4"]) is None
     assert series_end(MONDAY, ["RRULE:FREQ=SOMETIMES"]) is None
+    assert series_end(MONDAY, [f"{weekly};UNTIL=99991231"]) is None
     assert occurrences(MONDAY, ["RRULE:FREQ=SOMETIMES"], berlin(1), None,
                        limit=1) is None  # fmt: skip
 
@@ -293,8 +292,9 @@ def test_series_end_of_a_huge_series_is_bounded_without_expanding_it():
         <= end
         <= dt.datetime(2030, 1, 3, tzinfo=UTC)
     )
-    # a COUNT above the limit is not counted: "maybe still going"
-    assert series_end(MONDAY, ["RRULE:FREQ=SECONDLY;COUNT=1000000"]) is None
+    # a COUNT is never counted, however small or large
+    for count in (2, 1000000):
+        assert series_end(MONDAY, [f"RRULE:FREQ=MONTHLY;COUNT={count}"]) is None
 
 
 def test_a_series_too_dense_to_walk_to_the_range_counts_as_unreadable():
@@ -308,3 +308,26 @@ def test_a_series_too_dense_to_walk_to_the_range_counts_as_unreadable():
     daily = occurrences(year_ago, ["RRULE:FREQ=DAILY"], *later, limit=2)
     assert daily is not None
     assert len(daily) == 2
+
+
+def test_dense_rules_far_dates_and_rules_that_never_match_end_quickly():
+    # every second of every day, begun the day before: refused, not walked
+    every_second = (
+        "RRULE:FREQ=DAILY;BYHOUR=" + ",".join(map(str, range(24)))
+        + ";BYMINUTE=" + ",".join(map(str, range(60)))
+        + ";BYSECOND=" + ",".join(map(str, range(60)))
+    )  # fmt: skip
+    assert occurrences(MONDAY, [every_second], berlin(17), None, limit=8) is None
+    # a minutely series that ends tomorrow is walked only to its end
+    soon = "RRULE:FREQ=MINUTELY;UNTIL=20260317T090000Z"
+    found = occurrences(MONDAY, [soon], berlin(16, hour=12), None, limit=3)
+    # hour-long meetings: those begun in the last hour are under way at 12:00
+    assert _starts(found) == [
+        berlin(16, hour=11) + dt.timedelta(minutes=m) for m in (1, 2, 3)
+    ]
+    # 30 February never comes: nothing, without walking to the year 9999
+    never = "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"
+    assert occurrences(MONDAY, [never], berlin(17), None, limit=8) == []
+    # dates at the end of the calendar give nothing rather than an error
+    last = dt.datetime(9999, 12, 30, tzinfo=UTC)
+    assert occurrences(MONDAY, ["RRULE:FREQ=WEEKLY"], last, None, limit=8) is None

@@ -7,7 +7,8 @@ icalendar into one ``VEVENT`` and expanded by recurring-ical-events, so what
 RFC 5545 says holds without code of ours: occurrences keep the wall clock of
 the series' zone across daylight-saving changes (section 3.3.10), a date-only
 or floating ``UNTIL`` works for all-day and timed series alike, ``EXDATE`` and
-``RDATE`` values with or without ``TZID`` apply.
+``RDATE`` values with or without ``TZID`` apply. (An ``EXRULE``, deprecated
+since RFC 5545, is kept but not applied: recurring-ical-events ignores it.)
 
 Public surface: :func:`occurrence_starts` (the starts in a window),
 :func:`occurrences` (the occurrences overlapping a range, with cancelled and
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import recurring_ical_events
-from icalendar import Calendar, Event
+from icalendar import Calendar, Event, vRecur
 
 from crmflow.domain.appointments import TimeSpan, zone
 from crmflow.domain.crm import OccurrenceChange
@@ -67,8 +68,13 @@ def add_span(vevent: Event, span: TimeSpan) -> None:
         vevent.add("DTEND", span.end_at.astimezone(tz))
 
 
-def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
-    """One ``VEVENT`` holding the series; None if a line cannot be read."""
+def _series(
+    span: TimeSpan, lines: Sequence[str], *, until: dt.datetime | None = None
+) -> Calendar | None:
+    """One ``VEVENT`` holding the series; None if a line cannot be read.
+
+    ``until``: an end for the rules that have neither ``COUNT`` nor
+    ``UNTIL`` (what lies past it is not wanted)."""
     vevent = Event()
     vevent.add("UID", "series")
     add_span(vevent, span)
@@ -77,6 +83,17 @@ def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
             # icalendar defers some errors to the first read of a value
             if name in ("RRULE", "EXRULE") and not _expandable(value):
                 return None
+            if (
+                name == "RRULE"
+                and until is not None
+                and not (value.get("COUNT") or value.get("UNTIL"))
+            ):
+                value = vRecur(value)
+                value["UNTIL"] = [
+                    until.astimezone(zone(span.timezone)).date()
+                    if span.all_day
+                    else until.astimezone(dt.UTC)
+                ]
             vevent.add(name, value, encode=False)
     except (ValueError, KeyError, TypeError):
         return None
@@ -170,10 +187,19 @@ def _moved(change: OccurrenceChange, span: TimeSpan) -> TimeSpan | None:
 
 #: how far ahead a range without end looks for occurrences
 HORIZON = dt.timedelta(days=4 * 366)
-#: the windows a range is expanded in, one after the other (the last one
-#: repeats): a range stops being expanded once a window brought ``limit``
+#: the windows a range is expanded in, one after the other, the last one
+#: reaching the range's end: a range stops being expanded once a window
+#: brought ``limit`` (at most four walks of the rule per range)
 _WINDOWS = (dt.timedelta(days=7), dt.timedelta(days=31), dt.timedelta(days=366))
 _DAY = dt.timedelta(days=1)
+#: what may go wrong in an expansion of lines a calendar sent
+_UNEXPANDABLE = (
+    ValueError,
+    TypeError,
+    KeyError,
+    OverflowError,
+    recurring_ical_events.InvalidCalendar,
+)
 
 
 def occurrences(
@@ -187,7 +213,8 @@ def occurrences(
 ) -> list[TimeSpan] | None:
     """The series' occurrences that overlap ``[start, end)`` (``end`` None:
     the :data:`HORIZON` after ``start``), earliest first, at most ``limit``;
-    None when the lines cannot be read.
+    None when the lines cannot be read or the series is too dense to walk
+    (:data:`WALK_LIMIT`).
 
     ``start``/``end`` are aware instants. An occurrence under way at
     ``start`` counts. ``changes``: cancelled occurrences are left out, moved
@@ -197,12 +224,20 @@ def occurrences(
     ignored).
 
     Cost: recurring-ical-events (through dateutil) walks the rule from the
-    series' first start for each window, so an old series with a short
-    period costs the most.
+    series' first start for each window, up to four; :data:`WALK_LIMIT`
+    bounds each walk.
     """
-    calendar = _series(span, lines)
-    stop = start + HORIZON if end is None else end
-    if calendar is None or _walk(calendar, span, stop) > WALK_LIMIT:
+    try:
+        stop = start + HORIZON if end is None else end
+        ends_by = series_end(span, lines, changes)
+        if ends_by is not None:  # no need to walk past the series' end
+            stop = min(stop, ends_by)
+        # a rule without end is given one just past the range, so that one
+        # that never matches does not walk to the year 9999
+        calendar = _series(span, lines, until=stop + _DAY)
+        if calendar is None or _walk(calendar, span, stop) > WALK_LIMIT:
+            return None
+    except OverflowError:
         return None
     changed = {_key(c.original_start): c for c in changes}
     found: list[TimeSpan] = []
@@ -213,15 +248,15 @@ def occurrences(
             if (
                 moved is not None
                 and _overlaps(moved, start, stop)
-                and _has(expanded, change.original_start, span)
+                and _has(expanded, calendar, change.original_start, span)
             ):
                 found.append(moved)
         seen: set[str] = set()
         kept = 0
         low, widths = start, iter(_WINDOWS)
-        width = next(widths)
         while low < stop and kept < limit:
-            high = min(low + width, stop)
+            width = next(widths, None)
+            high = stop if width is None else min(low + width, stop)
             for occurrence in expanded.between(*_bounds(low, high, span)):
                 key = _key(_start_of(occurrence, span))
                 if key in seen or key in changed:
@@ -231,19 +266,20 @@ def occurrences(
                 if _overlaps(one, start, stop):
                     found.append(one)
                     kept += 1
-            low, width = high, next(widths, width)
-    except (ValueError, TypeError, KeyError, recurring_ical_events.InvalidCalendar):
+            low = high
+    except _UNEXPANDABLE:
         return None
     found.sort(key=lambda one: (one.start_at, one.end_at))
     return found[:limit]
 
 
-#: rule periods between a series' first start and the end of a range, at
-#: most, that :func:`occurrences` walks (each costs a few microseconds, for
-#: every window): past it the series counts as one nobody can expand. An
-#: hourly series reaches it after about 23 years, a minutely one after
-#: about 5 months.
-WALK_LIMIT = 200_000
+#: rule periods (times the values of its BY parts, which each multiply the
+#: candidates dateutil looks at) between a series' first start and the end
+#: of a range, at most, that one walk of :func:`occurrences` may take (each
+#: costs a few microseconds): past it the series counts as one nobody can
+#: expand. A plain hourly series reaches it after about 11 years, a minutely
+#: one after about 10 weeks, a daily one never in practice.
+WALK_LIMIT = 100_000
 
 _PERIOD_S = {
     "SECONDLY": 1,
@@ -254,24 +290,38 @@ _PERIOD_S = {
     "MONTHLY": 28 * 86400,
     "YEARLY": 365 * 86400,
 }
+_BY_PARTS = (
+    "BYSECOND",
+    "BYMINUTE",
+    "BYHOUR",
+    "BYDAY",
+    "BYMONTHDAY",
+    "BYYEARDAY",
+    "BYWEEKNO",
+    "BYMONTH",
+)
 
 
 def _walk(calendar: Calendar, span: TimeSpan, stop: dt.datetime) -> float:
-    """How many periods of its rules the expansion walks from the series'
-    first start to ``stop`` (the most of its RRULEs)."""
+    """How much the expansion walks from the series' first start to
+    ``stop``: periods of its rules times the values of their BY parts (the
+    most of its RRULEs)."""
     rules = calendar.walk("VEVENT")[0].get("RRULE")
-    seconds = (stop - span.start_at).total_seconds()
-    periods = 0.0
+    seconds = max((stop - span.start_at).total_seconds(), 0.0)
+    walked = 0.0
     for rule in rules if isinstance(rules, list) else [rules]:
         if rule is None:
             continue
         try:
             period = _PERIOD_S[str(rule["FREQ"][0]).upper()]
             interval = int((rule.get("INTERVAL") or [1])[0])
+            factor = 1
+            for part in _BY_PARTS:
+                factor *= max(len(rule.get(part) or ()), 1)
         except (KeyError, IndexError, TypeError, ValueError):
             return float("inf")
-        periods = max(periods, seconds / (period * interval))
-    return periods
+        walked = max(walked, seconds / (period * interval) * factor)
+    return walked
 
 
 def _bounds(low: dt.datetime, high: dt.datetime, span: TimeSpan) -> tuple[Any, Any]:
@@ -284,13 +334,18 @@ def _bounds(low: dt.datetime, high: dt.datetime, span: TimeSpan) -> tuple[Any, A
     return low.astimezone(tz).date(), high.astimezone(tz).date() + _DAY
 
 
-def _has(expanded: Any, original: Start, span: TimeSpan) -> bool:
-    """Whether the rule has an occurrence starting at ``original``."""
+def _has(expanded: Any, calendar: Calendar, original: Start, span: TimeSpan) -> bool:
+    """Whether the rule has an occurrence starting at ``original`` (False
+    when finding out would walk too far)."""
     if isinstance(original, dt.datetime):
         at = original.astimezone(dt.UTC)
         window: tuple[Any, Any] = (at, at + dt.timedelta(seconds=1))
+        reach = at
     else:
         window = (original, original + _DAY)
+        reach = dt.datetime.combine(original, dt.time(), dt.UTC) + _DAY
+    if _walk(calendar, span, reach) > WALK_LIMIT:
+        return False
     wanted = _key(original)
     return any(
         _key(_start_of(occurrence, span)) == wanted
@@ -302,88 +357,46 @@ def _overlaps(one: TimeSpan, start: dt.datetime, end: dt.datetime | None) -> boo
     return one.end_at > start and (end is None or one.start_at < end)
 
 
-#: a series with a COUNT above this is treated as endless by
-#: :func:`series_end` (range queries then always look at it)
-SERIES_END_OCCURRENCES = 2000
-
-
 def series_end(
     span: TimeSpan, lines: Sequence[str], changes: Sequence[OccurrenceChange] = ()
 ) -> dt.datetime | None:
     """When the series' last occurrence ends, or later (an aware UTC
     instant; ``span.end_at`` for an appointment that does not repeat); None
-    for a series that repeats without end, has a ``COUNT`` above
-    :data:`SERIES_END_OCCURRENCES`, or has lines that cannot be read.
+    for a series that repeats without end, has a rule with ``COUNT``, or has
+    lines that cannot be read.
 
-    A range query passes over an appointment whose end is before the range,
-    so the answer may be late but never early: a rule with ``UNTIL`` ends by
-    ``UNTIL`` (plus a day for zones, plus the length of one occurrence)
-    without expanding it, one with ``COUNT`` is expanded (bounded), an
-    ``RDATE`` counts at its value.
+    Nothing is expanded (every write of an appointment calls this): a rule
+    with ``UNTIL`` ends by ``UNTIL`` (plus a day for zones, plus the length of
+    one occurrence), an ``RDATE`` by its value the same way. A range query
+    passes over an appointment whose end is before the range, so the answer
+    may be late but never early; None is the safe answer ("maybe still
+    going"), which is also what a ``COUNT`` gets: where its last occurrence
+    falls is only known by expanding it, and dateutil may walk to the year
+    9999 to find out.
     """
     ends = [span.end_at]
-    for change in changes:
-        moved = _moved(change, span)
-        if moved is not None:
-            ends.append(moved.end_at)
+    length = span.end_at - span.start_at + _DAY
     try:
-        bounds = _bounded_by(span, recurrence_properties(lines))
-    except (ValueError, KeyError, TypeError):  # icalendar defers some errors
-        return None
-    if bounds is None:
-        return None
-    if bounds:
-        ends.extend(bounds)
-        return max(ends)
-    # a COUNT: expanded (bounded by SERIES_END_OCCURRENCES)
-    calendar = _series(span, lines)
-    if calendar is None:
-        return None
-    try:
-        for occurrence in recurring_ical_events.of(calendar).all():
-            ends.append(
-                _span_of(occurrence["DTSTART"].dt, occurrence["DTEND"].dt, span).end_at
-            )
-    except (ValueError, TypeError, KeyError, recurring_ical_events.InvalidCalendar):
+        for change in changes:
+            moved = _moved(change, span)
+            if moved is not None:
+                ends.append(moved.end_at)
+        for name, value in recurrence_properties(lines):
+            if name == "RRULE":
+                until = value.get("UNTIL")
+                if value.get("COUNT") or not until or not _expandable(value):
+                    return None
+                ends.append(_instant(until[0], span) + length)
+            elif name == "RDATE":
+                for each in getattr(value, "dts", ()):
+                    when = each.dt[-1] if isinstance(each.dt, tuple) else each.dt
+                    if isinstance(when, dt.timedelta):  # a period by its length
+                        when = each.dt[0] + when
+                    ends.append(_instant(when, span) + length)
+    except (ValueError, KeyError, TypeError, OverflowError):
+        # icalendar defers some errors to the first read of a value
         return None
     return max(ends)
-
-
-def _bounded_by(
-    span: TimeSpan, properties: Sequence[tuple[str, Any]]
-) -> list[dt.datetime] | None:
-    """For :func:`series_end`: instants the series ends by (its UNTILs and
-    RDATEs, late rather than early; ``[span.end_at]`` with neither), an empty
-    list when a ``COUNT`` must be expanded, None when it cannot be bounded."""
-    length = span.end_at - span.start_at + _DAY
-    counted = bounded_by_until = False
-    ends = [span.end_at]
-    for name, value in properties:
-        if name == "RRULE":
-            if not _expandable(value):
-                return None
-            count, until = value.get("COUNT"), value.get("UNTIL")
-            if count:
-                if not isinstance(count[0], int) or count[0] > SERIES_END_OCCURRENCES:
-                    return None
-                counted = True
-            elif until:
-                ends.append(_instant(until[0], span) + length)
-                bounded_by_until = True
-            else:
-                return None
-        elif name == "RDATE":
-            for each in getattr(value, "dts", ()):
-                when = each.dt[-1] if isinstance(each.dt, tuple) else each.dt
-                if isinstance(when, dt.timedelta):  # a period by its length
-                    when = each.dt[0] + when
-                ends.append(_instant(when, span) + length)
-    if counted:
-        # the expansion finds the RDATEs too; with an UNTIL rule beside it
-        # (two RRULEs: deprecated, and rare) it would expand that one as
-        # well, however many occurrences it has
-        return None if bounded_by_until else []
-    return ends
 
 
 def _instant(value: Start, span: TimeSpan) -> dt.datetime:
@@ -412,7 +425,6 @@ def _sort_key(start: Start) -> dt.datetime:
 
 __all__ = [
     "HORIZON",
-    "SERIES_END_OCCURRENCES",
     "WALK_LIMIT",
     "Start",
     "add_span",
