@@ -108,6 +108,9 @@ async def test_range_filter_and_pagination(client, tenants):
         ({"timezone": "Mars/Olympus"}, "Unknown time zone 'Mars/Olympus'"),
         ({"title": ""}, "String should have at least 1 character"),
         ({"recurrence_rule": "FREQ=SOMETIMES"}, "FREQ=DAILY"),
+        # 30 February: refused at once (dateutil would look until 9999)
+        ({"recurrence_rule": "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"}, "never occur"),
+        ({"recurrence_rule": "FREQ=DAILY;UNTIL=20200101T000000Z"}, "within ten"),
         ({"colour": "red"}, "Extra inputs are not permitted"),
         ({"all_day": True}, "an all-day appointment needs start_date"),
     ],

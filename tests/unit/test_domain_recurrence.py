@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 import pytest
+from icalendar import vRecur
 
 from crmflow.domain.appointments import TimeSpan, all_day_span, timed_span
 from crmflow.domain.crm import OccurrenceChange
 from crmflow.domain.recurrence import (
     Start,
+    never_matches,
     occurrence_starts,
     occurrences,
     series_end,
@@ -325,9 +327,33 @@ def test_dense_rules_far_dates_and_rules_that_never_match_end_quickly():
     assert _starts(found) == [
         berlin(16, hour=11) + dt.timedelta(minutes=m) for m in (1, 2, 3)
     ]
-    # 30 February never comes: nothing, without walking to the year 9999
-    never = "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30"
-    assert occurrences(MONDAY, [never], berlin(17), None, limit=8) == []
+    # 30 February never comes: only the first start is an occurrence, and
+    # dateutil is not asked (it would look until the year 9999)
+    for never in (
+        "RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30",
+        "RRULE:FREQ=HOURLY;BYMONTH=4,6;BYMONTHDAY=31;COUNT=5",
+    ):
+        assert occurrences(MONDAY, [never], berlin(17), None, limit=8) == []
+        assert _starts(occurrences(MONDAY, [never], berlin(1), None, limit=8)) == [
+            berlin(16).astimezone(UTC)
+        ]
+        assert series_end(MONDAY, [never]) == MONDAY.end_at
     # dates at the end of the calendar give nothing rather than an error
     last = dt.datetime(9999, 12, 30, tzinfo=UTC)
     assert occurrences(MONDAY, ["RRULE:FREQ=WEEKLY"], last, None, limit=8) is None
+
+
+@pytest.mark.parametrize(
+    ("parts", "never"),
+    [
+        ({"FREQ": ["DAILY"], "BYMONTH": [2], "BYMONTHDAY": [30]}, True),
+        ({"FREQ": ["DAILY"], "BYMONTH": [2], "BYMONTHDAY": [29]}, False),  # leap
+        ({"FREQ": ["MONTHLY"], "BYMONTH": [4, 5], "BYMONTHDAY": [31]}, False),
+        ({"FREQ": ["MONTHLY"], "BYMONTH": [4, 6], "BYMONTHDAY": [31, -31]}, True),
+        ({"FREQ": ["MONTHLY"], "BYMONTHDAY": [32]}, True),
+        ({"FREQ": ["MONTHLY"], "BYMONTHDAY": [-29], "BYMONTH": [2]}, False),
+        ({"FREQ": ["WEEKLY"]}, False),
+    ],
+)
+def test_a_rule_whose_month_days_no_month_has_never_matches(parts, never):
+    assert never_matches(vRecur(parts)) is never

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import recurring_ical_events
-from icalendar import Calendar, Event, vRecur
+from icalendar import Calendar, Event
 
 from crmflow.domain.appointments import TimeSpan, zone
 from crmflow.domain.crm import OccurrenceChange
@@ -68,13 +68,10 @@ def add_span(vevent: Event, span: TimeSpan) -> None:
         vevent.add("DTEND", span.end_at.astimezone(tz))
 
 
-def _series(
-    span: TimeSpan, lines: Sequence[str], *, until: dt.datetime | None = None
-) -> Calendar | None:
-    """One ``VEVENT`` holding the series; None if a line cannot be read.
-
-    ``until``: an end for the rules that have neither ``COUNT`` nor
-    ``UNTIL`` (what lies past it is not wanted)."""
+def _series(span: TimeSpan, lines: Sequence[str]) -> Calendar | None:
+    """One ``VEVENT`` holding the series; None if a line cannot be read. A
+    rule that can never match (:func:`never_matches`) is left out: the
+    series' first start is then its only occurrence besides its RDATEs."""
     vevent = Event()
     vevent.add("UID", "series")
     add_span(vevent, span)
@@ -83,23 +80,41 @@ def _series(
             # icalendar defers some errors to the first read of a value
             if name in ("RRULE", "EXRULE") and not _expandable(value):
                 return None
-            if (
-                name == "RRULE"
-                and until is not None
-                and not (value.get("COUNT") or value.get("UNTIL"))
-            ):
-                value = vRecur(value)
-                value["UNTIL"] = [
-                    until.astimezone(zone(span.timezone)).date()
-                    if span.all_day
-                    else until.astimezone(dt.UTC)
-                ]
+            if name == "RRULE" and never_matches(value):
+                continue
             vevent.add(name, value, encode=False)
     except (ValueError, KeyError, TypeError):
         return None
     calendar = Calendar()
     calendar.add_component(vevent)
     return calendar
+
+
+#: the most days each month has (February in a leap year)
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def never_matches(rule: Any) -> bool:
+    """Whether an RRULE (as icalendar parses it) can have no occurrence: its
+    ``BYMONTHDAY`` values fall in none of its ``BYMONTH`` months (30
+    February, 31 April) or in no month at all (32). dateutil looks for an
+    occurrence of such a rule until the year 9999: seconds of CPU for a
+    daily rule, more for a shorter period."""
+    try:
+        days = [int(d) for d in rule.get("BYMONTHDAY") or ()]
+        months = [int(m) for m in rule.get("BYMONTH") or ()] or list(range(1, 13))
+    except (TypeError, ValueError):
+        return False
+    if not days:
+        return False
+    return not any(
+        1 <= month <= 12
+        and any(
+            1 <= day <= _MONTH_DAYS[month - 1] or -_MONTH_DAYS[month - 1] <= day <= -1
+            for day in days
+        )
+        for month in months
+    )
 
 
 def _expandable(rule: Any) -> bool:
@@ -232,9 +247,7 @@ def occurrences(
         ends_by = series_end(span, lines, changes)
         if ends_by is not None:  # no need to walk past the series' end
             stop = min(stop, ends_by)
-        # a rule without end is given one just past the range, so that one
-        # that never matches does not walk to the year 9999
-        calendar = _series(span, lines, until=stop + _DAY)
+        calendar = _series(span, lines)
         if calendar is None or _walk(calendar, span, stop) > WALK_LIMIT:
             return None
     except OverflowError:
@@ -383,6 +396,8 @@ def series_end(
                 ends.append(moved.end_at)
         for name, value in recurrence_properties(lines):
             if name == "RRULE":
+                if never_matches(value):
+                    continue  # no occurrence of its own
                 until = value.get("UNTIL")
                 if value.get("COUNT") or not until or not _expandable(value):
                     return None
@@ -428,6 +443,7 @@ __all__ = [
     "WALK_LIMIT",
     "Start",
     "add_span",
+    "never_matches",
     "occurrence_starts",
     "occurrences",
     "recurrence_properties",

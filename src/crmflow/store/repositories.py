@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from dateutil.rrule import rrulestr
+from dateutil.rrule import rrule, rrulestr
+from icalendar import vRecur
 from sqlalchemy import Select, String, Text, cast, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crmflow.domain import crm
 from crmflow.domain.appointments import normalize_rrule
 from crmflow.domain.emails import normalize_email
-from crmflow.domain.recurrence import occurrences
+from crmflow.domain.recurrence import never_matches, occurrences
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import Role, TenantContext
 from crmflow.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -64,6 +65,49 @@ def _check_expected(row_version: int, expected: int | None) -> None:
         raise Conflict(
             f"This object was changed by someone else (now version {row_version}, "
             f"you edited version {expected}); reload it and try again."
+        )
+
+
+#: how far after its start a new rule must have an occurrence
+RULE_REACH = dt.timedelta(days=10 * 366)
+
+
+def _check_occurs(rule: str, start: dt.datetime) -> None:
+    """Expand ``rule`` once from ``start``, so that a rule dateutil cannot
+    expand is refused here rather than breaking calendar sync later.
+
+    A rule that can never match (30 February) is refused without asking
+    dateutil, which would look for an occurrence until the year 9999
+    (seconds of CPU in the request). The first occurrence must come within
+    :data:`RULE_REACH` of the start (dateutil still searches further for a
+    rule that never matches in another way, e.g. a BYSETPOS past its set).
+
+    Raises:
+        ValidationFailed: the rule cannot be expanded or has no occurrence
+            in that reach.
+    """
+    try:
+        if never_matches(vRecur.from_ical(rule)):
+            raise ValidationFailed(
+                "The recurrence rule can never occur: its BYMONTHDAY is in none "
+                "of its months (e.g. BYMONTHDAY=30 with BYMONTH=2)."
+            )
+        parsed = rrulestr(f"RRULE:{rule}", dtstart=start)
+        if not isinstance(parsed, rrule):  # one RRULE line gives one rule
+            raise ValueError("not a single rule")
+        until = getattr(parsed, "_until", None)
+        reach = start + RULE_REACH
+        # the first occurrence only: COUNT does not change it
+        bounded = parsed.replace(
+            count=None, until=reach if until is None else min(until, reach)
+        )
+        first = next(iter(bounded), None)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValidationFailed(f"Invalid recurrence rule: {exc}.") from None
+    if first is None:
+        raise ValidationFailed(
+            "The recurrence rule has no occurrence within ten years of the "
+            "start; check its UNTIL and its BY parts."
         )
 
 
@@ -261,12 +305,7 @@ class AppointmentRepository:
             raise ValidationFailed("An appointment needs a title.")
         rule = normalize_rrule(draft.recurrence_rule)
         if rule is not None:
-            try:
-                # Expands the rule once: a rule dateutil cannot expand is rejected
-                # here rather than breaking calendar sync later.
-                rrulestr(f"RRULE:{rule}", dtstart=draft.span.start_at)[0]
-            except (ValueError, TypeError, IndexError) as exc:
-                raise ValidationFailed(f"Invalid recurrence rule: {exc}.") from None
+            _check_occurs(rule, draft.span.start_at)
         row.title = title
         row.description = draft.description
         row.location = draft.location
