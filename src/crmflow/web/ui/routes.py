@@ -194,9 +194,9 @@ async def _appointments_context(
             upcoming: dict[uuid.UUID, dt.date | dt.datetime] = {}
         else:
             # everything with an occurrence from now on; a series that began
-            # earlier is shown apart, with when it meets next
-            # a few occurrences of each series tell the next one (past those
-            # under way now), and cost less to work out than a hundred
+            # earlier is shown apart, with when it meets next (a few of its
+            # occurrences tell that, past those under way now, and cost less
+            # to work out than a hundred)
             page = await repo.overlapping(
                 start=now, limit=LIST_LIMIT, occurrences_listed=8
             )
