@@ -154,16 +154,62 @@ async def test_a_sync_fetches_n_changed_items_in_one_request(dav, transport):
             if_match=listing.items[href],
             notify=Notify.NONE,
         )
-    transport.requests.clear()
-    transport.multigets.clear()
+    transport.clear()
     result = await sync_pair(crm, dav, status)
     assert len(result.writes) == 4
-    methods = [method for method, _ in transport.requests]
-    assert "GET" not in methods
-    # one sync-collection REPORT for the changes, one calendar-multiget for all 4
-    assert methods.count("REPORT") == 2
-    assert transport.multigets == [4]
+    # the change feed brings the four changes with their data: one request
+    assert transport.kinds == ["sync-collection+data"]
+    assert transport.multigets == []
     assert {e.title for e in crm.events().values()} == {"edited on the server"}
+
+
+class DataWithheld(KindsTransport):
+    """A server that leaves the calendar data out of ``sync-collection``
+    answers (RFC 6578 lets it): the request reaches Radicale without it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if b"sync-collection" in request.content:
+            body = request.content.replace(b"<c:calendar-data/>", b"")
+            request = httpx.Request(
+                request.method,
+                request.url,
+                headers={
+                    k: v for k, v in request.headers.items() if k != "content-length"
+                },
+                content=body,
+            )
+        return await super().handle_async_request(request)
+
+
+async def test_changes_sent_without_their_data_are_fetched_in_one_multiget(
+    radicale, url
+):
+    withheld = DataWithheld()
+    try:
+        dav = calendar(radicale, url, withheld)
+        crm = MemoryCalendar()
+        status = InMemoryStatusRepository()
+        for n in range(4):
+            crm.put(sample(f"withheld-{n}"))
+        await sync_pair(crm, dav, status)
+        listing = await dav.list()
+        for href in listing.items:
+            event = (await dav.get_many([href]))[0].event
+            await dav.update(
+                href,
+                replace(event, title="edited on the server"),
+                if_match=listing.items[href],
+                notify=Notify.NONE,
+            )
+        withheld.clear()
+        result = await sync_pair(crm, dav, status)
+        assert len(result.writes) == 4
+        # asked for with data, answered without: one multiget for all four
+        assert withheld.kinds == ["sync-collection", "calendar-multiget"]
+        assert withheld.multigets == [4]
+        assert {e.title for e in crm.events().values()} == {"edited on the server"}
+    finally:
+        await withheld.close()
 
 
 # ------------------------------------------------------------------ create
@@ -586,14 +632,15 @@ async def test_each_sync_phase_makes_the_fewest_requests(radicale, url, dav, tra
     assert transport.kinds == ["sync-collection+data"]
     assert transport.multigets == []
 
-    # incremental: the changes' ETags, then one multiget of the changed events
+    # incremental: one sync-collection brings the changes with their data
     for n in (2, 4):
         put_raw(radicale, url, f"ev-{n}.ics", to_ical(sample(f"phase-{n}", "changed")))
     transport.clear()
     second = await sync_pair(crm, dav, status)
     assert len(second.writes) == 2
-    assert transport.kinds == ["sync-collection", "calendar-multiget"]
-    assert transport.multigets == [2]
+    assert transport.requests == [("REPORT", collection)]
+    assert transport.kinds == ["sync-collection+data"]
+    assert transport.multigets == []
     assert {e.title for e in crm.events().values()} == {"Contract test", "changed"}
 
     # no change: one request
@@ -601,7 +648,7 @@ async def test_each_sync_phase_makes_the_fewest_requests(radicale, url, dav, tra
     third = await sync_pair(crm, dav, status)
     assert third.writes == ()
     assert transport.requests == [("REPORT", collection)]
-    assert transport.kinds == ["sync-collection"]
+    assert transport.kinds == ["sync-collection+data"]
 
 
 async def test_a_server_refusing_the_initial_sync_collection_is_listed_with_propfind(
@@ -695,6 +742,60 @@ async def test_answers_past_the_size_cap_are_asked_for_in_parts(
     monkeypatch.setattr(_calendar, "MAX_REPORT_BYTES", stored // 2)
     with pytest.raises(ProviderError):
         await dav.get_many(ids[:1])
+
+
+async def test_a_change_feed_past_the_size_cap_is_asked_for_without_data(
+    radicale, url, dav, transport, monkeypatch
+):
+    ids = [await create(dav, sample(f"feed-{n}")) for n in range(3)]
+    listing = await dav.list()
+    assert listing.cursor is not None
+    etags = {
+        href: put_raw(
+            radicale,
+            url,
+            href.rsplit("/", 1)[-1],
+            to_ical(sample(f"feed-{n}", "Changed there")),
+        )
+        for n, href in enumerate(ids)
+    }
+    stored = len(get_raw(radicale, ids[0]).encode())
+    monkeypatch.setattr(_calendar, "MAX_REPORT_BYTES", 2 * stored + 150)
+    transport.clear()
+    changes = await dav.list_changes(listing.cursor)
+    assert changes.changed == etags
+    assert transport.kinds == ["sync-collection+data", "sync-collection"]
+    transport.clear()
+    items = await dav.get_many(ids)
+    assert {i.remote_id: i.version for i in items} == etags
+    assert {i.event.title for i in items} == {"Changed there"}
+    assert transport.kinds[0] == "calendar-multiget"
+    # the adapter asks without data from then on: no answer read twice
+    transport.clear()
+    assert (await dav.list_changes(changes.cursor)).changed == {}
+    assert transport.kinds == ["sync-collection"]
+
+
+async def test_the_change_feed_brings_the_data_of_what_changed(
+    radicale, url, dav, transport
+):
+    kept, gone = [await create(dav, sample(f"fed-{n}")) for n in range(2)]
+    listing = await dav.list()
+    await dav.get_many([kept, gone])  # the listing's kept data is used up
+    etag = put_raw(
+        radicale, url, kept.rsplit("/", 1)[-1], to_ical(sample("fed-0", "Changed"))
+    )
+    assert listing.cursor is not None
+    first = await dav.list_changes(listing.cursor)
+    assert first.changed == {kept: etag}
+    await dav.delete(gone, if_match=listing.items[gone], notify=Notify.NONE)
+    assert first.cursor is not None
+    second = await dav.list_changes(first.cursor)
+    assert second.deleted == {gone}
+    transport.clear()
+    [item] = await dav.get_many([kept])
+    assert (item.version, item.event.title) == (etag, "Changed")
+    assert transport.kinds == []  # from the change feed's data
 
 
 # ------------------------------------------------------------------ the HTTP client

@@ -194,14 +194,18 @@ async def test_truncated_changes_are_followed_to_their_end():
     dav, server = paged(
         {
             "t1": multistatus("t2", member("a", '"a2"'), member("b"), truncated=True),
-            "t2": multistatus("t3", member("a"), member("b", '"b3"')),
+            "t2": multistatus("t3", member("a"), member("b", '"b3"', data=True)),
         }
     )
     changes = await dav.list_changes("t1")
     assert dict(changes.changed) == {f"{PATH}b.ics": '"b3"'}
     assert changes.deleted == {f"{PATH}a.ics"}
     assert changes.cursor == "t3"
-    assert server.seen == ["sync 't1'", "sync 't2'"]
+    assert server.seen == ["sync 't1'+data", "sync 't2'+data"]
+    # b's data came with the changes: no multiget
+    [item] = await dav.get_many([f"{PATH}b.ics"])
+    assert (item.version, item.event.title) == ('"b3"', "Title b")
+    assert server.seen[2:] == []
 
 
 async def test_a_truncation_that_makes_no_progress_is_transient():
