@@ -122,8 +122,12 @@ def _percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        env: dict[str, str | None] = dict(
+            item.split("=", 1)
+            for item in args.env  # checked in main()
+        )
         async with deployment(
-            args.db, tmp, args.calendars, workers=args.workers
+            args.db, tmp, args.calendars, workers=args.workers, env=env
         ) as running:
             google, admin_url = running.google, running.admin_url
             emails, processes = running.emails, running.processes
@@ -208,7 +212,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--calendars", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="CRMFLOW_NAME=VALUE",
+        help="a setting for every crmflow process (repeatable), e.g. "
+        "CRMFLOW_SYNC_CONCURRENCY=4",
+    )
+    args = parser.parse_args()
+    for item in args.env:
+        if not item.startswith("CRMFLOW_") or "=" not in item:
+            parser.error(f"--env {item!r}: expected CRMFLOW_NAME=VALUE")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

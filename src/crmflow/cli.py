@@ -172,6 +172,7 @@ def _serve(
 
     from crmflow.bootstrap import start_services
     from crmflow.connections.service import Integrations
+    from crmflow.heap import freeze_startup_objects
     from crmflow.jobs.runner import ServeSync
     from crmflow.web.app import create_app
 
@@ -205,6 +206,7 @@ def _serve(
             async with contextlib.AsyncExitStack() as stack:
                 if settings.in_process_sync:
                     await stack.enter_async_context(ServeSync(services, integrations))
+                freeze_startup_objects()
                 await server.serve()
         finally:
             await services.close()
@@ -446,6 +448,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from crmflow.bootstrap import start_services
     from crmflow.connections.service import Integrations
     from crmflow.errors import ConfigError
+    from crmflow.heap import freeze_startup_objects
     from crmflow.jobs.queue import run_worker
 
     settings = load_settings()
@@ -467,6 +470,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         services = await start_services(settings)
         try:
             integrations = Integrations(services.db, services.vault, settings)
+            freeze_startup_objects()
             await run_worker(
                 services,
                 integrations,

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -382,6 +384,81 @@ class PushChannels:
         return await self._integrations.disconnect(ctx, kind, info.provider)
 
 
+#: how long a channel found genuine answers the receivers' first check from
+#: memory, in seconds
+KNOWN_FOR_S = 300.0
+#: channels remembered, at most (the longest unused is forgotten first)
+KNOWN_MAX = 10_000
+
+
+class KnownChannels:
+    """The receivers' first check of a notification, answered from memory for
+    the channels that passed it lately.
+
+    The first check keeps forged traffic away from the write lock (it is a
+    read); the receiver checks every notification again under the lock
+    (:class:`~crmflow.store.push.PushInbox`) before acting on it. So a channel
+    remembered here after it was stopped costs one write transaction that
+    finds it gone, and is refused there, for at most :data:`KNOWN_FOR_S`
+    seconds. Only a channel with the token that passed is remembered (as its
+    SHA-256, as stored); any other claim is read from the database each
+    time, as without this memory. One per process: the web app keeps it.
+    """
+
+    def __init__(
+        self,
+        *,
+        known_for_s: float = KNOWN_FOR_S,
+        most: int = KNOWN_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._known_for_s = known_for_s
+        self._most = most
+        self._clock = clock
+        #: (provider, channel id) -> (token SHA-256, remembered until)
+        self._known: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    async def genuine(
+        self, system_db: Database, provider: ProviderKey, claims: list[tuple[str, str]]
+    ) -> set[str]:
+        """Which ``(channel id, token)`` claims name a channel of ours with
+        that token, as :meth:`PushInbox.genuine` says (one read for the claims
+        not remembered, none when all are)."""
+        now = self._clock()
+        passed: set[str] = set()
+        unsure: list[tuple[str, str, str]] = []
+        for channel, token in claims:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            known = self._known.get((provider.value, channel))
+            if (
+                known is not None
+                and known[1] > now
+                and hmac.compare_digest(known[0], digest)
+            ):
+                passed.add(channel)
+            else:
+                unsure.append((channel, token, digest))
+        if not unsure:
+            return passed
+        async with system_db.admin() as session:
+            found = await PushInbox(session).genuine(
+                provider.value, [(channel, token) for channel, token, _ in unsure]
+            )
+        until = now + self._known_for_s
+        for channel, _token, digest in unsure:
+            if channel not in found:
+                continue
+            key = (provider.value, channel)
+            self._known.pop(key, None)  # to the end: the longest unused go first
+            self._known[key] = (digest, until)
+        while len(self._known) > self._most:
+            del self._known[next(iter(self._known))]
+        return passed | found
+
+
 async def receive_google_calendar(
     system_db: Database,
     *,
@@ -390,12 +467,14 @@ async def receive_google_calendar(
     resource_id: str | None,
     resource_state: str | None,
     message_number: str | None,
+    known: KnownChannels | None = None,
     now: dt.datetime | None = None,
 ) -> Delivery:
     """Check and act on one Google Calendar notification (see the module).
 
     ``system_db`` must see every tenant's channels (the owner role's database
-    on PostgreSQL).
+    on PostgreSQL). ``known`` answers the first check of the channel from
+    memory where it can (without it, each notification reads the channel).
     """
     if (
         not channel_id
@@ -407,7 +486,7 @@ async def receive_google_calendar(
         or not (
             system_db.is_postgres
             or await _any_genuine(
-                system_db, ProviderKey.GOOGLE, [(channel_id, token or "")]
+                system_db, ProviderKey.GOOGLE, [(channel_id, token or "")], known
             )
         )
     ):
@@ -434,12 +513,17 @@ MAX_ITEMS = 1000
 
 
 async def _any_genuine(
-    system_db: Database, provider: ProviderKey, claims: list[tuple[str, str]]
+    system_db: Database,
+    provider: ProviderKey,
+    claims: list[tuple[str, str]],
+    known: KnownChannels | None,
 ) -> set[str]:
     """The claimed channels worth the write lock: a read without it refuses
     forged traffic first, so that never queues behind (or holds up) the
     syncs, nor locks a genuine channel's row (a Graph POST may carry up to
     :data:`MAX_ITEMS` forged items)."""
+    if known is not None:
+        return await known.genuine(system_db, provider, claims)
     async with system_db.admin() as session:
         return await PushInbox(session).genuine(provider.value, claims)
 
@@ -497,13 +581,18 @@ def change_digest(item: Mapping[str, Any]) -> str | None:
 
 
 async def receive_graph(
-    system_db: Database, body: Any, *, now: dt.datetime | None = None
+    system_db: Database,
+    body: Any,
+    *,
+    known: KnownChannels | None = None,
+    now: dt.datetime | None = None,
 ) -> GraphBatch:
     """Check and act on one Graph POST of change and lifecycle notifications.
 
     Each item stands alone: one of an unknown subscription or with a wrong
     ``clientState`` is counted as unknown and does nothing, while the
-    genuine items of the same POST are acted on.
+    genuine items of the same POST are acted on. ``known`` as for
+    :func:`receive_google_calendar`.
 
     Raises:
         MalformedNotification: the body is not a notification collection.
@@ -516,7 +605,7 @@ async def receive_graph(
         if isinstance(item.get("subscriptionId"), str)
         and isinstance(item.get("clientState"), str)
     ]
-    genuine = await _any_genuine(system_db, ProviderKey.MICROSOFT, claims)
+    genuine = await _any_genuine(system_db, ProviderKey.MICROSOFT, claims, known)
     results: list[Delivery] = [Delivery.UNKNOWN] * len(items)
     # the write lock only for the items that passed; in subscription order,
     # so two POSTs lock the same rows in the same order on PostgreSQL

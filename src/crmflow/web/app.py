@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from crmflow import __version__
 from crmflow.bootstrap import Services, start_services
 from crmflow.config import Settings
+from crmflow.services.push import KnownChannels
 from crmflow.web import errors, health, webhooks
 from crmflow.web import oauth as oauth_routes
 from crmflow.web.api import account, appointments, contacts
@@ -70,6 +71,8 @@ def create_app(
     if services is not None:
         app.state.services = services
     app.state.login_throttle = LoginThrottle()
+    # the webhook receivers' first check of a channel, from memory
+    app.state.known_channels = KnownChannels()
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.session_secret.reveal(),

@@ -53,6 +53,7 @@ async def google_calendar(request: Request) -> Response:
         resource_id=headers.get("x-goog-resource-id"),
         resource_state=headers.get("x-goog-resource-state"),
         message_number=headers.get("x-goog-message-number"),
+        known=request.app.state.known_channels,
     )
     if result is Delivery.ACCEPTED:
         services.pushed()
@@ -82,7 +83,11 @@ async def microsoft(request: Request) -> Response:
             return Response(status_code=413)
     services: Services = request.app.state.services
     try:
-        batch = await receive_graph(services.system_db, json.loads(bytes(raw)))
+        batch = await receive_graph(
+            services.system_db,
+            json.loads(bytes(raw)),
+            known=request.app.state.known_channels,
+        )
     except ValueError:  # not JSON, or MalformedNotification
         return Response(status_code=400)
     if batch.acted:
