@@ -208,6 +208,62 @@ async def test_truncated_changes_are_followed_to_their_end():
     assert server.seen[2:] == []
 
 
+@pytest.mark.parametrize("refusal", [400, 403, 415, 501])
+async def test_a_change_feed_refused_with_data_is_asked_for_without_it(refusal):
+    seen: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = request.content.decode()
+        if "sync-collection" in body:
+            with_data = "calendar-data" in body
+            seen.append("sync+data" if with_data else "sync")
+            if with_data:
+                return httpx.Response(refusal, content=b"<error/>")
+            return httpx.Response(207, content=multistatus("t2", member("a", '"a2"')))
+        seen.append("multiget")
+        return httpx.Response(
+            207, content=multistatus("unused", member("a", '"a2"', data=True))
+        )
+
+    dav = CalDAVCalendar(
+        URL, "alice", Secret("pw"), transport=httpx.MockTransport(server)
+    )
+    changes = await dav.list_changes("t1")
+    assert dict(changes.changed) == {f"{PATH}a.ics": '"a2"'}
+    assert seen == ["sync+data", "sync"]
+    [item] = await dav.get_many([f"{PATH}a.ics"])
+    assert (item.version, item.event.title) == ('"a2"', "Title a")
+    # refused once is enough: later change feeds ask without data
+    assert (await dav.list_changes("t1")).cursor == "t2"
+    assert seen == ["sync+data", "sync", "multiget", "sync"]
+
+
+async def test_a_change_feed_drops_kept_data_it_makes_stale():
+    """The listing kept a's and b's data; the change feed then says a
+    changed (without data) and b was deleted: neither old copy is handed out."""
+    dav, server = paged(
+        {
+            "": multistatus(
+                "t1",
+                member("a", '"a1"', data=True),
+                member("b", '"b1"', data=True),
+                member("c", '"c1"', data=True),
+            ),
+            "t1": multistatus("t2", member("a", '"a2"'), member("b")),
+        }
+    )
+    listing = await dav.list()
+    assert listing.cursor == "t1"
+    changes = await dav.list_changes("t1")
+    assert dict(changes.changed) == {f"{PATH}a.ics": '"a2"'}
+    assert changes.deleted == {f"{PATH}b.ics"}
+    items = await dav.get_many([f"{PATH}a.ics", f"{PATH}b.ics", f"{PATH}c.ics"])
+    # c's kept data still answers; a and b are asked for (this server's
+    # multiget finds neither)
+    assert [(i.remote_id, i.version) for i in items] == [(f"{PATH}c.ics", '"c1"')]
+    assert server.seen[-1] == "multiget"
+
+
 async def test_a_truncation_that_makes_no_progress_is_transient():
     dav, _ = paged({"t1": multistatus("t1", member("a", '"a2"'), truncated=True)})
     with pytest.raises(TransientProviderError):

@@ -387,7 +387,8 @@ class PushChannels:
 #: how long a channel found genuine answers the receivers' first check from
 #: memory, in seconds
 KNOWN_FOR_S = 300.0
-#: channels remembered, at most (the longest unused is forgotten first)
+#: channels remembered, at most (the one remembered longest ago is forgotten
+#: first)
 KNOWN_MAX = 10_000
 
 
@@ -452,7 +453,7 @@ class KnownChannels:
             if channel not in found:
                 continue
             key = (provider.value, channel)
-            self._known.pop(key, None)  # to the end: the longest unused go first
+            self._known.pop(key, None)  # to the end: the oldest go first
             self._known[key] = (digest, until)
         while len(self._known) > self._most:
             del self._known[next(iter(self._known))]

@@ -12,12 +12,16 @@ Remote ids are the members' paths on the server (percent-decoded, e.g.
   ``MAX_REPORT_BYTES`` is made again with ETags only.
 * :meth:`CalDAVCalendar.list`, not ``incremental``: ``PROPFIND`` Depth 1 for
   ``getetag`` plus the collection's ``DAV:sync-token``.
-* :meth:`CalDAVCalendar.list_changes`: ``REPORT sync-collection`` for ETags;
-  members answered 404 are deleted; ``DAV:valid-sync-token`` (403/409) ->
+* :meth:`CalDAVCalendar.list_changes`: ``REPORT sync-collection`` for ETags
+  and ``calendar-data``, the data kept by href as the listing's is; members
+  answered 404 are deleted; ``DAV:valid-sync-token`` (403/409) ->
   ``CursorExpired``. Truncated answers (507 on the collection, RFC 6578
-  section 3.6) are followed with the token they give.
-* :meth:`CalDAVCalendar.get_many`: members whose data the last listing brought
-  are answered from it, each once (a second fetch asks the server again); the
+  section 3.6) are followed with the token they give. A server that refuses
+  the report with data, or an answer with it past ``MAX_REPORT_BYTES``, is
+  asked again for ETags only (and only for them from then on).
+* :meth:`CalDAVCalendar.get_many`: members whose data the last listing or
+  change feed brought are answered from it, each once (a second fetch asks the
+  server again); the
   rest with ``REPORT calendar-multiget``, at most :attr:`get_many_limit` hrefs
   each, split in halves while an answer passes ``MAX_REPORT_BYTES``.
 * :meth:`CalDAVCalendar.create`: ``PUT <collection>/<idempotency key>.ics`` with
@@ -146,6 +150,10 @@ class _TooLarge(ProviderError):
 
 class _NoSyncReport(Exception):
     """The server does not answer an initial ``sync-collection``."""
+
+
+class _DataRefused(Exception):
+    """The server refused a ``sync-collection`` that asked for calendar data."""
 
 
 @dataclass(slots=True)
@@ -423,7 +431,10 @@ class CalDAVCalendar(CalendarProvider):
         """``sync-collection`` from ``token`` asking for the members' calendar
         data too, which then answers :meth:`get_many` without a
         ``calendar-multiget``; without the data once an answer with it passed
-        :data:`MAX_REPORT_BYTES`.
+        :data:`MAX_REPORT_BYTES`, or once the server refused a report with it
+        (400, 403, 405, 409, 412, 415, 422 or 501 other than an unknown
+        token): the same report without data is sent, and its answer, success
+        or error, stands.
 
         The data of a change this client wrote itself (its ETag already in the
         sync status) comes along unused: a larger answer, against a second
@@ -434,7 +445,7 @@ class CalDAVCalendar(CalendarProvider):
         if self._listing_data:
             try:
                 return await self._sync(token, with_data=True)
-            except _TooLarge:
+            except (_TooLarge, _DataRefused):
                 self._listing_data = False
         return await self._sync(token, with_data=False)
 
@@ -481,6 +492,8 @@ class CalDAVCalendar(CalendarProvider):
             raise CursorExpired(
                 f"{self._what} no longer knows the sync token; a full listing follows."
             )
+        if with_data and code in _NO_SYNC_REPORT:
+            raise _DataRefused
         self._expect(response, 207)
         root = self._parse(response.content)
         page = _SyncPage(token=_text(root.find(_tag(DAV, "sync-token"))))
