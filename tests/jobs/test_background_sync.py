@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from crmflow.domain.schedule import MIN_RETRY, Schedule
 from crmflow.jobs.runner import InProcessRunner
@@ -489,3 +489,48 @@ async def test_the_pages_show_last_and_next_sync_and_failures(
     assert (out.sync_failures, out.next_sync_at) == (3, clock.now + INTERVAL)
     (box,) = await mail.accounts(ctx)
     assert EmailAccountOut.of(box).sync_failures == 3
+
+
+async def test_a_success_resets_the_back_off_in_one_statement(
+    flow: Flow, mail: MailService, admin_db: Database, clock: Clock, tenants
+) -> None:
+    """After failures, a successful run starts the count again with one
+    UPDATE (no read of the count); a removed account finishes quietly."""
+    mailbox = await connect_mailbox(flow, mail, tenants.alice.ctx, ALICE)
+    for _ in range(2):
+        await _failed(admin_db, mailbox.id, clock.now)
+    assert (await _schedule(admin_db, SyncKind.MAIL, mailbox.id)).failures == 2
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    engine = admin_db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        async with admin_db.admin() as session:
+            when = await ScheduleStore(session).finish(
+                SyncKind.MAIL,
+                mailbox.id,
+                ok=True,
+                schedule=Schedule(INTERVAL, jitter=0.1),
+                now=clock.now,
+                rand=0.5,
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert when == clock.now + INTERVAL
+    assert [s.split()[0] for s in statements if not s.startswith("BEGIN")] == ["UPDATE"]
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert (entry.failures, entry.next_sync_at) == (0, when)
+    for ok in (True, False):
+        async with admin_db.admin() as session:
+            gone = await ScheduleStore(session).finish(
+                SyncKind.MAIL,
+                uuid.uuid4(),
+                ok=ok,
+                schedule=Schedule(INTERVAL, jitter=0.1),
+                now=clock.now,
+                rand=0.5,
+            )
+        assert gone == clock.now + INTERVAL

@@ -16,12 +16,14 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 
 from crmflow.bootstrap import Services
+from crmflow.connections.service import Integrations
 from crmflow.jobs.runner import InProcessRunner
 from crmflow.jobs.tasks import Outcome
 from crmflow.services.calendar_sync import CalendarSync
-from crmflow.services.push import GOOGLE_CALENDAR_PATH
+from crmflow.services.push import GOOGLE_CALENDAR_PATH, LIVE_KNOWN_FOR, PushChannels
 from crmflow.store.db import Database
 from crmflow.store.push import PushChannelStore
 from crmflow.store.schedule import ScheduleStore, SyncKind
@@ -202,3 +204,52 @@ async def test_a_channel_near_its_end_is_replaced_and_the_old_one_stopped(
             },
         )
     assert old.status_code == 404
+
+
+async def test_a_live_channel_is_checked_from_memory_for_a_while(
+    served: str,
+    services: Services,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    push: PushChannels,
+    integrations: Integrations,
+    runner: InProcessRunner,
+    tenants,
+) -> None:
+    """After each run the scheduler makes sure the calendar has a channel;
+    one found live is not read again for LIVE_KNOWN_FOR. A channel stopped
+    by another process meanwhile (here: released through a second
+    PushChannels) is noticed when that time is up, and made again."""
+    google = await _connected(flow, sandbox, calendar_sync, tenants)
+    assert await runner.tick() == {Outcome.OK: 1}
+    first = await _channel(sandbox)
+    reads: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM push_channels" in statement:
+            reads.append(statement)
+
+    engine = services.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(2):
+            assert await push.ensure(tenants.alice.ctx, google.account.id) is not None
+        assert reads == []
+        # stopped elsewhere: this object still trusts its memory for a while
+        other = PushChannels(integrations, clock=sandbox.state.clock.now)
+        assert await other.release(tenants.alice.ctx, google.account.id) == 1
+        reads.clear()
+        remembered = await push.ensure(tenants.alice.ctx, google.account.id)
+        assert remembered is not None
+        assert remembered.channel_id == first["id"]
+        assert reads == []
+        await sandbox.advance_clock(LIVE_KNOWN_FOR.total_seconds() + 1)
+        made = await push.ensure(tenants.alice.ctx, google.account.id)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert reads  # read again once the time was up
+    assert made is not None
+    assert made.channel_id != first["id"]
+    assert (await _channel(sandbox))["id"] == made.channel_id
+    assert len(await sandbox.requests("calendar.events.watch")) == 2

@@ -68,6 +68,9 @@ GOOGLE_CALENDAR_PATH = "/webhooks/google/calendar"
 MICROSOFT_PATH = "/webhooks/microsoft"
 #: a channel ending sooner than this is replaced (Google) or renewed (Graph)
 RENEW_BEFORE = dt.timedelta(days=1)
+#: how long a Google channel found live answers :meth:`PushChannels.ensure`
+#: from memory before it is read again
+LIVE_KNOWN_FOR = dt.timedelta(minutes=10)
 #: what a Graph subscription asks to be told about
 GRAPH_CHANGES = "created,updated,deleted"
 #: the mailbox-wide Graph resource (every folder, Inbox and Sent Items too)
@@ -98,6 +101,8 @@ class PushChannels:
         self._integrations = integrations
         self._deps = integrations.deps
         self._clock = clock
+        #: calendar account -> (its live Google channel, when that was read)
+        self._google_live: dict[uuid.UUID, tuple[ChannelInfo, dt.datetime]] = {}
 
     def _google_root(self) -> str:
         return str(self._deps.settings.google_api_url).rstrip("/") + "/calendar/v3/"
@@ -121,6 +126,15 @@ class PushChannels:
         Returns None when push is off (no webhook base), or the calendar is
         not a connected, enabled Google or Outlook calendar.
 
+        A Google channel this object found or made live is taken from memory
+        for :data:`LIVE_KNOWN_FOR` while it has more than
+        :data:`RENEW_BEFORE` to go: the scheduler calls this after every run
+        of the account, and the read is a transaction per run. (A channel
+        stopped by another process meanwhile, e.g. a disconnection made
+        through the web app, is noticed when that time is up; the schedule
+        keeps the calendar in sync meanwhile. Graph subscriptions are read
+        every time: a lifecycle notification may delete one.)
+
         Raises:
             NotFound: unknown account (or another user's).
             ProviderError: the provider refused (nothing is stored then).
@@ -128,6 +142,13 @@ class PushChannels:
         base = self._deps.settings.webhook_base
         if base is None:
             return None
+        known = self._google_live.get(account_id)
+        if known is not None:
+            channel, read_at = known
+            if self._clock() - read_at < LIVE_KNOWN_FOR and self._live([channel]):
+                return channel
+            del self._google_live[account_id]
+        read_at = self._clock()
         async with self._deps.db.tenant(ctx) as session:
             account = await CalendarAccountStore(session).get(account_id, counts=False)
             if not account.is_enabled or account.integration_id is None:
@@ -149,10 +170,13 @@ class PushChannels:
         if account.provider is not ProviderKey.GOOGLE:
             return None
         if live := self._live(channels):
-            return live[0]
-        return await self._replace_google(
-            ctx, account_id, account.external_calendar_id, channels, base
-        )
+            channel = live[0]
+        else:
+            channel = await self._replace_google(
+                ctx, account_id, account.external_calendar_id, channels, base
+            )
+        self._google_live[account_id] = (channel, read_at)
+        return channel
 
     async def ensure_mailbox(
         self, ctx: TenantContext, account: EmailAccountInfo
@@ -318,6 +342,10 @@ class PushChannels:
     ) -> None:
         """Stop ``channels`` at the provider and forget them."""
         for old in channels:
+            if old.calendar_account_id is not None:
+                known = self._google_live.get(old.calendar_account_id)
+                if known is not None and known[0].id == old.id:
+                    del self._google_live[old.calendar_account_id]
             if old.provider == ProviderKey.MICROSOFT.value:
                 await self._delete_graph(access, old.channel_id)
             elif old.resource_id != PENDING:

@@ -226,12 +226,16 @@ class ScheduleStore:
         that change too, and pushes never turn failures into a hot loop.
         """
         table = _TABLES[kind]
-        failures = await self._s.scalar(
-            select(table.sync_failures).where(table.id == account_id)
-        )
-        if failures is None:  # removed meanwhile
-            return schedule.after_success(now, rand)
-        failures = 0 if ok else failures + 1
+        failures = 0
+        if not ok:
+            # the back-off grows with the failures in a row: read them (a
+            # success needs no read, it starts the count again)
+            before = await self._s.scalar(
+                select(table.sync_failures).where(table.id == account_id)
+            )
+            if before is None:  # removed meanwhile
+                return schedule.after_success(now, rand)
+            failures = before + 1
         when = (
             schedule.after_success(now, rand)
             if ok
