@@ -77,16 +77,21 @@ def runner(
 
 
 async def subscribe_mailbox(
-    services: Services, ctx: TenantContext, account_id: uuid.UUID
+    services: Services,
+    ctx: TenantContext,
+    account_id: uuid.UUID,
+    *,
+    subscription_id: str = "subscription-1",
+    client_state: str = "state",
 ) -> None:
-    """A Graph subscription row on a mailbox (client state ``state``)."""
+    """A Graph subscription row on a mailbox."""
     async with services.db.tenant(ctx) as session:
         await PushChannelStore(session).add(
             account_id,
             "microsoft",
-            channel_id="subscription-1",
+            channel_id=subscription_id,
             resource_id="messages",
-            token=Secret("state"),
+            token=Secret(client_state),
             expires_at=None,
             mailbox=True,
         )

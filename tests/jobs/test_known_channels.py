@@ -14,7 +14,6 @@ from sqlalchemy import event, select
 
 from crmflow.bootstrap import Services
 from crmflow.domain.integrations import ProviderKey
-from crmflow.domain.secret import Secret
 from crmflow.services.mail import MailService
 from crmflow.services.push import KNOWN_FOR_S, KnownChannels, receive_graph
 from crmflow.store import models
@@ -128,16 +127,13 @@ async def test_a_channel_is_remembered_for_a_while_and_within_a_bound(
     await known.genuine(admin_db, GRAPH, [CLAIM])
     assert len(reads) == 2
     # a second channel pushes the first out of a memory of one
-    async with services.db.tenant(tenants.alice.ctx) as session:
-        await PushChannelStore(session).add(
-            subscribed.id,
-            "microsoft",
-            channel_id="subscription-2",
-            resource_id="messages",
-            token=Secret("other"),
-            expires_at=None,
-            mailbox=True,
-        )
+    await subscribe_mailbox(
+        services,
+        tenants.alice.ctx,
+        subscribed.id,
+        subscription_id="subscription-2",
+        client_state="other",
+    )
     await known.genuine(admin_db, GRAPH, [("subscription-2", "other")])
     assert len(known) == 1
     await known.genuine(admin_db, GRAPH, [CLAIM])

@@ -139,11 +139,14 @@ async def test_n_items_are_fetched_with_one_multiget(dav, transport):
     assert transport.multigets == [5]
 
 
-async def test_a_sync_fetches_n_changed_items_in_one_request(dav, transport):
+async def _synced_then_edited_on_the_server(
+    dav: CalDAVCalendar, prefix: str
+) -> tuple[MemoryCalendar, InMemoryStatusRepository]:
+    """Four CRM events synced to ``dav``, then each retitled on the server."""
     crm = MemoryCalendar()
     status = InMemoryStatusRepository()
     for n in range(4):
-        crm.put(sample(f"changed-{n}"))
+        crm.put(sample(f"{prefix}-{n}"))
     await sync_pair(crm, dav, status)
     listing = await dav.list()
     for href in listing.items:
@@ -154,6 +157,11 @@ async def test_a_sync_fetches_n_changed_items_in_one_request(dav, transport):
             if_match=listing.items[href],
             notify=Notify.NONE,
         )
+    return crm, status
+
+
+async def test_a_sync_fetches_n_changed_items_in_one_request(dav, transport):
+    crm, status = await _synced_then_edited_on_the_server(dav, "changed")
     transport.clear()
     result = await sync_pair(crm, dav, status)
     assert len(result.writes) == 4
@@ -187,20 +195,7 @@ async def test_changes_sent_without_their_data_are_fetched_in_one_multiget(
     withheld = DataWithheld()
     try:
         dav = calendar(radicale, url, withheld)
-        crm = MemoryCalendar()
-        status = InMemoryStatusRepository()
-        for n in range(4):
-            crm.put(sample(f"withheld-{n}"))
-        await sync_pair(crm, dav, status)
-        listing = await dav.list()
-        for href in listing.items:
-            event = (await dav.get_many([href]))[0].event
-            await dav.update(
-                href,
-                replace(event, title="edited on the server"),
-                if_match=listing.items[href],
-                notify=Notify.NONE,
-            )
+        crm, status = await _synced_then_edited_on_the_server(dav, "withheld")
         withheld.clear()
         result = await sync_pair(crm, dav, status)
         assert len(result.writes) == 4
