@@ -21,9 +21,9 @@ Remote ids are the members' paths on the server (percent-decoded, e.g.
   asked again for ETags only (and only for them from then on).
 * :meth:`CalDAVCalendar.get_many`: members whose data the last listing or
   change feed brought are answered from it, each once (a second fetch asks the
-  server again); the
-  rest with ``REPORT calendar-multiget``, at most :attr:`get_many_limit` hrefs
-  each, split in halves while an answer passes ``MAX_REPORT_BYTES``.
+  server again); the rest with ``REPORT calendar-multiget``, at most
+  :attr:`get_many_limit` hrefs each, split in halves while an answer passes
+  ``MAX_REPORT_BYTES``.
 * :meth:`CalDAVCalendar.create`: ``PUT <collection>/<idempotency key>.ics`` with
   ``If-None-Match: *``; 412 -> ``GET`` and adopt the item when it holds our UID
   (sync-peers.md §8 case 21). A missing ``ETag`` gives version None (case 15).
@@ -279,8 +279,9 @@ class CalDAVCalendar(CalendarProvider):
         self._read: dict[str, tuple[str, str]] = {}
         #: False once the server refused an initial sync-collection
         self._sync_listing = True
-        #: False once a sync-collection with calendar data passed MAX_REPORT_BYTES
-        self._listing_data = True
+        #: False once a sync-collection asking for calendar data was refused or
+        #: passed MAX_REPORT_BYTES: later ones ask for ETags only
+        self._sync_data = True
 
     # ---------------------------------------------------------- lifecycle
 
@@ -442,11 +443,11 @@ class CalDAVCalendar(CalendarProvider):
         server that leaves the data out (RFC 6578 lets it) costs nothing:
         :meth:`get_many` fetches what it did not send.
         """
-        if self._listing_data:
+        if self._sync_data:
             try:
                 return await self._sync(token, with_data=True)
             except (_TooLarge, _DataRefused):
-                self._listing_data = False
+                self._sync_data = False
         return await self._sync(token, with_data=False)
 
     async def _sync(self, token: str, *, with_data: bool) -> _SyncPage:
