@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from crmflow.domain.tenancy import TenantContext
+from crmflow.store.sqlite_driver import async_creator
 
 _SQLITE_BUSY_TIMEOUT_MS = 15_000  # writers wait this long for the file lock
 
@@ -173,7 +174,9 @@ class Database:
         #: SQLite's lock with sleeps of up to 100 ms each
         self._write_gate: asyncio.Lock | None = None
         if self.dialect == "sqlite":
-            # aiosqlite runs each connection in a thread of its own
+            # aiosqlite runs each connection in a thread of its own; these
+            # connections go there once per statement (sqlite_driver.py)
+            kwargs["async_creator"] = async_creator(aurl)
             if pooled:
                 kwargs.update(
                     poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=10
