@@ -118,9 +118,28 @@ async def test_many_rows_in_one_statement(db: Database) -> None:
             text("INSERT INTO item (name) VALUES (:name)"),
             [{"name": "x"}, {"name": "y"}],
         )
+        renamed = await session.execute(
+            text("UPDATE item SET name = :new WHERE name = :old"),
+            [{"new": "x2", "old": "x"}, {"new": "y2", "old": "y"}],
+        )
+        assert renamed.rowcount == 2  # type: ignore[attr-defined]
         count = await session.scalar(text("SELECT count(*) FROM item"))
         assert count == 5
-    assert _names(_path(db))[-2:] == ["x", "y"]
+    assert _names(_path(db))[-2:] == ["x2", "y2"]
+
+
+async def test_an_insert_tells_its_row_id(db: Database) -> None:
+    async with db.admin(write_lock=True) as session:
+        inserted = await session.execute(text("INSERT INTO item (name) VALUES ('n')"))
+        assert inserted.lastrowid == 4  # type: ignore[attr-defined]
+
+
+async def test_the_default_engine_commits_its_writes(db: Database) -> None:
+    # no write lock: the driver begins the transaction implicitly at the write
+    async with db.admin() as session:
+        await session.execute(text("UPDATE item SET name = 'a1' WHERE id = 1"))
+        await session.execute(text("INSERT INTO item (name) VALUES ('d')"))
+    assert _names(_path(db)) == ["a1", "b", "c", "d"]
 
 
 async def test_a_failed_statement_leaves_nothing_of_its_transaction(
@@ -148,4 +167,9 @@ async def test_a_rollback_in_a_transaction_still_undoes_it(db: Database) -> None
     async with db.admin() as session:
         await session.execute(text("UPDATE item SET name = 'z' WHERE id = 1"))
         await session.rollback()
-    assert _names(_path(db)) == ["a", "b", "c"]
+    # the next writes (pooled: on the same connections) commit only their own
+    async with db.admin() as session:
+        await session.execute(text("UPDATE item SET name = 'b1' WHERE id = 2"))
+    async with db.admin(write_lock=True) as session:
+        await session.execute(text("UPDATE item SET name = 'c1' WHERE id = 3"))
+    assert _names(_path(db)) == ["a", "b1", "c1"]
