@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
@@ -24,6 +24,7 @@ from crmflow.jobs.runner import InProcessRunner
 from crmflow.jobs.tasks import Outcome
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.push import GOOGLE_CALENDAR_PATH, LIVE_KNOWN_FOR, PushChannels
+from crmflow.store import models
 from crmflow.store.db import Database
 from crmflow.store.push import PushChannelStore
 from crmflow.store.schedule import ScheduleStore, SyncKind
@@ -65,6 +66,17 @@ async def _next_sync(admin_db: Database, account_id: uuid.UUID) -> dt.datetime |
         a for a in rows if a.kind is SyncKind.CALENDAR and a.account_id == account_id
     ]
     return entry.next_sync_at
+
+
+async def _last_message(admin_db: Database, channel_id: str) -> int:
+    async with admin_db.admin() as session:
+        found = await session.scalar(
+            select(models.PushChannel.last_message).where(
+                models.PushChannel.channel_id == channel_id
+            )
+        )
+    assert found is not None
+    return found
 
 
 async def _channel(sandbox: Sandbox) -> dict[str, Any]:
@@ -160,10 +172,14 @@ async def test_forged_and_replayed_notifications_do_nothing(
         replayed = await http.post(url, headers=genuine)
         assert replayed.status_code == 200
     assert await _next_sync(admin_db, google.account.id) == before
+    assert await _last_message(admin_db, channel["id"]) == 1
     async with httpx.AsyncClient() as http:
         fresh = await http.post(url, headers=genuine | {"X-Goog-Message-Number": "99"})
-    assert fresh.status_code == 200
+        # an older number than the last one acted on is a replay as well
+        late = await http.post(url, headers=genuine | {"X-Goog-Message-Number": "50"})
+    assert fresh.status_code == late.status_code == 200
     assert await _next_sync(admin_db, google.account.id) != before
+    assert await _last_message(admin_db, channel["id"]) == 99
 
 
 async def test_a_channel_near_its_end_is_replaced_and_the_old_one_stopped(
