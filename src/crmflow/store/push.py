@@ -23,7 +23,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.secret import Secret
@@ -213,12 +213,6 @@ class GraphLifecycle(enum.StrEnum):
     MISSED = "missed"
 
 
-def _token_matches(token: str | None, stored_sha256: str) -> bool:
-    """Whether ``token`` hashes to the stored digest (constant time)."""
-    given = hashlib.sha256((token or "").encode()).hexdigest()
-    return token is not None and hmac.compare_digest(given, stored_sha256)
-
-
 class PushInbox:
     """Notifications in (an unscoped session: see the module)."""
 
@@ -263,22 +257,21 @@ class PushInbox:
             )
             .with_for_update()
         )
-        if row is None or not _token_matches(token, row.token_sha256):
+        given = hashlib.sha256((token or "").encode()).hexdigest()
+        if (
+            row is None
+            or token is None
+            or not hmac.compare_digest(given, row.token_sha256)
+        ):
             return None
         return row
 
-    async def _due_now(
-        self,
-        calendar_account_id: uuid.UUID | None,
-        email_account_id: uuid.UUID | None,
-        now: dt.datetime,
-    ) -> None:
-        """Make a channel's account (the one of the two ids set) due now."""
+    async def _due_now(self, row: models.PushChannel, now: dt.datetime) -> None:
         schedule = ScheduleStore(self._s)
-        if calendar_account_id is not None:
-            await schedule.due_now(SyncKind.CALENDAR, calendar_account_id, now)
-        elif email_account_id is not None:
-            await schedule.due_now(SyncKind.MAIL, email_account_id, now)
+        if row.calendar_account_id is not None:
+            await schedule.due_now(SyncKind.CALENDAR, row.calendar_account_id, now)
+        elif row.email_account_id is not None:
+            await schedule.due_now(SyncKind.MAIL, row.email_account_id, now)
 
     async def receive(
         self,
@@ -292,40 +285,17 @@ class PushInbox:
         now: dt.datetime,
     ) -> Delivery:
         """Check one Google notification and act on it (see :class:`Delivery`)."""
-        # the channel's columns, not its ORM object, and its one change in one
-        # UPDATE: the unit of work's flush was a good part of each receipt
-        channel = models.PushChannel
-        row = (
-            await self._s.execute(
-                select(
-                    channel.id,
-                    channel.token_sha256,
-                    channel.resource_id,
-                    channel.last_message,
-                    channel.calendar_account_id,
-                    channel.email_account_id,
-                )
-                .where(channel.channel_id == channel_id, channel.provider == provider)
-                .with_for_update()
-            )
-        ).one_or_none()
-        if (
-            row is None
-            or not _token_matches(token, row.token_sha256)
-            or (row.resource_id != PENDING and resource_id != row.resource_id)
+        row = await self._genuine(provider, channel_id, token)
+        if row is None or (
+            row.resource_id != PENDING and resource_id != row.resource_id
         ):
             return Delivery.UNKNOWN
         if message_number <= row.last_message:
             return Delivery.REPLAYED
-        await self._s.execute(
-            update(channel)
-            .where(channel.id == row.id)
-            .values(last_message=message_number)
-            .execution_options(synchronize_session=False)
-        )
+        row.last_message = message_number
         if handshake:
             return Delivery.HANDSHAKE
-        await self._due_now(row.calendar_account_id, row.email_account_id, now)
+        await self._due_now(row, now)
         return Delivery.ACCEPTED
 
     async def change(
@@ -351,7 +321,7 @@ class PushInbox:
             if digest in recent:
                 return Delivery.REPLAYED
             row.recent = " ".join([*recent[-(RECENT_KEPT - 1) :], digest])
-        await self._due_now(row.calendar_account_id, row.email_account_id, now)
+        await self._due_now(row, now)
         return Delivery.ACCEPTED
 
     async def lifecycle(
@@ -374,7 +344,7 @@ class PushInbox:
         row = await self._genuine(provider, subscription_id, client_state)
         if row is None:
             return Delivery.UNKNOWN
-        await self._due_now(row.calendar_account_id, row.email_account_id, now)
+        await self._due_now(row, now)
         if event == GraphLifecycle.REAUTHORIZATION_REQUIRED:
             row.expires_at = now
         elif event == GraphLifecycle.SUBSCRIPTION_REMOVED:
