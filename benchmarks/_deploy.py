@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -77,10 +78,22 @@ def database(kind: str, tmp: Path) -> Iterator[tuple[str, str]]:
         yield pg.app_url, pg.admin_url
 
 
+def settings_of(env: dict[str, str]) -> Any:
+    """The crmflow settings a process started with ``env`` would have."""
+    from crmflow.config import load_settings
+
+    return load_settings(
+        **{
+            k.removeprefix("CRMFLOW_").lower(): v
+            for k, v in env.items()
+            if k.startswith("CRMFLOW_")
+        }
+    )
+
+
 async def provision(env: dict[str, str], google: str, calendars: int) -> list[str]:
     """Users with a connected Google calendar each; their sandbox emails."""
     from crmflow.bootstrap import start_services
-    from crmflow.config import load_settings
     from crmflow.connections.service import Integrations
     from crmflow.domain.integrations import IntegrationKind, ProviderKey
     from crmflow.domain.secret import Secret
@@ -94,13 +107,7 @@ async def provision(env: dict[str, str], google: str, calendars: int) -> list[st
     )
     from crmflow.store.integrations import IntegrationStore
 
-    settings = load_settings(
-        **{
-            k.removeprefix("CRMFLOW_").lower(): v
-            for k, v in env.items()
-            if k.startswith("CRMFLOW_")
-        }
-    )
+    settings = settings_of(env)
     admin = Database(settings.effective_admin_database_url)
     org = await provision_organization(admin, "Bench")
     emails = [f"rep{n:03d}@bench.test" for n in range(calendars)]

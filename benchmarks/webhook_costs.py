@@ -39,22 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchmarks._deploy import deployment
+from benchmarks._deploy import deployment, settings_of
 
 #: webhook runs per calendar and turn in the calendar-size phase
 SIZE_RUNS = 30
-
-
-def _settings(env: dict[str, str]) -> Any:
-    from crmflow.config import load_settings
-
-    return load_settings(
-        **{
-            k.removeprefix("CRMFLOW_").lower(): v
-            for k, v in env.items()
-            if k.startswith("CRMFLOW_")
-        }
-    )
 
 
 async def _cpu_s(work: Callable[[], Awaitable[Any]]) -> float:
@@ -79,7 +67,7 @@ async def run(args: argparse.Namespace) -> None:
         async with deployment(
             args.db, Path(name), args.calendars, serve=False
         ) as running:
-            services = await start_services(_settings(running.env))
+            services = await start_services(settings_of(running.env))
             scheduler = sync_scheduler(
                 services, Integrations(services.db, services.vault, services.settings)
             )
