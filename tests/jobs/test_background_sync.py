@@ -16,9 +16,10 @@ import psycopg
 import pytest
 from sqlalchemy import event, update
 
+from crmflow.bootstrap import Services
 from crmflow.domain.schedule import MIN_RETRY, Schedule
-from crmflow.jobs.runner import InProcessRunner
-from crmflow.jobs.tasks import Outcome
+from crmflow.jobs.runner import InProcessRunner, SyncScheduler
+from crmflow.jobs.tasks import Outcome, TaskResult
 from crmflow.sandbox.google.demo import seed_demo_google
 from crmflow.services.calendar_sync import CalendarSync
 from crmflow.services.mail import MailService
@@ -534,3 +535,59 @@ async def test_a_success_resets_the_back_off_in_one_statement(
                 rand=0.5,
             )
         assert gone == clock.now + INTERVAL
+
+
+class _Failing:
+    """Scheduled syncs that all fail (the tasks' side of a run is not under
+    test here)."""
+
+    async def run(self, _due: object) -> TaskResult:
+        return TaskResult(Outcome.FAILED)
+
+
+async def test_a_run_is_recorded_in_its_turn_among_a_stream_of_writes(
+    flow: Flow, mail: MailService, services: Services, clock: Clock, tenants
+) -> None:
+    """The schedule's update after a run queues for the write lock like every
+    other write of crmflow serve, so a stream of writes (notifications, other
+    runs' transactions) cannot keep it waiting. (On SQLite, an update without
+    the lock polls the database's lock with sleeps and loses to each write
+    that queued meanwhile: the whole stream goes first.)"""
+    db = services.system_db
+    scheduler = SyncScheduler(
+        db,
+        _Failing(),  # type: ignore[arg-type]
+        Schedule(INTERVAL, jitter=0.1),
+        clock=clock,
+        rand=lambda: 0.5,
+    )
+    mailbox = await connect_mailbox(flow, mail, tenants.alice.ctx, ALICE)
+    (claimed,) = await scheduler.claim_due(limit=10)
+    writes = 0
+    streaming = asyncio.Event()
+
+    async def stream(count: int) -> None:
+        nonlocal writes
+        for _ in range(count):
+            async with db.admin(write_lock=True) as session:
+                await session.execute(
+                    update(models.User)
+                    .where(models.User.id == tenants.bob.ctx.user_id)
+                    .values(is_active=True)
+                )
+                streaming.set()
+                await asyncio.sleep(0.002)
+            writes += 1
+
+    others = asyncio.create_task(stream(60))
+    await streaming.wait()
+    assert await scheduler.run_claimed(claimed) is Outcome.FAILED
+    recorded_after = writes
+    await others
+    # its turn came after the write under way and the one queued before it
+    assert recorded_after <= 3
+    entry = await _schedule(db, SyncKind.MAIL, mailbox.id)
+    assert entry.failures == 1
+    assert entry.next_sync_at == Schedule(INTERVAL, jitter=0.1).after_failure(
+        clock.now, 1, 0.5
+    )

@@ -11,6 +11,7 @@ stopped.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -269,3 +270,52 @@ async def test_a_live_channel_is_checked_from_memory_for_a_while(
     assert made.channel_id != first["id"]
     assert (await _channel(sandbox))["id"] == made.channel_id
     assert len(await sandbox.requests("calendar.events.watch")) == 2
+
+
+async def test_a_burst_of_notifications_gets_each_its_own_answer(
+    served: str,
+    services: Services,
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    admin_db: Database,
+    tenants,
+) -> None:
+    """Notifications that come together while a sync holds the write lock
+    queue for it; each gets the answer its own headers call for, and the
+    channel ends at the highest number."""
+    google = await _connected(flow, sandbox, calendar_sync, tenants)
+    await runner.tick()
+    await _delivered(sandbox, "sync", 1)
+    channel = await _channel(sandbox)
+    before = await _next_sync(admin_db, google.account.id)
+    genuine = {
+        "X-Goog-Channel-ID": channel["id"],
+        "X-Goog-Channel-Token": channel["token"],
+        "X-Goog-Resource-ID": channel["resource_id"],
+        "X-Goog-Resource-State": "exists",
+    }
+    burst = [
+        genuine
+        | {"X-Goog-Message-Number": str(n)}
+        # every fourth names another calendar: refused under the lock
+        | ({"X-Goog-Resource-ID": "another-calendar"} if n % 4 == 0 else {})
+        for n in range(2, 42)
+    ]
+    limits = httpx.Limits(max_connections=len(burst))
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        async with services.db.admin(write_lock=True) as holder:
+            # a sync's writes hold the lock while the burst comes in
+            await holder.execute(select(1))
+            posts = [
+                asyncio.create_task(http.post(served + GOOGLE_CALENDAR_PATH, headers=h))
+                for h in burst
+            ]
+            await asyncio.sleep(0.5)
+        answers = [(await post).status_code for post in posts]
+    assert answers == [
+        404 if h["X-Goog-Resource-ID"] == "another-calendar" else 200 for h in burst
+    ]
+    assert await _last_message(admin_db, channel["id"]) == 41
+    assert await _next_sync(admin_db, google.account.id) != before

@@ -211,7 +211,11 @@ class SyncScheduler:
             _log.exception("scheduled %s sync of %s crashed", due.kind, due.account_id)
             result = TaskResult(Outcome.FAILED)
         now = self._clock()
-        async with self._db.admin() as session:
+        # write-locked: on SQLite the UPDATE then waits its turn at the
+        # process's write gate; without it, it polls the database's lock
+        # with sleeps (1 to 100 ms each) and loses to every write that
+        # queued at the gate meanwhile (up to 0.7 s at 100 pushes a second)
+        async with self._db.admin(write_lock=True) as session:
             await ScheduleStore(session).finish(
                 due.kind,
                 due.account_id,
