@@ -1,25 +1,30 @@
-"""SQLite connections that run a statement in one trip to their thread
-(``crmflow.store.sqlite_driver``), through the engines ``Database`` makes.
+"""SQLite connections that run statements in the event loop's thread and wait
+for another connection's lock in their own (``crmflow.store.sqlite_driver``),
+through the engines ``Database`` makes.
 
 Trips are counted where aiosqlite queues work for a connection's thread; the
 outcomes (rows, counts, what another connection sees) are read back from the
-database file.
+database file. The lock is held by a plain sqlite3 connection of the test.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from crmflow.store.db import Database
+from crmflow.store.sqlite_driver import async_creator
 
 
 @pytest.fixture
@@ -80,7 +85,7 @@ def _path(db: Database) -> Path:
     return Path(str(db.engine.url.database))
 
 
-async def test_a_read_is_one_trip_with_all_its_rows(
+async def test_a_read_makes_no_trip_and_brings_all_its_rows(
     served: Database, trips: Counter[str]
 ) -> None:
     async with served.admin() as session:
@@ -88,12 +93,10 @@ async def test_a_read_is_one_trip_with_all_its_rows(
         rows = [tuple(row) for row in result]
         assert list(result.keys()) == ["id", "name"]
     assert rows == [(1, "a"), (2, "b"), (3, "c")]
-    # the statement; opening, fetching, closing, the commit of a transaction
-    # that never began and the pool's rollback on return make none
-    assert sum(trips.values()) == 1, trips
+    assert sum(trips.values()) == 0, trips
 
 
-async def test_a_write_locked_transaction_costs_begin_statements_and_commit(
+async def test_a_write_locked_transaction_makes_no_trip(
     served: Database, trips: Counter[str]
 ) -> None:
     async with served.admin(write_lock=True) as session:
@@ -105,10 +108,7 @@ async def test_a_write_locked_transaction_costs_begin_statements_and_commit(
             text("INSERT INTO item (name) VALUES ('d') RETURNING id")
         )
         assert inserted.scalar_one() == 4
-    # BEGIN IMMEDIATE, UPDATE, INSERT, COMMIT; no rollback on return
-    assert sum(trips.values()) == 4, trips
-    assert trips["commit"] == 1
-    assert trips["rollback"] == 0
+    assert sum(trips.values()) == 0, trips
     assert _names(_path(served)) == ["a", "b!", "c!", "d"]
 
 
@@ -143,7 +143,7 @@ async def test_the_default_engine_commits_its_writes(db: Database) -> None:
 
 
 async def test_a_failed_statement_leaves_nothing_of_its_transaction(
-    db: Database, trips: Counter[str]
+    db: Database,
 ) -> None:
     async def add_one_then_a_duplicate() -> None:
         async with db.admin(write_lock=True) as session:
@@ -152,7 +152,6 @@ async def test_a_failed_statement_leaves_nothing_of_its_transaction(
 
     with pytest.raises(IntegrityError):
         await add_one_then_a_duplicate()
-    assert trips["rollback"] == 1
     assert _names(_path(db)) == ["a", "b", "c"]
     # the connection is usable again (pooled: the same one)
     async with db.admin(write_lock=True) as session:
@@ -173,3 +172,97 @@ async def test_a_rollback_in_a_transaction_still_undoes_it(db: Database) -> None
     async with db.admin(write_lock=True) as session:
         await session.execute(text("UPDATE item SET name = 'c1' WHERE id = 3"))
     assert _names(_path(db)) == ["a", "b1", "c1"]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection (another process, say) holding the write lock."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE item SET name = 'held' WHERE id = 1")
+        yield holder
+    finally:
+        holder.close()
+
+
+async def test_a_write_waits_for_another_connections_lock_without_stopping_the_loop(
+    db: Database, trips: Counter[str]
+) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async def locked_write() -> None:
+        async with db.admin(write_lock=True) as session:
+            await session.execute(text("INSERT INTO item (name) VALUES ('w1')"))
+
+    async def plain_write() -> None:
+        async with db.admin() as session:
+            await session.execute(text("INSERT INTO item (name) VALUES ('w2')"))
+
+    ticking = asyncio.create_task(tick())
+    try:
+        with _locked(_path(db)) as holder:
+            writes = [asyncio.create_task(w()) for w in (locked_write, plain_write)]
+            await asyncio.sleep(0.3)
+            # the loop went on meanwhile (reads too: WAL), the writes wait
+            assert ticks >= 10
+            async with db.admin() as session:
+                assert await session.scalar(text("SELECT count(*) FROM item")) == 3
+            assert not any(w.done() for w in writes)
+            holder.execute("COMMIT")
+            await asyncio.wait_for(asyncio.gather(*writes), 10)
+    finally:
+        ticking.cancel()
+    # each waited in its connection's thread, once
+    assert trips["_waiting"] == 2
+    assert sorted(_names(_path(db))) == ["b", "c", "held", "w1", "w2"]
+
+
+async def test_a_write_waits_no_longer_than_asked(tmp_path: Path) -> None:
+    await _database(tmp_path, pooled=False)  # the file and its table
+    connection = await async_creator(
+        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=200
+    )()
+    try:
+        with _locked(tmp_path / "t.db"):
+            cursor = connection.cursor()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await cursor.execute("INSERT INTO item (name) VALUES ('late')")
+            # refused at once in the loop's thread, then waited in its own:
+            # the connection says "no waiting" to anyone else using it here
+            busy = connection._conn.execute("PRAGMA busy_timeout").fetchone()
+            assert busy == (0,)
+    finally:
+        await connection.close()
+    assert _names(tmp_path / "t.db") == ["a", "b", "c"]
+
+
+async def test_calls_after_one_that_waits_follow_it(tmp_path: Path) -> None:
+    await _database(tmp_path, pooled=False)
+    connection = await async_creator(
+        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
+    )()
+    try:
+        with _locked(tmp_path / "t.db") as holder:
+            first = asyncio.create_task(
+                connection.cursor().execute("INSERT INTO item (name) VALUES ('w')")
+            )
+            await asyncio.sleep(0.05)  # waiting for the lock, in the thread
+            counted = asyncio.create_task(
+                connection.cursor().execute("SELECT count(*) FROM item")
+            )
+            await asyncio.sleep(0.05)
+            assert not counted.done()  # in turn behind the write
+            holder.execute("COMMIT")
+            await asyncio.wait_for(first, 10)
+            after = await asyncio.wait_for(counted, 10)
+        # it saw the write that came before it
+        assert await after.fetchall() == [(4,)]
+    finally:
+        await connection.close()

@@ -89,7 +89,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    # no busy_timeout here: the connection waits for locks in its own thread
+    # (sqlite_driver.py), never in the event loop's
     cur.close()
 
 
@@ -174,9 +175,11 @@ class Database:
         #: SQLite's lock with sleeps of up to 100 ms each
         self._write_gate: asyncio.Lock | None = None
         if self.dialect == "sqlite":
-            # aiosqlite runs each connection in a thread of its own; these
-            # connections go there once per statement (sqlite_driver.py)
-            kwargs["async_creator"] = async_creator(aurl)
+            # statements run in the event loop's thread; a wait for another
+            # connection's lock in the connection's own (sqlite_driver.py)
+            kwargs["async_creator"] = async_creator(
+                aurl, wait_ms=_SQLITE_BUSY_TIMEOUT_MS
+            )
             if pooled:
                 kwargs.update(
                     poolclass=AsyncAdaptedQueuePool, pool_size=5, max_overflow=10
