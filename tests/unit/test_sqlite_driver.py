@@ -266,3 +266,29 @@ async def test_calls_after_one_that_waits_follow_it(tmp_path: Path) -> None:
         assert await after.fetchall() == [(4,)]
     finally:
         await connection.close()
+
+
+async def test_a_call_whose_caller_went_away_is_still_followed(tmp_path: Path) -> None:
+    await _database(tmp_path, pooled=False)
+    connection = await async_creator(
+        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
+    )()
+    try:
+        with _locked(tmp_path / "t.db") as holder:
+            gone = asyncio.create_task(
+                connection.cursor().execute("INSERT INTO item (name) VALUES ('w')")
+            )
+            await asyncio.sleep(0.05)  # waiting for the lock, in the thread
+            gone.cancel()
+            # the write still runs there once the lock is free: what comes
+            # next on the connection must not run beside it
+            counted = asyncio.create_task(
+                connection.cursor().execute("SELECT count(*) FROM item")
+            )
+            await asyncio.sleep(0.05)
+            assert not counted.done()
+            holder.execute("COMMIT")
+            after = await asyncio.wait_for(counted, 10)
+        assert await after.fetchall() == [(4,)]
+    finally:
+        await connection.close()

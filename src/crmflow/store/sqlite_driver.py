@@ -44,6 +44,7 @@ version.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -97,15 +98,19 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 def _waiting(
     connection: sqlite3.Connection,
     wait_ms: int,
+    done: threading.Event,
     function: Callable[..., T],
     *arguments: Any,
 ) -> T:
     # Runs in the connection's thread: the one place that waits for a lock.
-    connection.execute(f"PRAGMA busy_timeout={wait_ms}")
     try:
-        return function(connection, *arguments)
+        connection.execute(f"PRAGMA busy_timeout={wait_ms}")
+        try:
+            return function(connection, *arguments)
+        finally:
+            connection.execute("PRAGMA busy_timeout=0")
     finally:
-        connection.execute("PRAGMA busy_timeout=0")
+        done.set()
 
 
 class InlineCursor:
@@ -181,8 +186,10 @@ class InlineConnection(aiosqlite.Connection):
         """
         super().__init__(connector, iter_chunk_size=64)
         self._wait_ms = wait_ms
-        #: calls handed to the thread and not back yet (later ones follow them)
-        self._in_thread = 0
+        #: set once the last call handed to the thread has run there (not
+        #: when its caller stopped waiting: a cancelled caller's call still
+        #: runs); until then later calls follow it through the thread
+        self._thread_done: threading.Event | None = None
 
     def cursor(self) -> InlineCursor:  # type: ignore[override]
         # aiosqlite's own makes a trip to open a sqlite3 cursor; this one is
@@ -192,19 +199,17 @@ class InlineConnection(aiosqlite.Connection):
     async def run(self, function: Callable[..., T], *arguments: Any) -> T:
         """``function(sqlite3_connection, *arguments)``: here, or in the
         connection's thread once it must wait for a lock."""
-        if not self._in_thread:
+        if self._thread_done is None or self._thread_done.is_set():
             try:
                 return function(self._conn, *arguments)
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise
-        self._in_thread += 1
-        try:
-            outcome: T = await self._execute(  # type: ignore[no-untyped-call]
-                _waiting, self._conn, self._wait_ms, function, *arguments
-            )
-        finally:
-            self._in_thread -= 1
+        # the thread runs its calls in order: this one's end is the last's
+        done = self._thread_done = threading.Event()
+        outcome: T = await self._execute(  # type: ignore[no-untyped-call]
+            _waiting, self._conn, self._wait_ms, done, function, *arguments
+        )
         return outcome
 
     async def commit(self) -> None:
