@@ -264,6 +264,8 @@ async def test_calls_after_one_that_waits_follow_it(tmp_path: Path) -> None:
             after = await asyncio.wait_for(counted, 10)
         # it saw the write that came before it
         assert await after.fetchall() == [(4,)]
+        # and the connection waits for no lock in the loop's thread again
+        assert connection._conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
     finally:
         await connection.close()
 
@@ -290,5 +292,58 @@ async def test_a_call_whose_caller_went_away_is_still_followed(tmp_path: Path) -
             holder.execute("COMMIT")
             after = await asyncio.wait_for(counted, 10)
         assert await after.fetchall() == [(4,)]
+    finally:
+        await connection.close()
+
+
+async def test_a_rollback_behind_a_begin_still_waiting_undoes_it(
+    tmp_path: Path,
+) -> None:
+    await _database(tmp_path, pooled=False)
+    connection = await async_creator(
+        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
+    )()
+    try:
+        with _locked(tmp_path / "t.db") as holder:
+            begin = asyncio.create_task(connection.cursor().execute("BEGIN IMMEDIATE"))
+            await asyncio.sleep(0.05)  # waiting for the lock, in the thread
+            begin.cancel()  # its caller gives up and rolls back
+            rollback = asyncio.create_task(connection.rollback())
+            await asyncio.sleep(0.05)
+            holder.execute("COMMIT")
+            await asyncio.wait_for(rollback, 10)
+            # whatever comes next runs after the BEGIN
+            await asyncio.wait_for(connection.cursor().execute("SELECT 1"), 10)
+        # the BEGIN ran once the lock was free, and the rollback after it:
+        # nobody holds the lock now
+        assert not connection._conn.in_transaction
+        other = sqlite3.connect(tmp_path / "t.db", timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    finally:
+        await connection.close()
+
+
+async def test_a_transaction_that_read_before_another_committed_fails_at_once(
+    tmp_path: Path, trips: Counter[str]
+) -> None:
+    await _database(tmp_path, pooled=False)
+    connection = await async_creator(
+        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
+    )()
+    trips.clear()
+    try:
+        await connection.cursor().execute("BEGIN")
+        await connection.cursor().execute("SELECT count(*) FROM item")
+        with _locked(tmp_path / "t.db") as holder:
+            holder.execute("COMMIT")
+        # waiting would not help (its snapshot is older than that commit)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await connection.cursor().execute("INSERT INTO item (name) VALUES ('x')")
+        assert trips["_waiting"] == 0
+        await connection.rollback()
     finally:
         await connection.close()

@@ -34,7 +34,10 @@ one waits there follow it through the thread, in order.
 
 A statement slow by itself (a listing of many thousands of rows, an INSERT of
 a thousand) holds the loop for its milliseconds, as the GIL mostly did anyway
-while the thread turned its rows into Python objects.
+while the thread turned its rows into Python objects. So does a commit's
+flush of the write-ahead log to disk (SQLite's default ``synchronous=FULL``,
+kept: a few tenths of a millisecond here), and every 1,000 pages or so (4 MB
+written) the commit that copies the log into the database file (a few ms).
 
 It relies on three internals of aiosqlite 0.22 (``Connection._execute``,
 ``_conn`` and ``_thread``), which is why that dependency is pinned to its minor
@@ -81,18 +84,24 @@ def _execute_many(
 
 
 def _commit(connection: sqlite3.Connection) -> None:
-    connection.commit()
+    if connection.in_transaction:
+        connection.commit()
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
-    connection.rollback()
+    if connection.in_transaction:
+        connection.rollback()
+
+
+#: "another connection holds the lock" (or is recovering the WAL): waiting
+#: helps. Not SQLITE_BUSY_SNAPSHOT: a transaction that read before another
+#: committed can never write, however long it waits.
+_WAIT_HELPS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_RECOVERY})
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    """Whether SQLite refused because another connection holds a lock (the
-    statement did nothing)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+    """Whether SQLite refused because another connection holds a lock."""
+    return getattr(exc, "sqlite_errorcode", None) in _WAIT_HELPS
 
 
 def _waiting(
@@ -199,11 +208,15 @@ class InlineConnection(aiosqlite.Connection):
     async def run(self, function: Callable[..., T], *arguments: Any) -> T:
         """``function(sqlite3_connection, *arguments)``: here, or in the
         connection's thread once it must wait for a lock."""
-        if self._thread_done is None or self._thread_done.is_set():
+        if not self._behind_thread():
+            connection = self._conn
+            changes = connection.total_changes
             try:
-                return function(self._conn, *arguments)
+                return function(connection, *arguments)
             except sqlite3.OperationalError as exc:
-                if not _busy(exc):
+                # run again only what did nothing (an executemany outside a
+                # transaction may have written rows before it was refused)
+                if not _busy(exc) or connection.total_changes != changes:
                     raise
         # the thread runs its calls in order: this one's end is the last's
         done = self._thread_done = threading.Event()
@@ -212,12 +225,18 @@ class InlineConnection(aiosqlite.Connection):
         )
         return outcome
 
+    def _behind_thread(self) -> bool:
+        """Whether a call handed to the thread has not run yet."""
+        return self._thread_done is not None and not self._thread_done.is_set()
+
     async def commit(self) -> None:
-        if self._conn.in_transaction:
+        # behind a call still to run in the thread (a BEGIN waiting for the
+        # lock), whether a transaction is open is known only after it
+        if self._behind_thread() or self._conn.in_transaction:
             await self.run(_commit)
 
     async def rollback(self) -> None:
-        if self._conn.in_transaction:
+        if self._behind_thread() or self._conn.in_transaction:
             await self.run(_rollback)
 
 
