@@ -96,6 +96,29 @@ async def _connected(
     return await connect_google(flow, sandbox, calendar_sync, tenants.alice.ctx, ALICE)
 
 
+async def _watched(
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    tenants,
+) -> tuple[GoogleAccount, dict[str, Any], dict[str, str]]:
+    """A connected calendar after its first run, whose channel's handshake
+    came in: the account, the channel, and the headers of a genuine change
+    notification (without a message number)."""
+    google = await _connected(flow, sandbox, calendar_sync, tenants)
+    await runner.tick()
+    await _delivered(sandbox, "sync", 1)
+    channel = await _channel(sandbox)
+    genuine = {
+        "X-Goog-Channel-ID": channel["id"],
+        "X-Goog-Channel-Token": channel["token"],
+        "X-Goog-Resource-ID": channel["resource_id"],
+        "X-Goog-Resource-State": "exists",
+    }
+    return google, channel, genuine
+
+
 async def test_a_change_at_google_reaches_the_crm_through_the_webhook(
     served: str,
     flow: Flow,
@@ -146,18 +169,12 @@ async def test_forged_and_replayed_notifications_do_nothing(
     admin_db: Database,
     tenants,
 ) -> None:
-    google = await _connected(flow, sandbox, calendar_sync, tenants)
-    await runner.tick()
-    await _delivered(sandbox, "sync", 1)
-    channel = await _channel(sandbox)
+    google, channel, genuine = await _watched(
+        flow, sandbox, calendar_sync, runner, tenants
+    )
     before = await _next_sync(admin_db, google.account.id)
-    genuine = {
-        "X-Goog-Channel-ID": channel["id"],
-        "X-Goog-Channel-Token": channel["token"],
-        "X-Goog-Resource-ID": channel["resource_id"],
-        "X-Goog-Resource-State": "exists",
-        "X-Goog-Message-Number": "1",  # the handshake's number: a replay
-    }
+    # the handshake's number: a replay
+    genuine = genuine | {"X-Goog-Message-Number": "1"}
     url = served + GOOGLE_CALENDAR_PATH
     async with httpx.AsyncClient() as http:
         forged = [
@@ -285,17 +302,10 @@ async def test_a_burst_of_notifications_gets_each_its_own_answer(
     """Notifications that come together while a sync holds the write lock
     queue for it; each gets the answer its own headers call for, and the
     channel ends at the highest number."""
-    google = await _connected(flow, sandbox, calendar_sync, tenants)
-    await runner.tick()
-    await _delivered(sandbox, "sync", 1)
-    channel = await _channel(sandbox)
+    google, channel, genuine = await _watched(
+        flow, sandbox, calendar_sync, runner, tenants
+    )
     before = await _next_sync(admin_db, google.account.id)
-    genuine = {
-        "X-Goog-Channel-ID": channel["id"],
-        "X-Goog-Channel-Token": channel["token"],
-        "X-Goog-Resource-ID": channel["resource_id"],
-        "X-Goog-Resource-State": "exists",
-    }
     burst = [
         genuine
         | {"X-Goog-Message-Number": str(n)}

@@ -224,12 +224,21 @@ async def test_a_write_waits_for_another_connections_lock_without_stopping_the_l
     assert sorted(_names(_path(db))) == ["b", "c", "held", "w1", "w2"]
 
 
-async def test_a_write_waits_no_longer_than_asked(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _connection(tmp_path: Path, *, wait_ms: int) -> AsyncIterator[Any]:
+    """One driver connection to a fresh database file, outside any engine."""
     await _database(tmp_path, pooled=False)  # the file and its table
     connection = await async_creator(
-        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=200
+        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=wait_ms
     )()
     try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def test_a_write_waits_no_longer_than_asked(tmp_path: Path) -> None:
+    async with _connection(tmp_path, wait_ms=200) as connection:
         with _locked(tmp_path / "t.db"):
             cursor = connection.cursor()
             with pytest.raises(sqlite3.OperationalError, match="locked"):
@@ -238,17 +247,11 @@ async def test_a_write_waits_no_longer_than_asked(tmp_path: Path) -> None:
             # the connection says "no waiting" to anyone else using it here
             busy = connection._conn.execute("PRAGMA busy_timeout").fetchone()
             assert busy == (0,)
-    finally:
-        await connection.close()
     assert _names(tmp_path / "t.db") == ["a", "b", "c"]
 
 
 async def test_calls_after_one_that_waits_follow_it(tmp_path: Path) -> None:
-    await _database(tmp_path, pooled=False)
-    connection = await async_creator(
-        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
-    )()
-    try:
+    async with _connection(tmp_path, wait_ms=10_000) as connection:
         with _locked(tmp_path / "t.db") as holder:
             first = asyncio.create_task(
                 connection.cursor().execute("INSERT INTO item (name) VALUES ('w')")
@@ -266,16 +269,10 @@ async def test_calls_after_one_that_waits_follow_it(tmp_path: Path) -> None:
         assert await after.fetchall() == [(4,)]
         # and the connection waits for no lock in the loop's thread again
         assert connection._conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
-    finally:
-        await connection.close()
 
 
 async def test_a_call_whose_caller_went_away_is_still_followed(tmp_path: Path) -> None:
-    await _database(tmp_path, pooled=False)
-    connection = await async_creator(
-        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
-    )()
-    try:
+    async with _connection(tmp_path, wait_ms=10_000) as connection:
         with _locked(tmp_path / "t.db") as holder:
             gone = asyncio.create_task(
                 connection.cursor().execute("INSERT INTO item (name) VALUES ('w')")
@@ -292,18 +289,12 @@ async def test_a_call_whose_caller_went_away_is_still_followed(tmp_path: Path) -
             holder.execute("COMMIT")
             after = await asyncio.wait_for(counted, 10)
         assert await after.fetchall() == [(4,)]
-    finally:
-        await connection.close()
 
 
 async def test_a_rollback_behind_a_begin_still_waiting_undoes_it(
     tmp_path: Path,
 ) -> None:
-    await _database(tmp_path, pooled=False)
-    connection = await async_creator(
-        make_url(f"sqlite+aiosqlite:///{tmp_path / 't.db'}"), wait_ms=10_000
-    )()
-    try:
+    async with _connection(tmp_path, wait_ms=10_000) as connection:
         with _locked(tmp_path / "t.db") as holder:
             begin = asyncio.create_task(connection.cursor().execute("BEGIN IMMEDIATE"))
             await asyncio.sleep(0.05)  # waiting for the lock, in the thread
@@ -323,8 +314,6 @@ async def test_a_rollback_behind_a_begin_still_waiting_undoes_it(
             other.execute("ROLLBACK")
         finally:
             other.close()
-    finally:
-        await connection.close()
 
 
 async def test_a_transaction_that_read_before_another_committed_fails_at_once(
