@@ -250,45 +250,33 @@ async def test_a_write_waits_no_longer_than_asked(tmp_path: Path) -> None:
     assert _names(tmp_path / "t.db") == ["a", "b", "c"]
 
 
-async def test_calls_after_one_that_waits_follow_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("caller_leaves", [False, True], ids=["waits", "goes away"])
+async def test_calls_after_one_that_waits_follow_it(
+    tmp_path: Path, caller_leaves: bool
+) -> None:
     async with _connection(tmp_path, wait_ms=10_000) as connection:
         with _locked(tmp_path / "t.db") as holder:
             first = asyncio.create_task(
                 connection.cursor().execute("INSERT INTO item (name) VALUES ('w')")
             )
             await asyncio.sleep(0.05)  # waiting for the lock, in the thread
+            if caller_leaves:
+                # the write still runs there once the lock is free: what
+                # comes next on the connection must not run beside it
+                first.cancel()
             counted = asyncio.create_task(
                 connection.cursor().execute("SELECT count(*) FROM item")
             )
             await asyncio.sleep(0.05)
             assert not counted.done()  # in turn behind the write
             holder.execute("COMMIT")
-            await asyncio.wait_for(first, 10)
+            if not caller_leaves:
+                await asyncio.wait_for(first, 10)
             after = await asyncio.wait_for(counted, 10)
         # it saw the write that came before it
         assert await after.fetchall() == [(4,)]
         # and the connection waits for no lock in the loop's thread again
         assert connection._conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
-
-
-async def test_a_call_whose_caller_went_away_is_still_followed(tmp_path: Path) -> None:
-    async with _connection(tmp_path, wait_ms=10_000) as connection:
-        with _locked(tmp_path / "t.db") as holder:
-            gone = asyncio.create_task(
-                connection.cursor().execute("INSERT INTO item (name) VALUES ('w')")
-            )
-            await asyncio.sleep(0.05)  # waiting for the lock, in the thread
-            gone.cancel()
-            # the write still runs there once the lock is free: what comes
-            # next on the connection must not run beside it
-            counted = asyncio.create_task(
-                connection.cursor().execute("SELECT count(*) FROM item")
-            )
-            await asyncio.sleep(0.05)
-            assert not counted.done()
-            holder.execute("COMMIT")
-            after = await asyncio.wait_for(counted, 10)
-        assert await after.fetchall() == [(4,)]
 
 
 async def test_a_rollback_behind_a_begin_still_waiting_undoes_it(
