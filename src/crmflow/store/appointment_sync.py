@@ -19,6 +19,7 @@ import contextlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -52,6 +53,7 @@ from crmflow.store.calendar_json import (
     exceptions_to_json,
 )
 from crmflow.store.db import Database, tenant_of
+from crmflow.store.prebuilt import owned, owner, param
 
 #: ids per ``IN (...)`` list: below SQLite's and PostgreSQL's parameter limits
 _CHUNK = 500
@@ -183,7 +185,9 @@ class StoredEvent:
     updated_at: Any
 
 
-def _mapped_here(account_id: uuid.UUID) -> Any:
+def _mapped_here(account_id: Any) -> Any:
+    """The ids of the appointments mapped to the account (``account_id``: a
+    value or a bound parameter)."""
     return select(models.CalendarEventMapping.appointment_id).where(
         models.CalendarEventMapping.calendar_account_id == account_id,
         models.CalendarEventMapping.appointment_id.is_not(None),
@@ -205,35 +209,43 @@ async def listing(
     and that no other of their calendar accounts syncs (those are the ones to
     export).
     """
-    ctx = _ctx(session)
-    a = models.Appointment
-    m = models.CalendarEventMapping
-    condition: Any = a.id.in_(_mapped_here(account_id))
-    if not cancelled:
-        condition = and_(condition, not_(_cancelled_since_sync(account_id)))
-    if export_own:
-        elsewhere = exists().where(
-            m.appointment_id == a.id,
-            m.user_id == ctx.user_id,
-            m.calendar_account_id != account_id,
-        )
-        condition = or_(
-            condition,
-            and_(
-                a.user_id == ctx.user_id,
-                a.status != AppointmentStatus.CANCELLED.value,
-                not_(elsewhere),
-            ),
-        )
     rows = await session.execute(
-        select(_IdText(a.id), a.version).where(
-            a.organization_id == ctx.organization_id, condition
-        )
+        _listing(export_own, cancelled),
+        {"account": account_id, **owner(_ctx(session))},
     )
     return {row_id: str(version) for row_id, version in rows}
 
 
-def _cancelled_since_sync(account_id: uuid.UUID) -> Any:
+@cache
+def _listing(export_own: bool, cancelled: bool) -> Any:
+    """:func:`listing`'s query, ``{"account", "org", "user"}``."""
+    a = models.Appointment
+    m = models.CalendarEventMapping
+    account = param("account", m.calendar_account_id)
+    condition: Any = a.id.in_(_mapped_here(account))
+    if not cancelled:
+        condition = and_(condition, not_(_cancelled_since_sync(account)))
+    if export_own:
+        user = param("user", a.user_id)
+        elsewhere = exists().where(
+            m.appointment_id == a.id,
+            m.user_id == user,
+            m.calendar_account_id != account,
+        )
+        condition = or_(
+            condition,
+            and_(
+                a.user_id == user,
+                a.status != AppointmentStatus.CANCELLED.value,
+                not_(elsewhere),
+            ),
+        )
+    return select(_IdText(a.id), a.version).where(
+        a.organization_id == param("org", a.organization_id), condition
+    )
+
+
+def _cancelled_since_sync(account_id: Any) -> Any:
     """Appointments cancelled in the CRM since the account's last sync: the
     appointment changed from the version the mapping recorded (one imported as
     cancelled, e.g. an Outlook meeting its organizer called off, is not)."""
@@ -293,14 +305,11 @@ async def uid_lookups(
 ) -> dict[str, tuple[uuid.UUID, int]]:
     """:func:`uid_lookup` for several UIDs at once; the ones not found are
     left out."""
-    a = models.Appointment
     org = _ctx(session).organization_id
     found: dict[str, tuple[uuid.UUID, int]] = {}
     for start in range(0, len(uids), _CHUNK):
         rows = await session.execute(
-            select(a.ical_uid, a.id, a.version).where(
-                a.organization_id == org, a.ical_uid.in_(uids[start : start + _CHUNK])
-            )
+            _BY_UIDS, {"org": org, "uids": list(uids[start : start + _CHUNK])}
         )
         for uid, appointment_id, version in rows:
             found.setdefault(uid, (appointment_id, version))
@@ -310,7 +319,7 @@ async def uid_lookups(
 async def login_address(session: AsyncSession) -> str | None:
     """The acting user's sign-in address (lower case)."""
     found: str | None = await session.scalar(
-        select(models.User.email).where(models.User.id == _ctx(session).user_id)
+        _LOGIN_ADDRESS, {"user": _ctx(session).user_id}
     )
     return found.lower() if found else None
 
@@ -625,30 +634,10 @@ async def load_mappings(
     session: AsyncSession, account_id: uuid.UUID
 ) -> tuple[list[MappingTuple], CursorState | None]:
     """The account's status rows (:data:`MappingTuple`) and cursor."""
-    m = models.CalendarEventMapping
-    rows = await session.execute(
-        select(
-            m.ical_uid,
-            m.crm_item_id,
-            m.crm_version,
-            m.crm_hash,
-            m.external_event_id,
-            m.external_event_etag,
-            m.external_hash,
-        ).where(m.calendar_account_id == account_id, m.ical_uid != "")
-    )
+    rows = await session.execute(_STATUS_ROWS, {"account": account_id})
     states: list[MappingTuple] = list(rows)
-    ctx = _ctx(session)
-    table = models.CalendarAccount
-    # the two columns, not the ORM row: one JSON document fewer to read
     account = (
-        await session.execute(
-            select(table.sync_cursor, table.sync_cursor_listing).where(
-                table.id == account_id,
-                table.organization_id == ctx.organization_id,
-                table.user_id == ctx.user_id,
-            )
-        )
+        await session.execute(_CURSOR, {"account": account_id, **owner(_ctx(session))})
     ).first()
     if account is None:
         raise NotFound("Calendar account not found.")
@@ -669,16 +658,11 @@ async def save_mappings(
     ``written`` anew, store the cursor. Deletions go first, so an external id
     that moved from one ident to another never clashes."""
     ctx = _ctx(session)
-    m = models.CalendarEventMapping
     gone = sorted(set(removed) | {s.ical_uid for s in written})
     for start in range(0, len(gone), _CHUNK):
         await session.execute(
-            delete(m)
-            .where(
-                m.calendar_account_id == account_id,
-                m.ical_uid.in_(gone[start : start + _CHUNK]),
-            )
-            .execution_options(synchronize_session=False)
+            _DELETE_STATUS_ROWS,
+            {"account": account_id, "uids": gone[start : start + _CHUNK]},
         )
     # Core, not ORM: executemany without per-row ORM bookkeeping; in slices,
     # so that an initial sync's rows are not all built as parameters at once
@@ -703,21 +687,16 @@ async def save_mappings(
             }
             for s in written[start : start + INSERT_ROWS]
         ]
-        await session.execute(insert(_MAPPINGS), values)
+        await session.execute(_INSERT_STATUS_ROWS, values)
     # one UPDATE, no read: every run that wrote something ends here
-    table = models.CalendarAccount
     stored = await session.execute(
-        update(table)
-        .where(
-            table.id == account_id,
-            table.organization_id == ctx.organization_id,
-            table.user_id == ctx.user_id,
-        )
-        .values(
-            sync_cursor=cursor.token if cursor else None,
-            sync_cursor_listing=dict(cursor.listing) if cursor else {},
-        )
-        .execution_options(synchronize_session=False)
+        _STORE_CURSOR,
+        {
+            "account": account_id,
+            **owner(ctx),
+            "token": cursor.token if cursor else None,
+            "listing": dict(cursor.listing) if cursor else {},
+        },
     )
     if not getattr(stored, "rowcount", 0):
         raise NotFound("Calendar account not found.")
@@ -725,3 +704,66 @@ async def save_mappings(
 
 def _ctx(session: AsyncSession) -> TenantContext:
     return tenant_of(session)
+
+
+# ---------------------------------------------------------------- prebuilt
+# The statements every sync run executes (see crmflow.store.prebuilt).
+
+_A = models.Appointment
+_M = models.CalendarEventMapping
+_CA = models.CalendarAccount
+
+#: ``{"org", "uids"}``: appointments of the organization by UID
+_BY_UIDS = select(_A.ical_uid, _A.id, _A.version).where(
+    _A.organization_id == param("org", _A.organization_id),
+    _A.ical_uid.in_(param("uids", _A.ical_uid, expanding=True)),
+)
+
+#: ``{"user"}``: the user's sign-in address
+_LOGIN_ADDRESS = select(models.User.email).where(
+    models.User.id == param("user", models.User.id)
+)
+
+#: ``{"account"}``: the account's status rows (:data:`MappingTuple`)
+_STATUS_ROWS = select(
+    _M.ical_uid,
+    _M.crm_item_id,
+    _M.crm_version,
+    _M.crm_hash,
+    _M.external_event_id,
+    _M.external_event_etag,
+    _M.external_hash,
+).where(
+    _M.calendar_account_id == param("account", _M.calendar_account_id),
+    _M.ical_uid != "",
+)
+
+#: ``{"account", "org", "user"}``: the account's change-feed cursor (the two
+#: columns, not the ORM row: one JSON document fewer to read)
+_CURSOR = select(_CA.sync_cursor, _CA.sync_cursor_listing).where(
+    _CA.id == param("account", _CA.id), *owned(_CA)
+)
+
+#: ``{"account", "uids"}``: status rows to replace or remove
+_DELETE_STATUS_ROWS = (
+    delete(_M)
+    .where(
+        _M.calendar_account_id == param("account", _M.calendar_account_id),
+        _M.ical_uid.in_(param("uids", _M.ical_uid, expanding=True)),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+#: one dict per row (every column): new status rows
+_INSERT_STATUS_ROWS = insert(_MAPPINGS)
+
+#: ``{"account", "org", "user", "token", "listing"}``: store the cursor
+_STORE_CURSOR = (
+    update(_CA)
+    .where(_CA.id == param("account", _CA.id), *owned(_CA))
+    .values(
+        sync_cursor=param("token", _CA.sync_cursor),
+        sync_cursor_listing=param("listing", _CA.sync_cursor_listing),
+    )
+    .execution_options(synchronize_session=False)
+)

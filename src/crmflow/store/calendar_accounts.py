@@ -10,6 +10,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import cache
 from typing import Any
 
 from sqlalchemy import case, func, select, update
@@ -35,6 +36,7 @@ from crmflow.errors import NotFound, ValidationFailed
 from crmflow.store import leases, models
 from crmflow.store.calendar_json import event_from_json, event_to_json
 from crmflow.store.db import tenant_of
+from crmflow.store.prebuilt import owned, owner, param
 
 #: the error of a run that never finished (see ``acquire_lease``)
 INTERRUPTED = (
@@ -128,6 +130,7 @@ class CalendarAccountStore:
     def __init__(self, session: AsyncSession) -> None:
         self._s = session
         self._ctx = tenant_of(session)
+        self._owner = owner(self._ctx)
 
     def _mine(self, model: Any) -> list[Any]:
         return [
@@ -136,12 +139,7 @@ class CalendarAccountStore:
         ]
 
     async def _row(self, account_id: uuid.UUID) -> models.CalendarAccount:
-        row = await self._s.scalar(
-            select(models.CalendarAccount).where(
-                models.CalendarAccount.id == account_id,
-                *self._mine(models.CalendarAccount),
-            )
-        )
+        row = await self._s.scalar(_ROW, {"account": account_id, **self._owner})
         if row is None:
             raise NotFound("Calendar account not found.")
         return row
@@ -341,14 +339,7 @@ class CalendarAccountStore:
         """
         account = models.CalendarAccount
         taken = await self._s.execute(
-            update(account)
-            .where(
-                account.id == account_id,
-                *self._mine(account),
-                account.sync_lease_until.is_(None),
-            )
-            .values(sync_lease_until=until)
-            .execution_options(synchronize_session=False)
+            _FREE_LEASE, {"account": account_id, "until": until, **self._owner}
         )
         if getattr(taken, "rowcount", 0) == 1:
             return True  # the usual case: one statement
@@ -430,19 +421,19 @@ class CalendarAccountStore:
         those instants (a run whose lease another run took over leaves that
         one alone).
         """
-        log = models.CalendarSyncLog
         duration = max(0, int((now - run.started_at).total_seconds() * 1000))
         written = await self._s.execute(
-            update(log)
-            .where(log.id == run.id, *self._mine(log))
-            .values(
-                status=run.status.value,
-                events_imported=run.events_imported,
-                events_exported=run.events_exported,
-                events_updated=run.events_updated,
-                events_deleted=run.events_deleted,
-                conflicts=run.conflicts,
-                errors=[
+            _FINISH_LOG,
+            {
+                "run": run.id,
+                **self._owner,
+                "status": run.status.value,
+                "imported": run.events_imported,
+                "exported": run.events_exported,
+                "updated": run.events_updated,
+                "deleted": run.events_deleted,
+                "conflicts": run.conflicts,
+                "errors": [
                     {
                         "message": e.message,
                         "ical_uid": e.ical_uid,
@@ -456,33 +447,25 @@ class CalendarAccountStore:
                     }
                     for e in run.errors
                 ],
-                finished_at=now,
-                duration_ms=duration,
-            )
-            .execution_options(synchronize_session=False)
+                "now": now,
+                "duration": duration,
+            },
         )
         if getattr(written, "rowcount", 0) != 1:
             raise NotFound("Sync run not found.")
         if run.calendar_account_id is not None:
-            account = models.CalendarAccount
-            outcome: dict[str, Any] = {
-                "last_sync_status": run.status.value,
-                "last_error": run.errors[0].message if run.errors else None,
+            synced = run.status is not RunStatus.FAILED
+            values: dict[str, Any] = {
+                "account": run.calendar_account_id,
+                **self._owner,
+                "status": run.status.value,
+                "error": run.errors[0].message if run.errors else None,
             }
-            if run.status is not RunStatus.FAILED:
-                outcome["last_synced_at"] = now
+            if synced:
+                values["now"] = now
             if release:
-                # only a lease this run held: one another run took over stays
-                outcome["sync_lease_until"] = case(
-                    (account.sync_lease_until.in_(release), None),
-                    else_=account.sync_lease_until,
-                )
-            await self._s.execute(
-                update(account)
-                .where(account.id == run.calendar_account_id, *self._mine(account))
-                .values(**outcome)
-                .execution_options(synchronize_session=False)
-            )
+                values["release"] = list(release)
+            await self._s.execute(_account_outcome(synced, bool(release)), values)
         return replace(run, finished_at=now, duration_ms=duration)
 
     async def runs(
@@ -616,13 +599,8 @@ class CalendarAccountStore:
     ) -> dict[str, tuple[str, str, Resolution | None]]:
         """The account's open conflicts: ``{uid: (crm version, calendar
         version, the person's choice or None)}``."""
-        c = models.CalendarSyncConflict
         rows = await self._s.execute(
-            select(c.ical_uid, c.crm_version, c.calendar_version, c.resolution).where(
-                *self._mine(c),
-                c.calendar_account_id == account_id,
-                c.status == ConflictStatus.OPEN.value,
-            )
+            _OPEN_CONFLICTS, {"account": account_id, **self._owner}
         )
         return {
             uid: (crm, calendar, Resolution(choice) if choice else None)
@@ -635,3 +613,91 @@ def _uuid(text: str) -> list[uuid.UUID]:
         return [uuid.UUID(text)]
     except ValueError:
         return []
+
+
+# ---------------------------------------------------------------- prebuilt
+# The statements every sync run executes (see crmflow.store.prebuilt).
+
+_ACCOUNT = models.CalendarAccount
+_LOG = models.CalendarSyncLog
+_CONFLICT = models.CalendarSyncConflict
+
+#: ``{"account", "org", "user"}``: the ORM row of one of the user's accounts
+_ROW = select(_ACCOUNT).where(
+    _ACCOUNT.id == param("account", _ACCOUNT.id), *owned(_ACCOUNT)
+)
+
+#: ``{"account", "org", "user", "until"}``: take a lease nobody holds
+_FREE_LEASE = (
+    update(_ACCOUNT)
+    .where(
+        _ACCOUNT.id == param("account", _ACCOUNT.id),
+        *owned(_ACCOUNT),
+        _ACCOUNT.sync_lease_until.is_(None),
+    )
+    .values(sync_lease_until=param("until", _ACCOUNT.sync_lease_until))
+    .execution_options(synchronize_session=False)
+)
+
+#: ``{"run", "org", "user", "status", "imported", "exported", "updated",
+#: "deleted", "conflicts", "errors", "now", "duration"}``: a run's outcome
+_FINISH_LOG = (
+    update(_LOG)
+    .where(_LOG.id == param("run", _LOG.id), *owned(_LOG))
+    .values(
+        status=param("status", _LOG.status),
+        events_imported=param("imported", _LOG.events_imported),
+        events_exported=param("exported", _LOG.events_exported),
+        events_updated=param("updated", _LOG.events_updated),
+        events_deleted=param("deleted", _LOG.events_deleted),
+        conflicts=param("conflicts", _LOG.conflicts),
+        errors=param("errors", _LOG.errors),
+        finished_at=param("now", _LOG.finished_at),
+        duration_ms=param("duration", _LOG.duration_ms),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+@cache
+def _account_outcome(synced: bool, release: bool) -> Any:
+    """``{"account", "org", "user", "status", "error"}``, ``"now"`` when
+    ``synced`` (the run did not fail: it is the last sync), ``"release"``
+    when ``release`` (the lease's end instants this run held: given back if
+    the account still has one of them)."""
+    values: dict[str, Any] = {
+        "last_sync_status": param("status", _ACCOUNT.last_sync_status),
+        "last_error": param("error", _ACCOUNT.last_error),
+    }
+    if synced:
+        values["last_synced_at"] = param("now", _ACCOUNT.last_synced_at)
+    if release:
+        # only a lease this run held: one another run took over stays
+        values["sync_lease_until"] = case(
+            (
+                _ACCOUNT.sync_lease_until.in_(
+                    param("release", _ACCOUNT.sync_lease_until, expanding=True)
+                ),
+                None,
+            ),
+            else_=_ACCOUNT.sync_lease_until,
+        )
+    return (
+        update(_ACCOUNT)
+        .where(_ACCOUNT.id == param("account", _ACCOUNT.id), *owned(_ACCOUNT))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+#: ``{"account", "org", "user"}``: the account's open conflicts
+_OPEN_CONFLICTS = select(
+    _CONFLICT.ical_uid,
+    _CONFLICT.crm_version,
+    _CONFLICT.calendar_version,
+    _CONFLICT.resolution,
+).where(
+    *owned(_CONFLICT),
+    _CONFLICT.calendar_account_id == param("account", _CONFLICT.calendar_account_id),
+    _CONFLICT.status == ConflictStatus.OPEN.value,
+)

@@ -30,6 +30,7 @@ from crmflow.errors import NotFound, TokenDecryptError, ValidationFailed
 from crmflow.store import models
 from crmflow.store.crypto import Vault, context_for
 from crmflow.store.db import tenant_of
+from crmflow.store.prebuilt import owned, owner, param
 
 
 class IntegrationStatus(enum.StrEnum):
@@ -194,10 +195,10 @@ class IntegrationStore:
     async def _row(
         self, integration_id: uuid.UUID, *, for_update: bool = False
     ) -> models.UserIntegration:
-        stmt = self._scoped().where(models.UserIntegration.id == integration_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row: models.UserIntegration | None = await self._s.scalar(stmt)
+        row: models.UserIntegration | None = await self._s.scalar(
+            _ROW_FOR_UPDATE if for_update else _ROW,
+            {"integration": integration_id, **owner(self._ctx)},
+        )
         if row is None:
             raise NotFound("Integration not found.")
         return row
@@ -571,3 +572,12 @@ class IntegrationStore:
             redirect_uri=row.redirect_uri,
             scopes=tuple(row.scopes),
         )
+
+
+#: ``{"integration", "org", "user"}``: one of the user's integrations (a sync
+#: run's first read, see crmflow.store.prebuilt)
+_ROW = select(models.UserIntegration).where(
+    models.UserIntegration.id == param("integration", models.UserIntegration.id),
+    *owned(models.UserIntegration),
+)
+_ROW_FOR_UPDATE = _ROW.with_for_update()

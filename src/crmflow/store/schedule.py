@@ -233,14 +233,11 @@ class ScheduleStore:
         the back-off (or ``not_before``) holds even then: the retry syncs
         that change too, and pushes never turn failures into a hot loop.
         """
-        table = _TABLES[kind]
         failures = 0
         if not ok:
             # the back-off grows with the failures in a row: read them (a
             # success needs no read, it starts the count again)
-            before = await self._s.scalar(
-                select(table.sync_failures).where(table.id == account_id)
-            )
+            before = await self._s.scalar(_FAILURES[kind], {"account": account_id})
             if before is None:  # removed meanwhile
                 return schedule.after_success(now, rand)
             failures = before + 1
@@ -251,21 +248,14 @@ class ScheduleStore:
         )
         if not ok and not_before is not None and not_before > when:
             when = not_before
-        statement = (
-            update(table)
-            .where(table.id == account_id)
-            .values(
-                next_sync_at=case((table.sync_pushed.is_(True), now), else_=when)
-                if ok
-                else when,
-                sync_failures=failures,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if not ok or not self._postgres:
-            await self._s.execute(statement)
+        params = {"account": account_id, "now": now, "when": when}
+        if not ok:
+            await self._s.execute(_FAILED[kind], {**params, "failures": failures})
             return when
-        pushed = await self._s.scalar(statement.returning(table.sync_pushed))
+        if not self._postgres:
+            await self._s.execute(_SUCCEEDED[kind], params)
+            return when
+        pushed = await self._s.scalar(_SUCCEEDED_RETURNING[kind], params)
         if pushed:
             # the notifications of that push found the account leased and
             # did nothing; this one has it claimed now
@@ -469,6 +459,31 @@ def _claim(table: Any) -> Any:
     )
 
 
+def _finished(table: Any, *, ok: bool) -> Any:
+    account = table.id == bindparam("account", type_=table.id.type)
+    when = bindparam("when", type_=table.next_sync_at.type)
+    if not ok:
+        return (
+            update(table)
+            .where(account)
+            .values(
+                next_sync_at=when,
+                sync_failures=bindparam("failures", type_=table.sync_failures.type),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return (
+        update(table)
+        .where(account)
+        .values(
+            # a push that came in meanwhile keeps it due now
+            next_sync_at=case((table.sync_pushed.is_(True), _now(table)), else_=when),
+            sync_failures=0,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _due_now(table: Any) -> Any:
     now = _now(table)
     return (
@@ -499,3 +514,17 @@ _DUE_NOW_RETURNING = {
     kind: statement.returning(_TABLES[kind].sync_failures)
     for kind, statement in _DUE_NOW.items()
 }
+#: ``{"account"}``: the failed runs in a row before this one
+_FAILURES = _prebuilt(
+    lambda table: select(table.sync_failures).where(
+        table.id == bindparam("account", type_=table.id.type)
+    )
+)
+#: ``{"account", "now", "when"}``: a run worked (:meth:`ScheduleStore.finish`)
+_SUCCEEDED = _prebuilt(lambda table: _finished(table, ok=True))
+_SUCCEEDED_RETURNING = {
+    kind: statement.returning(_TABLES[kind].sync_pushed)
+    for kind, statement in _SUCCEEDED.items()
+}
+#: ``{"account", "now", "when", "failures"}``: a run failed
+_FAILED = _prebuilt(lambda table: _finished(table, ok=False))
