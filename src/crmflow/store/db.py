@@ -117,6 +117,18 @@ def _set_tenant(session: Session, _tx: SessionTransaction, conn: Connection) -> 
     conn.execute(text(f"SELECT {calls}"), params)
 
 
+class _TenantSession(Session):
+    """The sessions of :class:`Database`: each transaction sets its row level
+    security context (:func:`_set_tenant`, from ``session.info["rls"]``).
+
+    The listener is the class's, registered once, rather than added to each
+    session: a sync run opens several, and each registration cost more than
+    the rest of making the session (13 against 3 µs measured alone)."""
+
+
+event.listen(_TenantSession, "after_begin", _set_tenant)
+
+
 #: a pooled PostgreSQL connection unused for this long is pinged before use
 PING_AFTER_IDLE_S = 10.0
 
@@ -212,9 +224,13 @@ class Database:
                 self._locked_engine.sync_engine, "begin", _sqlite_begin_immediate
             )
             self._locked_sessions = async_sessionmaker(
-                self._locked_engine, expire_on_commit=False
+                self._locked_engine,
+                expire_on_commit=False,
+                sync_session_class=_TenantSession,
             )
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=_TenantSession
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -235,7 +251,6 @@ class Database:
                 await stack.enter_async_context(self._write_gate)
             session = await stack.enter_async_context(maker())
             session.info["rls"] = dict(rls)
-            event.listen(session.sync_session, "after_begin", _set_tenant)
             await stack.enter_async_context(session.begin())
             yield session
 
