@@ -9,12 +9,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import event, update
+from sqlalchemy.engine import Engine
 
 from crmflow.bootstrap import Services
 from crmflow.domain.schedule import MIN_RETRY, Schedule
@@ -267,6 +268,89 @@ async def test_a_wake_at_the_moment_of_stop_does_not_keep_the_runner_going(
             await hourly.stop()
     except TimeoutError:
         pytest.fail("the runner went on after stop(): the cancellation was lost")
+
+
+@contextlib.contextmanager
+def _transactions() -> Iterator[list[list[str]]]:
+    """The statements of each transaction committed meanwhile, on every
+    engine of this process (each one's first 40 characters, spaces folded)."""
+    committed: list[list[str]] = []
+    open_: dict[int, list[str]] = {}
+
+    def began(conn: Any) -> None:
+        open_[id(conn)] = []
+
+    def seen(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if id(conn) in open_ and not statement.startswith("BEGIN"):
+            open_[id(conn)].append(" ".join(statement.split())[:40])
+
+    def ended(conn: Any) -> None:
+        committed.append(open_.pop(id(conn), []))
+
+    def dropped(conn: Any) -> None:
+        open_.pop(id(conn), None)
+
+    listeners = [
+        ("begin", began),
+        ("before_cursor_execute", seen),
+        ("commit", ended),
+        ("rollback", dropped),
+    ]
+    for name, listener in listeners:
+        event.listen(Engine, name, listener)
+    try:
+        yield committed
+    finally:
+        for name, listener in listeners:
+            event.remove(Engine, name, listener)
+
+
+async def test_a_calendar_runs_next_due_time_commits_with_its_outcome(
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """A scheduled calendar run writes when it is due next in the transaction
+    that records its outcome: the two land together, and the run costs no
+    transaction of its own for it. (A run that cannot start, e.g. one the
+    account's lease turns away, is recorded in a transaction of its own.)"""
+    ctx = tenants.alice.ctx
+    google = await connect_google(flow, sandbox, calendar_sync, ctx, ALICE)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    with _transactions() as committed:
+        assert await runner.scheduler.run_claimed(due) is Outcome.OK
+    writes = [[s for s in t if s.startswith("UPDATE calendar_")] for t in committed]
+    # the lease's transaction, then the outcome's: the log row, the account's
+    # cursor and outcome, and its next due time
+    assert [w for w in writes if w] == [
+        ["UPDATE calendar_accounts SET sync_lease_until"[:40]],
+        [
+            "UPDATE calendar_accounts SET sync_cursor",
+            "UPDATE calendar_sync_log SET events_imported"[:40],
+            "UPDATE calendar_accounts SET last_synced_at"[:40],
+            "UPDATE calendar_accounts SET next_sync_at"[:40],
+        ],
+    ]
+    entry = await _schedule(admin_db, SyncKind.CALENDAR, google.account.id)
+    assert (entry.next_sync_at, entry.failures) == (clock.now + INTERVAL, 0)
+    assert entry.last_synced_at is not None
+
+    # a run the lease turns away: BUSY, recorded on its own
+    clock.advance(INTERVAL)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    async with admin_db.admin() as session:
+        await session.execute(
+            update(models.CalendarAccount)
+            .where(models.CalendarAccount.id == google.account.id)
+            .values(sync_lease_until=clock.now + dt.timedelta(hours=1))
+        )
+    assert await runner.scheduler.run_claimed(due) is Outcome.BUSY
+    entry = await _schedule(admin_db, SyncKind.CALENDAR, google.account.id)
+    assert (entry.next_sync_at, entry.failures) == (clock.now + INTERVAL, 0)
 
 
 async def test_a_push_during_a_run_keeps_the_account_due(
@@ -541,7 +625,7 @@ class _Failing:
     """Scheduled syncs that all fail (the tasks' side of a run is not under
     test here)."""
 
-    async def run(self, _due: object) -> TaskResult:
+    async def run(self, _due: object, _record: object = None) -> TaskResult:
         return TaskResult(Outcome.FAILED)
 
 

@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from crmflow.bootstrap import Services
 from crmflow.connections.service import Integrations
 from crmflow.domain.schedule import Schedule
@@ -203,34 +205,45 @@ class SyncScheduler:
 
     async def run_claimed(self, due: DueAccount) -> Outcome:
         """Run a claimed account's sync and record how it went."""
+
+        async def record(session: AsyncSession, result: TaskResult) -> None:
+            await self._record(session, due, result)
+
         try:
-            result = await self._tasks.run(due)
+            result = await self._tasks.run(due, record)
         except Exception:
             # a bug, not a provider failure (those are outcomes): log it and
             # back off like a failure, so it is no hot loop
             _log.exception("scheduled %s sync of %s crashed", due.kind, due.account_id)
             result = TaskResult(Outcome.FAILED)
-        now = self._clock()
-        # write-locked: on SQLite the UPDATE then waits its turn at the
-        # process's write gate; without it, it polls the database's lock
-        # with sleeps (1 to 100 ms each) and loses to every write that
-        # queued at the gate meanwhile (up to 0.7 s at 100 pushes a second)
-        async with self._db.admin(write_lock=True) as session:
-            await ScheduleStore(session).finish(
-                due.kind,
-                due.account_id,
-                ok=result.outcome is not Outcome.FAILED,
-                schedule=self._schedule,
-                now=now,
-                rand=self._rand(),
-                not_before=(
-                    now
-                    + min(dt.timedelta(seconds=result.retry_after_s), MAX_RETRY_AFTER)
-                    if result.retry_after_s
-                    else None
-                ),
-            )
+        if not result.recorded:
+            # write-locked: on SQLite the UPDATE then waits its turn at the
+            # process's write gate; without it, it polls the database's lock
+            # with sleeps (1 to 100 ms each) and loses to every write that
+            # queued at the gate meanwhile (up to 0.7 s at 100 pushes a second)
+            async with self._db.admin(write_lock=True) as session:
+                await self._record(session, due, result)
         return result.outcome
+
+    async def _record(
+        self, session: AsyncSession, due: DueAccount, result: TaskResult
+    ) -> None:
+        """When ``due`` syncs next after ``result``, in ``session``'s
+        transaction (the run's own last one, or one of its own)."""
+        now = self._clock()
+        await ScheduleStore(session).finish(
+            due.kind,
+            due.account_id,
+            ok=result.outcome is not Outcome.FAILED,
+            schedule=self._schedule,
+            now=now,
+            rand=self._rand(),
+            not_before=(
+                now + min(dt.timedelta(seconds=result.retry_after_s), MAX_RETRY_AFTER)
+                if result.retry_after_s
+                else None
+            ),
+        )
 
 
 class InProcessRunner:

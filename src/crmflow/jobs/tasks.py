@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from crmflow.domain.calendar_accounts import RunStatus, SyncType
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo, SyncType
 from crmflow.errors import CrmflowError, NotFound, ValidationFailed
 from crmflow.services.calendar_sync import CalendarSync, SyncInProgress
 from crmflow.services.mail import MailService, MailSyncInProgress
@@ -45,6 +48,19 @@ class TaskResult:
     #: the provider's ``Retry-After`` in seconds (a rate-limited failure):
     #: the schedule waits at least this long before the next try
     retry_after_s: float | None = None
+    #: the scheduler's ``record`` landed with the run's outcome
+    recorded: bool = False
+
+
+#: the scheduler's bookkeeping of a run's outcome, in a given transaction
+Record = Callable[[AsyncSession, TaskResult], Awaitable[None]]
+
+
+def _calendar_result(run: SyncRunInfo, *, recorded: bool = False) -> TaskResult:
+    if run.status is RunStatus.FAILED:
+        asked = [e.retry_after_s for e in run.errors if e.retry_after_s]
+        return TaskResult(Outcome.FAILED, max(asked, default=None), recorded)
+    return TaskResult(Outcome.OK, recorded=recorded)
 
 
 class SyncTasks:
@@ -62,21 +78,30 @@ class SyncTasks:
         self._mail = mail
         self._push = push
 
-    async def sync_calendar(self, due: DueAccount) -> TaskResult:
-        """One scheduled run of a calendar account."""
+    async def sync_calendar(
+        self, due: DueAccount, record: Record | None = None
+    ) -> TaskResult:
+        """One scheduled run of a calendar account; ``record`` as for
+        :meth:`run`."""
+
+        async def with_outcome(session: AsyncSession, run: SyncRunInfo) -> None:
+            if record is not None:
+                await record(session, _calendar_result(run))
+
         try:
             run = await self._calendar.sync(
                 due.ctx,
                 due.account_id,
                 sync_type=SyncType.WEBHOOK if due.pushed else SyncType.SCHEDULED,
+                with_outcome=with_outcome if record is not None else None,
             )
         except SyncInProgress:
             return TaskResult(Outcome.BUSY)
         except (NotFound, ValidationFailed):
             return TaskResult(Outcome.SKIPPED)
-        if run.status is RunStatus.FAILED:
-            asked = [e.retry_after_s for e in run.errors if e.retry_after_s]
-            return TaskResult(Outcome.FAILED, max(asked, default=None))
+        result = _calendar_result(run, recorded=record is not None)
+        if result.outcome is Outcome.FAILED:
+            return result
         if self._push is not None:
             try:
                 await self._push.ensure(due.ctx, due.account_id)
@@ -85,7 +110,7 @@ class SyncTasks:
                 _log.warning(
                     "no push channel for calendar account %s: %s", due.account_id, exc
                 )
-        return TaskResult(Outcome.OK)
+        return result
 
     async def sync_mailbox(self, due: DueAccount) -> TaskResult:
         """One scheduled sync of a mailbox."""
@@ -110,10 +135,17 @@ class SyncTasks:
                 )
         return TaskResult(Outcome.OK)
 
-    async def run(self, due: DueAccount) -> TaskResult:
-        """The scheduled sync of ``due``, whatever its kind."""
+    async def run(self, due: DueAccount, record: Record | None = None) -> TaskResult:
+        """The scheduled sync of ``due``, whatever its kind.
+
+        ``record``: the scheduler's bookkeeping of the outcome. A calendar run
+        that starts awaits it in the transaction that records its outcome
+        (one transaction fewer per run), and the result says ``recorded``;
+        otherwise (a mailbox, a run that could not start) the caller records
+        the outcome itself.
+        """
         if due.kind is SyncKind.CALENDAR:
-            result = await self.sync_calendar(due)
+            result = await self.sync_calendar(due, record)
         else:
             result = await self.sync_mailbox(due)
         _log.info(

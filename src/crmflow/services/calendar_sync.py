@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from crmflow.connections.service import Integrations
 from crmflow.domain.calendar import (
     CalendarEvent,
@@ -118,6 +120,10 @@ _NAMES = {
 
 class SyncInProgress(Conflict):
     """A sync of this calendar is running already; try again when it ends."""
+
+
+#: see ``CalendarSync.sync``: ``(session, run)``, in the outcome's transaction
+WithOutcome = Callable[[AsyncSession, SyncRunInfo], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,12 +387,20 @@ class CalendarSync:
         sync_type: SyncType = SyncType.MANUAL,
         confirm_mass_delete: bool = False,
         progress: Progress | None = None,
+        with_outcome: WithOutcome | None = None,
     ) -> SyncRunInfo:
         """Sync one calendar account once; returns the run's log entry.
 
         ``sync_type`` ``full`` lists both sides in full instead of following
         the change feed. ``confirm_mass_delete`` carries out deletions even
         when one side suddenly lists nothing.
+
+        ``with_outcome`` is awaited with the session of the transaction that
+        records the run's outcome and with the finished run, before that
+        transaction commits: what it writes lands with the outcome or not at
+        all (the scheduler's next due time, without a transaction of its
+        own). It is not called when the run could not start (the errors
+        below) or its outcome could not be recorded (this raises then).
 
         Raises:
             NotFound: unknown account (or another user's).
@@ -432,7 +446,7 @@ class CalendarSync:
         except CrmflowError as exc:
             failure = _failure(exc, account)
         finally:
-            run = await self._finish(uow, begun, result, failure)
+            run = await self._finish(uow, begun, result, failure, with_outcome)
         record_sync(
             "calendar",
             info.provider.value,
@@ -526,10 +540,11 @@ class CalendarSync:
         begun: _Begun,
         result: SyncResult | None,
         failure: SyncError | None,
+        with_outcome: WithOutcome | None,
     ) -> SyncRunInfo:
         """Record the run's outcome and release its lease, in the run's open
         transaction (a successful run's last writes and status commit with
-        it) or a new one.
+        it) or a new one; ``with_outcome`` as for :meth:`sync`.
 
         If this fails (a cancellation at shutdown, a database error), the
         open transaction goes too: a successful run's last CRM writes and
@@ -542,7 +557,8 @@ class CalendarSync:
         # connection): there is no lease to give back and no row to finish
         lost_begin = uow.commits == 0 and not uow.is_open
         try:
-            store = CalendarAccountStore(await uow.session())
+            session = await uow.session()
+            store = CalendarAccountStore(session)
             started = begun.run
             if lost_begin:
                 started = replace(
@@ -576,6 +592,8 @@ class CalendarSync:
                 # the lease goes back with the outcome, unless it never landed
                 release=None if lost_begin else begun.lease.lease.values(),
             )
+            if with_outcome is not None:
+                await with_outcome(session, run)
             await uow.commit()
         except BaseException:
             await uow.rollback()
