@@ -353,6 +353,35 @@ async def test_a_calendar_runs_next_due_time_commits_with_its_outcome(
     assert (entry.next_sync_at, entry.failures) == (clock.now + INTERVAL, 0)
 
 
+async def test_a_crashed_calendar_run_counts_as_one_failure(
+    flow: Flow,
+    sandbox: Sandbox,
+    calendar_sync: CalendarSync,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that crashes (a bug, not a provider failure) is logged as
+    failed and backs off once: its failure is recorded with its outcome, and
+    the runner, seeing the crash, does not record it a second time."""
+    ctx = tenants.alice.ctx
+    google = await connect_google(flow, sandbox, calendar_sync, ctx, ALICE)
+
+    async def crash(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(calendar_sync, "_run", crash)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    assert await runner.scheduler.run_claimed(due) is Outcome.FAILED
+    entry = await _schedule(admin_db, SyncKind.CALENDAR, google.account.id)
+    assert entry.failures == 1
+    assert entry.next_sync_at == clock.now + MIN_RETRY
+    (run,) = await calendar_sync.runs(ctx, google.account.id)
+    assert run.status.value == "failed"
+
+
 async def test_a_push_during_a_run_keeps_the_account_due(
     flow: Flow,
     sandbox: Sandbox,

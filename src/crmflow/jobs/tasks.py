@@ -12,8 +12,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo, SyncType
@@ -83,10 +84,20 @@ class SyncTasks:
     ) -> TaskResult:
         """One scheduled run of a calendar account; ``record`` as for
         :meth:`run`."""
+        # what ``record`` wrote, once the transaction it wrote in committed
+        landed: list[TaskResult] = []
 
         async def with_outcome(session: AsyncSession, run: SyncRunInfo) -> None:
-            if record is not None:
-                await record(session, _calendar_result(run))
+            if record is None:
+                return
+            written = _calendar_result(run)
+            await record(session, written)
+            event.listen(
+                session.sync_session,
+                "after_commit",
+                lambda _session: landed.append(written),
+                once=True,
+            )
 
         try:
             run = await self._calendar.sync(
@@ -99,7 +110,18 @@ class SyncTasks:
             return TaskResult(Outcome.BUSY)
         except (NotFound, ValidationFailed):
             return TaskResult(Outcome.SKIPPED)
-        result = _calendar_result(run, recorded=record is not None)
+        except Exception:
+            if not landed:
+                raise  # the runner records it as a failure
+            # a crash (a bug) after the run's outcome, a failure, and its
+            # next due time were committed: recording it again would count
+            # the failure twice
+            _log.exception(
+                "scheduled calendar sync of %s crashed; its failure is recorded",
+                due.account_id,
+            )
+            return replace(landed[0], recorded=True)
+        result = _calendar_result(run, recorded=bool(landed))
         if result.outcome is Outcome.FAILED:
             return result
         if self._push is not None:
