@@ -353,6 +353,34 @@ async def test_a_calendar_runs_next_due_time_commits_with_its_outcome(
     assert (entry.next_sync_at, entry.failures) == (clock.now + INTERVAL, 0)
 
 
+async def test_a_mailbox_runs_next_due_time_commits_with_its_outcome(
+    flow: Flow,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+) -> None:
+    """As for a calendar: the mailbox's outcome (its last sync, the lease's
+    release) and when it is due next are one transaction."""
+    mailbox = await connect_mailbox(flow, mail, tenants.alice.ctx, ALICE)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    with _transactions() as committed:
+        assert await runner.scheduler.run_claimed(due) is Outcome.OK
+    writes = [
+        [s for s in t if s.startswith("UPDATE email_accounts")] for t in committed
+    ]
+    # the outcome's transaction: the lease's release, the outcome (an ORM
+    # flush), the next due time; no other transaction sets that
+    last = [w for w in writes if w][-1]
+    assert last[0].startswith("UPDATE email_accounts SET sync_lease_")
+    assert last[-1].startswith("UPDATE email_accounts SET next_sync_at")
+    assert len(last) == 3
+    assert sum(any("next_sync_at" in s for s in w) for w in writes) == 1
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert (entry.next_sync_at, entry.failures) == (clock.now + INTERVAL, 0)
+
+
 async def test_a_crashed_calendar_run_counts_as_one_failure(
     flow: Flow,
     sandbox: Sandbox,

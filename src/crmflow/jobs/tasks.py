@@ -9,15 +9,17 @@ sync log) for the user to see.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crmflow.domain.calendar_accounts import RunStatus, SyncRunInfo, SyncType
+from crmflow.domain.mail import MailSyncResult
 from crmflow.errors import CrmflowError, NotFound, ValidationFailed
 from crmflow.services.calendar_sync import CalendarSync, SyncInProgress
 from crmflow.services.mail import MailService, MailSyncInProgress
@@ -57,11 +59,62 @@ class TaskResult:
 Record = Callable[[AsyncSession, TaskResult], Awaitable[None]]
 
 
-def _calendar_result(run: SyncRunInfo, *, recorded: bool = False) -> TaskResult:
+def _calendar_result(run: SyncRunInfo) -> TaskResult:
     if run.status is RunStatus.FAILED:
         asked = [e.retry_after_s for e in run.errors if e.retry_after_s]
-        return TaskResult(Outcome.FAILED, max(asked, default=None), recorded)
-    return TaskResult(Outcome.OK, recorded=recorded)
+        return TaskResult(Outcome.FAILED, max(asked, default=None))
+    return TaskResult(Outcome.OK)
+
+
+def _mail_result(result: MailSyncResult) -> TaskResult:
+    if result.error:
+        return TaskResult(Outcome.FAILED, result.retry_after_s)
+    return TaskResult(Outcome.OK)
+
+
+class _Landing:
+    """The scheduler's ``record`` of a run's outcome, written in the
+    transaction that records the outcome, and what it wrote once that
+    transaction committed (``landed``)."""
+
+    def __init__(self, record: Record) -> None:
+        self._record = record
+        self.landed: TaskResult | None = None
+
+    async def write(self, session: AsyncSession, result: TaskResult) -> None:
+        await self._record(session, result)
+        event.listen(
+            session.sync_session,
+            "after_commit",
+            lambda _session: self._committed(result),
+            once=True,
+        )
+
+    def _committed(self, result: TaskResult) -> None:
+        self.landed = dataclasses.replace(result, recorded=True)
+
+    def crashed(self, due: DueAccount) -> TaskResult | None:
+        """The result of a run that raised (a bug, not a provider failure),
+        or None: the caller lets the exception go on, and the runner records
+        a failure.
+
+        If a failure was committed with the run's outcome, that is the
+        result: recording the crash again would count the failure twice. A
+        success committed before the crash (a bug after the outcome) gives
+        None, so the crash backs off like a failure.
+        """
+        if self.landed is None or self.landed.outcome is not Outcome.FAILED:
+            return None
+        _log.exception(
+            "scheduled %s sync of %s crashed; its failure is recorded",
+            due.kind,
+            due.account_id,
+        )
+        return self.landed
+
+    def result(self, result: TaskResult) -> TaskResult:
+        """``result`` of a run that returned, marked recorded when it was."""
+        return self.landed if self.landed is not None else result
 
 
 class SyncTasks:
@@ -84,44 +137,31 @@ class SyncTasks:
     ) -> TaskResult:
         """One scheduled run of a calendar account; ``record`` as for
         :meth:`run`."""
-        # what ``record`` wrote, once the transaction it wrote in committed
-        landed: list[TaskResult] = []
+        landing = _Landing(record) if record is not None else None
 
         async def with_outcome(session: AsyncSession, run: SyncRunInfo) -> None:
-            if record is None:
-                return
-            written = _calendar_result(run)
-            await record(session, written)
-            event.listen(
-                session.sync_session,
-                "after_commit",
-                lambda _session: landed.append(written),
-                once=True,
-            )
+            if landing is not None:
+                await landing.write(session, _calendar_result(run))
 
         try:
             run = await self._calendar.sync(
                 due.ctx,
                 due.account_id,
                 sync_type=SyncType.WEBHOOK if due.pushed else SyncType.SCHEDULED,
-                with_outcome=with_outcome if record is not None else None,
+                with_outcome=with_outcome if landing is not None else None,
             )
         except SyncInProgress:
             return TaskResult(Outcome.BUSY)
         except (NotFound, ValidationFailed):
             return TaskResult(Outcome.SKIPPED)
         except Exception:
-            if not landed:
-                raise  # the runner records it as a failure
-            # a crash (a bug) after the run's outcome, a failure, and its
-            # next due time were committed: recording it again would count
-            # the failure twice
-            _log.exception(
-                "scheduled calendar sync of %s crashed; its failure is recorded",
-                due.account_id,
-            )
-            return replace(landed[0], recorded=True)
-        result = _calendar_result(run, recorded=bool(landed))
+            recorded = landing.crashed(due) if landing is not None else None
+            if recorded is None:
+                raise
+            return recorded
+        result = _calendar_result(run)
+        if landing is not None:
+            result = landing.result(result)
         if result.outcome is Outcome.FAILED:
             return result
         if self._push is not None:
@@ -134,16 +174,36 @@ class SyncTasks:
                 )
         return result
 
-    async def sync_mailbox(self, due: DueAccount) -> TaskResult:
-        """One scheduled sync of a mailbox."""
+    async def sync_mailbox(
+        self, due: DueAccount, record: Record | None = None
+    ) -> TaskResult:
+        """One scheduled sync of a mailbox; ``record`` as for :meth:`run`."""
+        landing = _Landing(record) if record is not None else None
+
+        async def with_outcome(session: AsyncSession, synced: MailSyncResult) -> None:
+            if landing is not None:
+                await landing.write(session, _mail_result(synced))
+
         try:
-            result = await self._mail.sync(due.ctx, due.account_id)
+            synced = await self._mail.sync(
+                due.ctx,
+                due.account_id,
+                with_outcome=with_outcome if landing is not None else None,
+            )
         except MailSyncInProgress:
             return TaskResult(Outcome.BUSY)
         except (NotFound, ValidationFailed):
             return TaskResult(Outcome.SKIPPED)
-        if result.error:
-            return TaskResult(Outcome.FAILED, result.retry_after_s)
+        except Exception:
+            recorded = landing.crashed(due) if landing is not None else None
+            if recorded is None:
+                raise
+            return recorded
+        result = _mail_result(synced)
+        if landing is not None:
+            result = landing.result(result)
+        if result.outcome is Outcome.FAILED:
+            return result
         if self._push is not None:
             try:
                 account = await self._mail.account(due.ctx, due.account_id)
@@ -155,21 +215,21 @@ class SyncTasks:
                     due.account_id,
                     exc,
                 )
-        return TaskResult(Outcome.OK)
+        return result
 
     async def run(self, due: DueAccount, record: Record | None = None) -> TaskResult:
         """The scheduled sync of ``due``, whatever its kind.
 
-        ``record``: the scheduler's bookkeeping of the outcome. A calendar run
-        that starts awaits it in the transaction that records its outcome
-        (one transaction fewer per run), and the result says ``recorded``;
-        otherwise (a mailbox, a run that could not start) the caller records
-        the outcome itself.
+        ``record``: the scheduler's bookkeeping of the outcome. A run that
+        starts awaits it in the transaction that records its outcome (one
+        transaction fewer per run), and the result says ``recorded`` once
+        that committed; otherwise (a run that could not start, one that
+        crashed before) the caller records the outcome itself.
         """
         if due.kind is SyncKind.CALENDAR:
             result = await self.sync_calendar(due, record)
         else:
-            result = await self.sync_mailbox(due)
+            result = await self.sync_mailbox(due, record)
         _log.info(
             "scheduled %s sync of account %s: %s",
             due.kind,

@@ -31,6 +31,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from crmflow.connections.mail_protocol import gmail_servers, mail_protocol
 from crmflow.connections.service import Integrations
 from crmflow.domain.crm import Appointment, Contact
@@ -84,6 +86,10 @@ _MAIL_KINDS = {
     (ProviderKey.IMAP, IntegrationKind.MAIL),
     (ProviderKey.APPLE, IntegrationKind.MAIL),
 }
+
+
+#: see ``MailService.sync``: ``(session, result)``, in the outcome's transaction
+MailOutcome = Callable[[AsyncSession, MailSyncResult], Awaitable[None]]
 
 
 class MailSyncInProgress(Conflict):
@@ -289,13 +295,22 @@ class MailService:
         return results
 
     async def sync(
-        self, ctx: TenantContext, account_id: uuid.UUID, *, full: bool = False
+        self,
+        ctx: TenantContext,
+        account_id: uuid.UUID,
+        *,
+        full: bool = False,
+        with_outcome: MailOutcome | None = None,
     ) -> MailSyncResult:
         """Fetch what changed in one mailbox and store it.
 
         ``full`` lists the import window again instead of following the
         cursor. Failures of the provider are recorded on the account and
         returned in ``MailSyncResult.error``; they do not raise.
+
+        ``with_outcome`` is awaited with the session of the transaction that
+        records the sync's outcome on the account and with the result,
+        before that transaction commits (as ``CalendarSync.sync``'s).
 
         Raises:
             NotFound: unknown mailbox (or another user's).
@@ -353,6 +368,8 @@ class MailService:
                 await MailStore(session, self._blobs).finish_sync(
                     account_id, self._clock(), error, lease.values()
                 )
+                if with_outcome is not None:
+                    await with_outcome(session, result)
         record_sync(
             "mail",
             account.provider,
