@@ -21,6 +21,13 @@ in later modules.
 
 from __future__ import annotations
 
+#: what a sync that stopped on a bug (not a provider's or a user's error)
+#: tells the user; the server's log has the exception
+UNEXPECTED_FAILURE = (
+    "The sync stopped on an unexpected error; it is tried again shortly. If this "
+    "keeps happening, the server's log has the details."
+)
+
 
 class CrmflowError(Exception):
     """Something went wrong in crmflow."""

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from crmflow.bootstrap import Services
 from crmflow.domain.schedule import MIN_RETRY, Schedule
+from crmflow.errors import UNEXPECTED_FAILURE
 from crmflow.jobs.runner import InProcessRunner, SyncScheduler
 from crmflow.jobs.tasks import Outcome, TaskResult
 from crmflow.sandbox.google.demo import seed_demo_google
@@ -408,6 +409,34 @@ async def test_a_crashed_calendar_run_counts_as_one_failure(
     assert entry.next_sync_at == clock.now + MIN_RETRY
     (run,) = await calendar_sync.runs(ctx, google.account.id)
     assert run.status.value == "failed"
+    assert [e.message for e in run.errors] == [UNEXPECTED_FAILURE]
+
+
+async def test_a_crashed_mailbox_run_says_so_and_counts_as_one_failure(
+    flow: Flow,
+    mail: MailService,
+    runner: InProcessRunner,
+    admin_db: Database,
+    clock: Clock,
+    tenants,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mailbox sync that crashes (a bug) leaves the mailbox saying so, not
+    "synced", and backs off once."""
+    ctx = tenants.alice.ctx
+    mailbox = await connect_mailbox(flow, mail, ctx, ALICE)
+
+    async def crash(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(mail, "_fetch", crash)
+    (due,) = await runner.scheduler.claim_due(limit=10)
+    assert await runner.scheduler.run_claimed(due) is Outcome.FAILED
+    entry = await _schedule(admin_db, SyncKind.MAIL, mailbox.id)
+    assert (entry.failures, entry.next_sync_at) == (1, clock.now + MIN_RETRY)
+    account = await mail.account(ctx, mailbox.id)
+    assert account.last_synced_at is None
+    assert account.last_error == UNEXPECTED_FAILURE
 
 
 async def test_a_push_during_a_run_keeps_the_account_due(

@@ -66,6 +66,7 @@ from crmflow.domain.lease import Lease
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
 from crmflow.errors import (
+    UNEXPECTED_FAILURE,
     Conflict,
     CrmflowError,
     NotFound,
@@ -784,7 +785,7 @@ def _summary(
         return replace(
             run,
             status=RunStatus.FAILED,
-            errors=(failure,) if failure else (SyncError("The sync failed."),),
+            errors=(failure,) if failure else (SyncError(UNEXPECTED_FAILURE),),
         )
     counts = {"imported": 0, "exported": 0, "updated": 0, "deleted": 0}
     for write in result.writes:

@@ -53,7 +53,13 @@ from crmflow.domain.mail import (
 )
 from crmflow.domain.secret import Secret
 from crmflow.domain.tenancy import TenantContext
-from crmflow.errors import Conflict, CrmflowError, NotFound, ValidationFailed
+from crmflow.errors import (
+    UNEXPECTED_FAILURE,
+    Conflict,
+    CrmflowError,
+    NotFound,
+    ValidationFailed,
+)
 from crmflow.mail.addresses import link_key
 from crmflow.mail.compose import (
     build_message,
@@ -363,6 +369,13 @@ class MailService:
                     exc.retry_after_s if isinstance(exc, RateLimited) else None
                 ),
             )
+        except Exception:
+            # a bug, not a provider failure: the mailbox says so rather than
+            # "synced", the schedule backs off, and the exception goes on to
+            # be logged
+            error = UNEXPECTED_FAILURE
+            result = dataclasses.replace(result, error=error)
+            raise
         finally:
             async with db.tenant(ctx) as session:
                 await MailStore(session, self._blobs).finish_sync(
